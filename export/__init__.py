@@ -1,0 +1,1 @@
+"""stpr.export: run directory -> ONNX/TensorRT bundle (see ARCHITECTURE.md; the `stpr-export` issue)."""

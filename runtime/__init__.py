@@ -1,0 +1,1 @@
+"""stpr.runtime: the torch-free device side (see ARCHITECTURE.md; the `stpr-run` issue)."""

@@ -1,0 +1,144 @@
+"""`stpr-train`: run the StPR incremental protocol and write a run directory.
+
+With no arguments it runs the built-in synthetic demo (configs/demo.yaml).
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import click
+
+from .errors import StprError
+
+log = logging.getLogger("stpr")
+
+# CLI option -> config key. What users change most; everything else via --set.
+_OPTION_KEYS = {
+    "dataset": "data.dataset",
+    "data_root": "data.root",
+    "protocol": "data.protocol",
+    "model": "model.name",
+    "pretrained": "model.pretrained",
+    "routing": "method.routing",
+    "distill": "method.distill",
+    "lambda_": "method.lambda_fssd",
+    "batch_size": "optim.batch_size",
+    "seed": "seed",
+    "device": "device",
+}
+
+
+def _tqdm_progress(it: Iterable, desc: str, total: int) -> Iterable:
+    from tqdm.auto import tqdm
+
+    return tqdm(it, desc=desc, total=total, leave=False, dynamic_ncols=True, file=sys.stderr)
+
+
+def _overrides(opts: dict[str, Any], epochs: str | None, sets: tuple[str, ...]) -> dict[str, Any]:
+    from .config import parse_set
+
+    out = {key: opts[name] for name, key in _OPTION_KEYS.items() if opts.get(name) is not None}
+    if epochs is not None:
+        parts = epochs.split(",")
+        try:
+            values = [int(p) for p in parts]
+        except ValueError:
+            values = []
+        if len(values) not in (1, 2) or min(values, default=0) < 1:
+            raise StprError(f"--epochs {epochs!r}: give N (every task) or BASE,INCREMENTAL, e.g. 60,30")
+        out["optim.epochs_base"], out["optim.epochs_incremental"] = values[0], values[-1]
+    out.update(parse_set(list(sets)))
+    return out
+
+
+def _attach_log_file(run_dir: Path) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(run_dir / "train.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(logging.WARNING)
+    console.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    log.addHandler(console)
+    log.propagate = False  # open_clip's root-logger warnings install a root handler; keep ours off it
+
+
+def format_report(metrics: dict[str, Any], run_dir: Path) -> str:
+    """The accuracy matrix, Acc and BWF as a plain-text table."""
+    A = metrics["accuracy_matrix"]
+    K = metrics["num_tasks"]
+    head = "after task | " + " ".join(f"{f'T{j}':>6}" for j in range(K))
+    lines = ["Accuracy matrix (%), rows: after training task i, columns: test videos of task j", head,
+             "-" * len(head)]
+    for i, row in enumerate(A):
+        cells = " ".join(f"{'' if v is None else f'{v:.1f}':>6}" for v in row)
+        lines.append(f"{i:>10} | {cells}")
+    bwf = metrics["bwf"]
+    sp = metrics["spatial_only"]
+    lines += [
+        "",
+        f"Acc (class-weighted): {metrics['acc']:.2f}   Acc (pooled): {metrics['acc_pooled']:.2f}   "
+        f"BWF: {'n/a' if bwf is None else f'{bwf:.2f}'}",
+        f"Frame mean alone (no experts): Acc {sp['acc']:.2f}",
+        f"Routing: {metrics['routing']}   Distillation: {metrics['distill']}",
+        f"Run directory: {run_dir}  (metrics.json, checkpoints/, plots/, train.log)",
+    ]
+    return "\n".join(lines)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--config", "config_name", default="demo", show_default=True,
+              help="Built-in config name (demo, paper) or a YAML file.")
+@click.option("--dataset", help="Dataset reader, e.g. synthetic.")
+@click.option("--data-root", help="Dataset folder.")
+@click.option("--protocol", help="Tasks as 'A+BxC' (base A, then C tasks of B classes) or 'BxC'.")
+@click.option("--model", help="open_clip model: ViT-B-16-quickgelu (paper), stpr-tiny (demo).")
+@click.option("--pretrained", help="none | openai | PATH to a local weights file.")
+@click.option("--routing", type=click.Choice(["td", "avg", "clip", "adapter", "oracle"]), help="Expert routing.")
+@click.option("--distill", type=click.Choice(["fssd", "uniform", "none"]), help="Adapter distillation.")
+@click.option("--lambda", "lambda_", type=float, help="Weight of the FSSD loss.")
+@click.option("--epochs", help="Epochs: N for every task, or BASE,INCREMENTAL (paper: 60,30).")
+@click.option("--batch-size", type=int, help="Clips per step.")
+@click.option("--seed", type=int, help="Seed for class order, init and shuffling.")
+@click.option("--device", help="auto | cpu | cuda | cuda:N.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Run directory [runs/<dataset>-<time>].")
+@click.option("--resume", is_flag=True, help="Continue the run in --out after its last finished task.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any other config key, e.g. optim.lr=0.05.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def main(config_name: str, epochs: str | None, out: Path | None, resume: bool, sets: tuple[str, ...],
+         quiet: bool, **opts: Any) -> None:
+    """Train StPR task after task and evaluate every seen task after each one."""
+    from . import run as run_mod
+    from .config import load_config
+
+    try:
+        overrides = _overrides(opts, epochs, sets)
+        if resume:
+            if out is None:
+                raise StprError("--resume needs --out DIR, the run directory to continue")
+            extra = sorted(set(overrides) - {"device"})
+            if extra or config_name != "demo":
+                raise StprError(f"--resume continues the saved config of {out}; drop {', '.join(extra) or '--config'}")
+        cfg = load_config(config_name, overrides)
+        if out is None:
+            out = Path("runs") / f"{cfg.data.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if not resume:  # refuse before touching the folder
+            run_mod.prepare_run_dir(out, cfg, resume=False)
+        _attach_log_file(out)
+        click.echo(f"stpr-train: run directory {out}", err=True)
+        metrics = run_mod.run(cfg, out, resume=True, progress=(lambda it, d, t: it) if quiet else _tqdm_progress)
+    except StprError as e:
+        raise click.ClickException(str(e)) from None
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted; finished tasks are saved. Continue with: stpr-train --resume --out {out}", err=True)
+        sys.exit(130)
+    click.echo(format_report(metrics, out))
+
+
+if __name__ == "__main__":
+    main()

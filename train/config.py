@@ -1,0 +1,206 @@
+"""Typed run configuration: dataclasses with defaults, YAML files that list only
+what differs, and `key=value` overrides. Unknown keys are errors that list the
+valid ones. Defaults are the paper's settings (METHOD.md sec. 7); `configs/demo.yaml`
+shrinks them to the built-in synthetic demo.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import StprError
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+@dataclass
+class ModelConfig:
+    name: str = "ViT-B-16-quickgelu"  # open_clip model; 'stpr-tiny' for tests and the demo
+    pretrained: str = "openai"  # none | openai | PATH to a local weights file
+    adapter_bottleneck: int = 64  # AdaptFormer hidden width r
+    adapter_scale: float = 0.1  # AdaptFormer scale s
+    adapter_dropout: float = 0.1  # dropout on the adapter hidden
+    expert_layers: int = 3  # transformer layers per expert
+    expert_heads: int = 2  # attention heads per expert
+    expert_mlp_ratio: float = 4.0  # expert MLP width / D
+    expert_init: str = "previous"  # previous | random: how expert k starts
+    templates: list[str] = field(default_factory=lambda: ["a video of a person {}."])  # prompts, averaged
+    logit_scale: float = 100.0  # CLIP's trained temperature
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "synthetic"  # dataset reader (see stpr.train.data.DATASETS)
+    root: str | None = None  # dataset folder (unused by 'synthetic')
+    protocol: str = "4+4x4"  # 'A+BxC' (A base classes, then C tasks of B) or 'BxC'
+    class_order: str = "seeded"  # seeded (TCD: RandomState(seed).permutation) | natural
+    num_frames: int = 8  # T frames per clip, TSN sampling
+    clips_per_class_train: int = 48  # synthetic only: training clips per class
+    clips_per_class_test: int = 16  # synthetic only: test clips per class
+    workers: int = 0  # DataLoader worker processes
+
+
+@dataclass
+class OptimConfig:
+    optimizer: str = "sgd"  # sgd (the paper's) | adamw
+    lr: float = 0.01  # learning rate
+    momentum: float = 0.9  # SGD momentum (AdamW: beta1)
+    weight_decay: float = 0.0  # weight decay
+    schedule: str = "cosine"  # cosine | constant, per task over its steps
+    batch_size: int = 40  # clips per step
+    eval_batch_size: int = 40  # clips per evaluation step
+    epochs_base: int = 60  # epochs of task 0
+    epochs_incremental: int = 30  # epochs of every later task
+
+
+@dataclass
+class MethodConfig:
+    routing: str = "td"  # td | avg | clip | adapter | oracle (analysis only)
+    tau: float = 0.1  # router softmax temperature
+    distill: str = "fssd"  # fssd | uniform | none
+    lambda_fssd: float = 1.0  # weight of the FSSD loss (Eq. 16)
+    fssd_eps: float = 1e-6  # added to the channel variance in the importance
+    text_candidates: str = "seen"  # seen | batch: texts the contrastive loss ranks against
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    seed: int = 1000  # every random choice (class order, init, shuffling) flows from it
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "model.expert_init": ("previous", "random"),
+    "data.class_order": ("seeded", "natural"),
+    "optim.optimizer": ("sgd", "adamw"),
+    "optim.schedule": ("cosine", "constant"),
+    "method.routing": ("td", "avg", "clip", "adapter", "oracle"),
+    "method.distill": ("fssd", "uniform", "none"),
+    "method.text_candidates": ("seen", "batch"),
+}
+
+
+def valid_keys(cfg: Config | None = None) -> list[str]:
+    """Every settable dotted key, e.g. 'optim.lr'."""
+    cfg = cfg or Config()
+    keys = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            keys += [f"{f.name}.{g.name}" for g in dataclasses.fields(value)]
+        else:
+            keys.append(f.name)
+    return keys
+
+
+def set_value(cfg: Config, key: str, value: Any) -> None:
+    """Set dotted `key` to `value`, coerced to the field's type; errors name the fix."""
+    if key not in valid_keys(cfg):
+        raise StprError(f"unknown config key {key!r}; valid keys: {', '.join(valid_keys(cfg))}")
+    *parents, leaf = key.split(".")
+    target = cfg
+    for p in parents:
+        target = getattr(target, p)
+    ftype = {f.name: f.type for f in dataclasses.fields(target)}[leaf]
+    hints = typing.get_type_hints(type(target))
+    coerced = _coerce(key, value, hints.get(leaf, ftype))
+    if key in CHOICES and coerced not in CHOICES[key]:
+        raise StprError(f"{key}={coerced!r} is not valid; choose one of: {', '.join(CHOICES[key])}")
+    setattr(target, leaf, coerced)
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(key, value, inner[0])
+    if origin is list:
+        items = value if isinstance(value, list) else [value]
+        return [_coerce(key, v, args[0]) for v in items]
+    try:
+        if tp is bool:
+            if isinstance(value, bool):
+                return value
+            raise ValueError
+        if tp is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError
+        if tp in (int, float) and isinstance(value, bool):
+            raise ValueError
+        return tp(value)
+    except (TypeError, ValueError):
+        raise StprError(f"{key}={value!r} is not a valid {getattr(tp, '__name__', tp)}") from None
+
+
+def apply_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
+    for key, value in overrides.items():
+        set_value(cfg, key, value)
+    return cfg
+
+
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """`['optim.lr=0.05', 'model.templates=[a {}, b {}]']` -> typed values via YAML."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise StprError(f"--set expects key=value, got {item!r} (e.g. --set optim.lr=0.05)")
+        key, raw = item.split("=", 1)
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:  # not YAML (e.g. a prompt with braces): keep the text
+            out[key.strip()] = raw
+    return out
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            flat.update(_flatten(v, key + "."))
+        else:
+            flat[key] = v
+    return flat
+
+
+def resolve_config_path(name_or_path: str) -> Path:
+    """A config name under train/configs/ ('demo', 'paper') or a path to a YAML file."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml"):
+        if not p.is_file():
+            raise StprError(f"config file {name_or_path!r} does not exist")
+        return p
+    builtin = CONFIG_DIR / f"{name_or_path}.yaml"
+    if not builtin.is_file():
+        names = sorted(f.stem for f in CONFIG_DIR.glob("*.yaml"))
+        raise StprError(f"unknown config {name_or_path!r}; built-in: {', '.join(names)}, or pass a .yaml path")
+    return builtin
+
+
+def load_config(name_or_path: str | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Defaults, then the YAML file (if any), then `overrides`."""
+    cfg = Config()
+    if name_or_path:
+        path = resolve_config_path(name_or_path)
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise StprError(f"config {str(path)!r} must be a mapping of sections to keys")
+        apply_overrides(cfg, _flatten(data))
+    return apply_overrides(cfg, overrides or {})
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

@@ -1,0 +1,208 @@
+"""The StPR continual learner: Mammoth-style lifecycle hooks around the model.
+
+`begin_task` adds the task's classes and expert and freezes a teacher copy of the
+adapters; `observe` is one SGD step of `L_st + L_sp + lambda * L_fssd` (Eq. 16);
+`end_task` builds the task's anchors and prototypes and folds its FSSD importance
+into the distillation weight; `evaluate` scores every seen task among all seen
+classes. Nothing of a task's data outlives its `end_task`.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import Config
+from .fssd import ClassFrameStats, FSSDWeights, channel_importance, fssd_loss
+from .losses import contrastive_loss
+from .model.stpr import StPRModel
+from .model.text import encode_class_names
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalResult:
+    """Counts after one task, for tasks 0..k (lists indexed by task)."""
+
+    correct: list[int] = field(default_factory=list)
+    spatial_correct: list[int] = field(default_factory=list)  # frame mean alone (fbar)
+    total: list[int] = field(default_factory=list)
+    routing: list[list[float]] = field(default_factory=list)  # mean weight per expert, per test task
+
+
+class StPRLearner:
+    def __init__(self, model: StPRModel, clip_model: nn.Module, cfg: Config, device: torch.device) -> None:
+        self.model = model.to(device)
+        self.clip_model = clip_model.to(device)  # frozen; its text tower encodes class names
+        self.cfg = cfg
+        self.device = device
+        self.fssd = FSSDWeights(model.dim)
+        self.teacher: nn.ModuleList | None = None
+        self.task = -1
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def begin_task(self, task: int, class_names: Sequence[str], steps: int) -> None:
+        """Add task `task`'s classes and expert; set up the teacher and optimiser."""
+        cfg, m = self.cfg, self.model
+        text = encode_class_names(self.clip_model, cfg.model.name, class_names, cfg.model.templates)
+        k = m.add_task(text, init_from_previous=cfg.model.expert_init == "previous")
+        assert k == task, f"learner out of step: expert {k} for task {task}"
+        self.task = task
+        # Earlier experts are frozen; only the adapters and expert k learn.
+        for i, expert in enumerate(m.experts):
+            expert.requires_grad_(i == task)
+        if task > 0 and cfg.method.distill != "none":
+            self.teacher = copy.deepcopy(m.backbone.adapters).eval().requires_grad_(False)
+        else:
+            self.teacher = None
+        params = list(m.backbone.adapters.parameters()) + list(m.experts[task].parameters())
+        o = cfg.optim
+        if o.optimizer == "adamw":
+            self.optimizer = torch.optim.AdamW(params, lr=o.lr, betas=(o.momentum, 0.999), weight_decay=o.weight_decay)
+        else:
+            self.optimizer = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+        total = max(1, steps)
+        if o.schedule == "cosine":
+            lr_at = lambda s: 0.5 * (1.0 + math.cos(math.pi * min(s, total) / total))  # noqa: E731
+        else:
+            lr_at = lambda s: 1.0  # noqa: E731
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_at)
+
+    def distill_weight(self) -> torch.Tensor:
+        if self.cfg.method.distill == "uniform":
+            return torch.ones(self.model.dim, device=self.device)
+        return self.fssd.weight.to(self.device, torch.float32)
+
+    def losses(self, frames: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The three terms of Eq. 16 on one batch of task `self.task`."""
+        m, meth = self.model, self.cfg.method
+        feats = m.frame_features(frames)  # (B, T, D)
+        fbar = feats.mean(1)  # (B, D)
+        v = fbar + m.experts[self.task](feats)  # training: task id known, v = fbar + z_k
+        text, targets = self._text_candidates(labels)
+        out = {
+            "st": contrastive_loss(v, text, targets, m.logit_scale),
+            "sp": contrastive_loss(fbar, text, targets, m.logit_scale),
+        }
+        if self.teacher is not None:
+            with torch.no_grad():  # the teacher's features need no graph
+                old = m.frame_features(frames, adapters=self.teacher)
+            out["fssd"] = fssd_loss(feats, old, self.distill_weight())
+        out["total"] = out["st"] + out["sp"] + meth.lambda_fssd * out.get("fssd", torch.zeros((), device=v.device))
+        return out
+
+    def _text_candidates(self, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        text = self.model.text_embeddings
+        if self.cfg.method.text_candidates == "seen":
+            return text, labels
+        present, targets = torch.unique(labels, return_inverse=True)
+        return text[present], targets
+
+    def observe(self, frames: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        """One optimisation step; returns the loss terms as floats."""
+        self.model.train()
+        frames, labels = frames.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+        out = self.losses(frames, labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        out["total"].backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        return {k: float(v.detach()) for k, v in out.items()}
+
+    @torch.no_grad()
+    def end_task(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Anchors, prototypes and FSSD importance from task-k training videos (test sampling)."""
+        m, k = self.model, self.task
+        m.eval()
+        cls = (m.class_to_expert == k).nonzero().flatten()  # global ids of task k
+        first, n = int(cls[0]), len(cls)
+        stats = ClassFrameStats(n, m.dim)
+        sums = {name: torch.zeros(n, m.dim, dtype=torch.float64) for name in ("td", "clip", "adapter")}
+        for frames, labels in batches:
+            frames, local = frames.to(self.device), labels.to(self.device) - first
+            feats = m.frame_features(frames)  # (B, T, D)
+            fbar = feats.mean(1)
+            d = m.experts[k](feats) - fbar  # (B, D) temporal dynamics of expert k (Eq. 10)
+            clip_mean = m.frame_features(frames, adapters=False).mean(1)
+            for name, x in (("td", d), ("clip", clip_mean), ("adapter", fbar)):
+                sums[name].index_add_(0, local.cpu(), x.double().cpu())
+            stats.update(feats, local)
+        self.finish_task_statistics(stats, sums)
+
+    def finish_task_statistics(self, stats: ClassFrameStats, sums: dict[str, torch.Tensor]) -> None:
+        """Turn the per-class sums into anchors/prototypes and FSSD weights.
+
+        Separate from the pass over data so DDP can all-reduce the sums in between.
+        """
+        m, k = self.model, self.task
+        cls = (m.class_to_expert == k).nonzero().flatten()
+        mean, var = stats.mean_var()  # raises if a class had no frames
+        dev = m.anchors.device
+        for name, buf in (("td", "anchors"), ("clip", "proto_clip"), ("adapter", "proto_adapter")):
+            # mu_c = normalize(mean_x d_k(x)): the mean's direction is all a cosine needs.
+            getattr(m, buf)[cls] = F.normalize(sums[name], dim=-1).float().to(dev)
+        omega = channel_importance(mean, var, m.text_embeddings[cls].double().cpu(), self.cfg.method.fssd_eps)
+        self.fssd.add(omega)
+        self.teacher = None
+
+    @torch.no_grad()
+    def evaluate(self, loaders: Sequence[Iterable[tuple[torch.Tensor, torch.Tensor]]]) -> EvalResult:
+        """Top-1 over every seen class, for the test videos of each seen task."""
+        m, meth = self.model, self.cfg.method
+        m.eval()
+        res = EvalResult()
+        for loader in loaders:
+            correct = spatial = total = 0
+            wsum = torch.zeros(m.num_experts, dtype=torch.float64)
+            for frames, labels in loader:
+                frames, labels = frames.to(self.device), labels.to(self.device)
+                task_ids = m.class_to_expert[labels]
+                out = m(frames, routing=meth.routing, tau=meth.tau, task_ids=task_ids)
+                correct += int((out["logits"].argmax(1) == labels).sum())
+                spatial += int((out["spatial_logits"].argmax(1) == labels).sum())
+                total += len(labels)
+                wsum += out["weights"].double().sum(0).cpu()
+            res.correct.append(correct)
+            res.spatial_correct.append(spatial)
+            res.total.append(total)
+            res.routing.append((wsum / max(total, 1)).tolist())
+        return res
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        m = self.model
+        return {
+            "adapters": m.backbone.adapters.state_dict(),
+            "experts": [e.state_dict() for e in m.experts],
+            "text_embeddings": m.text_embeddings.cpu(),
+            "class_to_expert": m.class_to_expert.cpu(),
+            "anchors": m.anchors.cpu(),
+            "proto_clip": m.proto_clip.cpu(),
+            "proto_adapter": m.proto_adapter.cpu(),
+            "fssd": self.fssd.state_dict(),
+            "task": self.task,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Rebuild the model as it stood after task `state['task']`."""
+        m = self.model
+        c2e = state["class_to_expert"]
+        for k in range(len(state["experts"])):
+            m.add_task(state["text_embeddings"][c2e == k], init_from_previous=False)
+        m.backbone.adapters.load_state_dict(state["adapters"])
+        for expert, sd in zip(m.experts, state["experts"]):
+            expert.load_state_dict(sd)
+        dev = m.text_embeddings.device
+        for name in ("text_embeddings", "class_to_expert", "anchors", "proto_clip", "proto_adapter"):
+            setattr(m, name, state[name].to(dev))
+        self.fssd.load_state_dict(state["fssd"])
+        self.task = int(state["task"])

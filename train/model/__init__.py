@@ -1,0 +1,1 @@
+"""The StPR model: adapted CLIP tower, temporal experts, router, text classifier."""

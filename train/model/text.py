@@ -1,0 +1,46 @@
+"""The text classifier (METHOD.md sec. 3): frozen CLIP text tower, prompts, clean names."""
+from __future__ import annotations
+
+import re
+from typing import Sequence
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+DEFAULT_TEMPLATES = ("a video of a person {}.",)
+
+
+def clean_class_name(name: str) -> str:
+    """Dataset folder name -> words for a prompt.
+
+    UCF101 CamelCase is split ("ApplyEyeMakeup" -> "apply eye makeup"), underscores
+    and dashes (HMDB51, Kinetics, ours) become spaces, runs of capitals stay one word
+    ("PlayingDaf" -> "playing daf", "TVShow" -> "tv show").
+    """
+    s = re.sub(r"[_\-]+", " ", name.strip())
+    s = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", s)
+    s = re.sub(r"(?<=[A-Z])(?=[A-Z][a-z])", " ", s)
+    return re.sub(r"\s+", " ", s).strip().lower()
+
+
+@torch.no_grad()
+def encode_class_names(
+    clip_model: nn.Module, model_name: str, names: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES
+) -> torch.Tensor:
+    """`(C, D)` unit text embeddings, one per class, averaged over prompt templates."""
+    if not templates or any("{}" not in t for t in templates):
+        raise ValueError(f"each prompt template needs a '{{}}' for the class name, got {list(templates)}")
+    tokenizer = open_clip.get_tokenizer(model_name)
+    device = next(clip_model.parameters()).device
+    per_template = []
+    for template in templates:
+        tokens = tokenizer([template.format(clean_class_name(n)) for n in names]).to(device)
+        per_template.append(F.normalize(clip_model.encode_text(tokens).float(), dim=-1))  # (C, D)
+    return F.normalize(torch.stack(per_template).mean(0), dim=-1)
+
+
+def cosine_logits(v: torch.Tensor, text: torch.Tensor, logit_scale: float) -> torch.Tensor:
+    """`logit_scale * cos(v, t_c)`: `(B, D) x (C, D) -> (B, C)`."""
+    return logit_scale * F.normalize(v, dim=-1) @ F.normalize(text, dim=-1).T

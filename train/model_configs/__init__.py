@@ -1,0 +1,1 @@
+"""open_clip model configs shipped with stpr (package data), e.g. stpr-tiny."""

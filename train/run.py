@@ -1,0 +1,230 @@
+"""The incremental protocol end to end, writing the run directory.
+
+    run_dir/
+      config.yaml            resolved config (what --resume continues)
+      checkpoints/task_NNN.pt one per finished task (atomic)
+      metrics.json           after every task
+      train.log              (written by the CLI's log handler)
+      plots/*.png            accuracy over tasks, accuracy matrix, routing weights
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import torch
+import yaml
+from torch.utils.data import DataLoader
+
+from . import metrics as M
+from . import plots
+from .atomic import atomic_write_json, atomic_write_text
+from .checkpoint import check_same_model, checkpoint_path, finished_tasks, load_checkpoint, save_checkpoint
+from .config import Config, apply_overrides, dump_config, _flatten
+from .data.protocol import build_tasks, class_order
+from .data.registry import Splits, build_splits
+from .data.tasks import TaskSubset, check_classes_present
+from .errors import StprError
+from .learner import EvalResult, StPRLearner
+from .model.clip_tower import Preprocess, backbone_fingerprint, load_clip
+from .model.stpr import StPRModel
+from .seed import derive_seed, resolve_device, seed_everything
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[Iterable, str, int], Iterable]
+
+
+def _no_progress(it: Iterable, desc: str, total: int) -> Iterable:
+    return it
+
+
+@dataclass
+class History:
+    """Evaluation counts, one row per finished task (what metrics.json is made from)."""
+
+    correct: list[list[int]] = field(default_factory=list)
+    spatial_correct: list[list[int]] = field(default_factory=list)
+    total: list[list[int]] = field(default_factory=list)
+    routing: list[list[list[float]]] = field(default_factory=list)
+
+    def add(self, r: EvalResult) -> None:
+        self.correct.append(r.correct)
+        self.spatial_correct.append(r.spatial_correct)
+        self.total.append(r.total)
+        self.routing.append(r.routing)
+
+
+@dataclass
+class Setup:
+    cfg: Config
+    device: torch.device
+    preprocess: Preprocess
+    splits: Splits
+    tasks: list[list[int]]  # dataset class ids per task
+    learner: StPRLearner
+    fingerprint: str
+
+
+def build(cfg: Config) -> Setup:
+    """Model, data and protocol from a config (no training)."""
+    device = resolve_device(cfg.device)
+    clip_model, pp = load_clip(cfg.model.name, cfg.model.pretrained, seed=cfg.seed)
+    splits = build_splits(cfg.data, pp, cfg.seed)
+    order = class_order(len(splits.classes), cfg.data.class_order, cfg.seed)
+    tasks = build_tasks(cfg.data.protocol, len(splits.classes), order, dataset=repr(cfg.data.dataset))
+    for ids in tasks:
+        check_classes_present(splits.train, ids, "training")
+        check_classes_present(splits.test, ids, "test")
+    mc = cfg.model
+    seed_everything(derive_seed(cfg.seed, 0xADA))  # adapter init
+    model = StPRModel(
+        clip_model.visual, cfg.data.num_frames,
+        adapter_bottleneck=mc.adapter_bottleneck, adapter_scale=mc.adapter_scale,
+        adapter_dropout=mc.adapter_dropout, expert_layers=mc.expert_layers, expert_heads=mc.expert_heads,
+        expert_mlp_ratio=mc.expert_mlp_ratio, logit_scale=mc.logit_scale,
+    )
+    learner = StPRLearner(model, clip_model, cfg, device)
+    return Setup(cfg, device, pp, splits, tasks, learner, backbone_fingerprint(clip_model))
+
+
+def _global_ids(tasks: list[list[int]], k: int) -> list[int]:
+    start = sum(len(t) for t in tasks[:k])
+    return list(range(start, start + len(tasks[k])))
+
+
+def _loader(s: Setup, dataset: Any, k: int, train: bool) -> DataLoader:
+    o, workers = s.cfg.optim, s.cfg.data.workers
+    subset = TaskSubset(dataset, s.tasks[k], _global_ids(s.tasks, k))
+    gen = torch.Generator().manual_seed(derive_seed(s.cfg.seed, k, 0x5A))
+    return DataLoader(
+        subset, batch_size=o.batch_size if train else o.eval_batch_size, shuffle=train, generator=gen,
+        num_workers=workers, pin_memory=s.device.type == "cuda", persistent_workers=workers > 0,
+    )
+
+
+def train_task(s: Setup, k: int, progress: Progress = _no_progress) -> EvalResult:
+    """begin_task -> epochs of observe -> end_task -> evaluate on tasks 0..k."""
+    cfg, learner = s.cfg, s.learner
+    seed_everything(derive_seed(cfg.seed, k))  # a resumed run replays task k exactly
+    loader = _loader(s, s.splits.train, k, train=True)
+    epochs = cfg.optim.epochs_base if k == 0 else cfg.optim.epochs_incremental
+    names = [s.splits.classes[c] for c in s.tasks[k]]
+    learner.begin_task(k, names, steps=epochs * len(loader))
+    t0 = time.perf_counter()
+    for epoch in range(epochs):
+        bar = progress(loader, f"task {k + 1}/{len(s.tasks)} epoch {epoch + 1}/{epochs}", len(loader))
+        for frames, labels in bar:
+            losses = learner.observe(frames, labels)
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix({n: f"{v:.3f}" for n, v in losses.items()}, refresh=False)
+        log.info("task %d epoch %d/%d loss %s", k, epoch + 1, epochs, {n: round(v, 4) for n, v in losses.items()})
+    learner.end_task(_loader(s, s.splits.train_eval, k, train=False))
+    result = learner.evaluate([_loader(s, s.splits.test, j, train=False) for j in range(k + 1)])
+    log.info("task %d done in %.1fs: accuracy per task %s", k, time.perf_counter() - t0,
+             [round(100 * c / t, 2) for c, t in zip(result.correct, result.total)])
+    return result
+
+
+def metrics_from_history(s: Setup, h: History) -> dict[str, Any]:
+    K = len(s.tasks)
+    sizes = [len(t) for t in s.tasks]
+    R = len(h.correct)
+
+    def pad(rows: list[list[int]]) -> np.ndarray:
+        a = np.zeros((R, K), dtype=np.int64)
+        for i, row in enumerate(rows):
+            a[i, : len(row)] = row
+        return a
+
+    total = pad(h.total)
+    out = M.summary(pad(h.correct), total, sizes)
+    out["spatial_only"] = M.summary(pad(h.spatial_correct), total, sizes)
+    out["routing_weights"] = h.routing[-1]
+    out["routing_weights_per_task"] = h.routing
+    out["routing"] = s.cfg.method.routing
+    out["distill"] = s.cfg.method.distill
+    out["classes"] = [s.splits.classes[c] for t in s.tasks for c in t]
+    out["tasks"] = [[s.splits.classes[c] for c in t] for t in s.tasks]
+    out["classes_per_task"] = sizes
+    out["correct"], out["total"] = h.correct, h.total
+    out["finished_tasks"], out["num_tasks"] = R, K
+    return out
+
+
+def write_outputs(run_dir: Path, s: Setup, h: History) -> dict[str, Any]:
+    metrics = metrics_from_history(s, h)
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    A = np.array([[np.nan if v is None else v for v in row] for row in metrics["accuracy_matrix"]], dtype=float)
+    plots.plot_accuracy_curve(
+        {f"StPR (routing={s.cfg.method.routing})": metrics["acc_curve"],
+         "frame mean only": metrics["spatial_only"]["acc_curve"]},
+        run_dir / "plots" / "accuracy_over_tasks.png",
+    )
+    plots.plot_accuracy_matrix(A, run_dir / "plots" / "accuracy_matrix.png")
+    plots.plot_routing_weights(np.array(metrics["routing_weights"]), run_dir / "plots" / "routing_weights.png")
+    return metrics
+
+
+def _payload(s: Setup, k: int, h: History) -> dict[str, Any]:
+    return {
+        "task": k,
+        "model_name": s.cfg.model.name,
+        "pretrained": s.cfg.model.pretrained,
+        "seed": s.cfg.seed,
+        "backbone_fingerprint": s.fingerprint,
+        "config": s.cfg.to_dict(),
+        "preprocess": {"size": s.preprocess.size, "mean": list(s.preprocess.mean), "std": list(s.preprocess.std),
+                       "frames": s.cfg.data.num_frames, "sampling": "tsn-centre"},
+        "classes": [s.splits.classes[c] for t in s.tasks[: k + 1] for c in t],
+        "task_classes": [[s.splits.classes[c] for c in t] for t in s.tasks[: k + 1]],
+        "learner": s.learner.state_dict(),
+        "history": {"correct": h.correct, "spatial_correct": h.spatial_correct, "total": h.total,
+                    "routing": h.routing},
+    }
+
+
+def prepare_run_dir(run_dir: Path, cfg: Config | None, resume: bool) -> Config:
+    """Create or reopen `run_dir`; return the config to run (the saved one on resume)."""
+    cfg_path = run_dir / "config.yaml"
+    if resume:
+        if not cfg_path.is_file():
+            raise StprError(f"--resume: {str(run_dir)!r} holds no run (no config.yaml); start it without --resume")
+        saved = apply_overrides(Config(), _flatten(yaml.safe_load(cfg_path.read_text())))
+        if cfg is not None:
+            saved.device = cfg.device  # where to run may change; what to run may not
+        return saved
+    if cfg_path.exists() or finished_tasks(run_dir):
+        raise StprError(f"{str(run_dir)!r} already holds a run; pass --resume to continue it, or choose another --out")
+    assert cfg is not None
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(cfg_path, dump_config(cfg))
+    return cfg
+
+
+def run(cfg: Config | None, run_dir: str | Path, resume: bool = False, progress: Progress = _no_progress) -> dict[str, Any]:
+    """Train every task of the protocol (continuing after the last checkpoint on resume)."""
+    run_dir = Path(run_dir)
+    cfg = prepare_run_dir(run_dir, cfg, resume)
+    s = build(cfg)
+    h, start = History(), 0
+    done = finished_tasks(run_dir)
+    if resume and done:
+        last = done[-1]
+        path = checkpoint_path(run_dir, last)
+        ckpt = load_checkpoint(path)
+        check_same_model(ckpt, cfg.model.name, s.fingerprint, path)
+        s.learner.load_state_dict(ckpt["learner"])
+        h = History(**ckpt["history"])
+        start = last + 1
+        log.info("resuming %s after task %d", run_dir, last)
+    metrics: dict[str, Any] = write_outputs(run_dir, s, h) if h.correct else {}
+    for k in range(start, len(s.tasks)):
+        h.add(train_task(s, k, progress))
+        save_checkpoint(run_dir, k, _payload(s, k, h))
+        metrics = write_outputs(run_dir, s, h)
+    return metrics
