@@ -55,9 +55,17 @@ def _overrides(opts: dict[str, Any], epochs: str | None, sets: tuple[str, ...]) 
     return out
 
 
+class _RunLog(logging.FileHandler):
+    """train.log, opened (and its folder made) only when the first record arrives, so a
+    run refused while building leaves no folder behind."""
+
+    def _open(self):  # type: ignore[override]
+        Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+        return super()._open()
+
+
 def _attach_log_file(run_dir: Path) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(run_dir / "train.log")
+    handler = _RunLog(run_dir / "train.log", delay=True)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
@@ -124,14 +132,15 @@ def main(config_name: str, epochs: str | None, out: Path | None, resume: bool, s
             extra = sorted(set(overrides) - {"device"})
             if extra or config_name != "demo":
                 raise StprError(f"--resume continues the saved config of {out}; drop {', '.join(extra) or '--config'}")
-        cfg = load_config(config_name, overrides)
+        cfg = None if resume else load_config(config_name, overrides)
         if out is None:
             out = Path("runs") / f"{cfg.data.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
-        if not resume:  # refuse before touching the folder
-            run_mod.prepare_run_dir(out, cfg, resume=False)
+        # Refuse before touching the folder (the log file would create it).
+        run_mod.saved_config(out) if resume else run_mod.check_fresh_run_dir(out)
         _attach_log_file(out)
         click.echo(f"stpr-train: run directory {out}", err=True)
-        metrics = run_mod.run(cfg, out, resume=True, progress=(lambda it, d, t: it) if quiet else _tqdm_progress)
+        progress = (lambda it, d, t: it) if quiet else _tqdm_progress
+        metrics = run_mod.run(cfg, out, resume=resume, progress=progress, device=overrides.get("device"))
     except StprError as e:
         raise click.ClickException(str(e)) from None
     except KeyboardInterrupt:

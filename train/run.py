@@ -188,32 +188,50 @@ def _payload(s: Setup, k: int, h: History) -> dict[str, Any]:
     }
 
 
-def prepare_run_dir(run_dir: Path, cfg: Config | None, resume: bool) -> Config:
-    """Create or reopen `run_dir`; return the config to run (the saved one on resume)."""
+def saved_config(run_dir: Path) -> Config:
+    """The config a run was started with (what --resume continues)."""
     cfg_path = run_dir / "config.yaml"
-    if resume:
-        if not cfg_path.is_file():
-            raise StprError(f"--resume: {str(run_dir)!r} holds no run (no config.yaml); start it without --resume")
-        saved = apply_overrides(Config(), _flatten(yaml.safe_load(cfg_path.read_text())))
-        if cfg is not None:
-            saved.device = cfg.device  # where to run may change; what to run may not
-        return saved
-    if cfg_path.exists() or finished_tasks(run_dir):
+    if not cfg_path.is_file():
+        raise StprError(f"--resume: {str(run_dir)!r} holds no run (no config.yaml); start it without --resume")
+    return apply_overrides(Config(), _flatten(yaml.safe_load(cfg_path.read_text())))
+
+
+def check_fresh_run_dir(run_dir: Path) -> None:
+    if (run_dir / "config.yaml").exists() or finished_tasks(run_dir):
         raise StprError(f"{str(run_dir)!r} already holds a run; pass --resume to continue it, or choose another --out")
-    assert cfg is not None
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(cfg_path, dump_config(cfg))
-    return cfg
 
 
-def run(cfg: Config | None, run_dir: str | Path, resume: bool = False, progress: Progress = _no_progress) -> dict[str, Any]:
-    """Train every task of the protocol (continuing after the last checkpoint on resume)."""
+def _drop_stale_temp_files(run_dir: Path) -> None:
+    # Left by a process killed mid-write; never valid, and never read.
+    for tmp in run_dir.rglob(".tmp-*"):
+        tmp.unlink(missing_ok=True)
+
+
+def run(
+    cfg: Config | None,
+    run_dir: str | Path,
+    resume: bool = False,
+    progress: Progress = _no_progress,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """Train every task of the protocol (continuing after the last checkpoint on resume).
+
+    Everything is built and checked before the run directory is written, so a bad
+    config leaves no half-made run behind. `device` overrides where a resumed run runs.
+    """
     run_dir = Path(run_dir)
-    cfg = prepare_run_dir(run_dir, cfg, resume)
+    if resume:
+        cfg = saved_config(run_dir)
+    else:
+        if cfg is None:
+            raise ValueError("a new run needs a config")
+        check_fresh_run_dir(run_dir)
+    if device is not None:
+        cfg.device = device
     s = build(cfg)
     h, start = History(), 0
-    done = finished_tasks(run_dir)
-    if resume and done:
+    done = finished_tasks(run_dir) if resume else []
+    if done:
         last = done[-1]
         path = checkpoint_path(run_dir, last)
         ckpt = load_checkpoint(path)
@@ -222,6 +240,11 @@ def run(cfg: Config | None, run_dir: str | Path, resume: bool = False, progress:
         h = History(**ckpt["history"])
         start = last + 1
         log.info("resuming %s after task %d", run_dir, last)
+    if resume:
+        _drop_stale_temp_files(run_dir)
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
     metrics: dict[str, Any] = write_outputs(run_dir, s, h) if h.correct else {}
     for k in range(start, len(s.tasks)):
         h.add(train_task(s, k, progress))

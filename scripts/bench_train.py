@@ -1,0 +1,139 @@
+#!/usr/bin/env python3
+"""Training throughput benchmark: prints JSON.
+
+For each model (the tiny demo CLIP and ViT-B-16, random weights) and device (CPU,
+and CUDA where present): clips/s of training steps in the base task and in an
+incremental task (teacher forward + FSSD), peak memory, and the share of a step
+spent outside the frozen backbone's forward/backward (adapters included in the
+backbone). Each configuration runs in its own process so peak memory is its own.
+Data loading is excluded here: one batch is prepared up front and reused.
+
+    python scripts/bench_train.py                 # all configurations
+    python scripts/bench_train.py --models stpr-tiny --steps 20
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _time_pair(fa, fb, device, steps: int) -> tuple[float, float]:
+    """Median seconds per call of `fa` and `fb`, timed alternately so that drift
+    (thermal, allocator, other load) hits both alike: their ratio is what we report."""
+    import statistics
+
+    fa(), fb()  # warm-up (allocations, kernels)
+    ta, tb = [], []
+    for _ in range(steps):
+        for fn, acc in ((fa, ta), (fb, tb)):
+            _sync(device)
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            acc.append(time.perf_counter() - t0)
+    return statistics.median(ta), statistics.median(tb)
+
+
+def one(model: str, device_name: str, batch: int, steps: int) -> dict:
+    """Benchmark one (model, device) in this process."""
+    import torch
+
+    from stpr.train import run as R
+    from stpr.train.config import load_config
+
+    cfg = load_config("demo", {
+        "model.name": model, "device": device_name, "optim.batch_size": batch,
+        "data.clips_per_class_train": max(2, batch // 4), "data.clips_per_class_test": 1,
+    })
+    s = R.build(cfg)
+    learner, m, dev = s.learner, s.learner.model, s.device
+    out = {"model": model, "device": device_name, "batch_clips": batch, "frames_per_clip": cfg.data.num_frames,
+           "image_size": s.preprocess.size, "steps_timed": steps}
+    names = lambda k: [s.splits.classes[c] for c in s.tasks[k]]  # noqa: E731
+    loader = R._loader(s, s.splits.train, 0, train=True)
+    frames, labels = next(iter(loader))
+    frames, labels = frames.to(dev), labels.to(dev)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    for k in (0, 1):
+        learner.begin_task(k, names(k), steps=1000)
+        labels_k = labels + (4 if k else 0)  # global ids of task k's classes
+        step = lambda: learner.observe(frames, labels_k)  # noqa: E731
+
+        def backbone_only() -> None:
+            # What the frozen tower costs on its own: student forward + backward to the
+            # adapters, plus the teacher's forward in incremental tasks.
+            m.train()
+            feats = m.frame_features(frames)
+            if learner.teacher is not None:
+                with torch.no_grad():
+                    m.frame_features(frames, adapters=learner.teacher)
+            feats.float().pow(2).mean().backward()
+            m.zero_grad(set_to_none=True)
+
+        t_step, t_bb = _time_pair(step, backbone_only, dev, steps)
+        tag = "base_task" if k == 0 else "incremental_task"
+        out[tag] = {
+            "clips_per_s": batch / t_step,
+            "step_ms": 1000 * t_step,
+            "backbone_fwd_bwd_ms": 1000 * t_bb,
+            "share_outside_backbone": max(0.0, 1.0 - t_bb / t_step),
+        }
+        if k == 0:  # anchors and FSSD statistics, so task 1 has a teacher and weights
+            learner.end_task(R._loader(s, s.splits.train_eval, 0, train=False))
+    if dev.type == "cuda":
+        out["peak_gpu_memory_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=["stpr-tiny", "ViT-B-16"])
+    ap.add_argument("--devices", nargs="+", default=None, help="default: cpu, plus cuda if available")
+    ap.add_argument("--steps", type=int, default=None, help="timed steps (default: 20 tiny, 3 ViT-B on CPU, 20 on GPU)")
+    ap.add_argument("--batch", type=int, default=None, help="clips per step (default: 16 tiny, 2 ViT-B on CPU, 40 on GPU)")
+    ap.add_argument("--one", nargs=2, metavar=("MODEL", "DEVICE"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.one:
+        print(json.dumps(one(args.one[0], args.one[1], args.batch, args.steps)))
+        return
+    import torch
+
+    devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+    results = []
+    for model in args.models:
+        for device in devices:
+            big = model != "stpr-tiny"
+            batch = args.batch or (40 if device == "cuda" else (2 if big else 16))
+            steps = args.steps or (3 if big and device == "cpu" else 20)
+            cmd = [sys.executable, __file__, "--one", model, device, "--batch", str(batch), "--steps", str(steps)]
+            print(f"[bench_train] {model} on {device}: batch {batch}, {steps} steps", file=sys.stderr)
+            proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+            if proc.returncode != 0:
+                results.append({"model": model, "device": device, "error": proc.stderr.strip().splitlines()[-1:]})
+                continue
+            results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    machine = {
+        "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+        "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    print(json.dumps({"benchmark": "train", "machine": machine, "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
