@@ -1,6 +1,5 @@
 """The run directory: contents, checkpoints, resume, kills during a save."""
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -13,7 +12,7 @@ from stpr.train import run as R
 from stpr.train.checkpoint import checkpoint_path, finished_tasks, load_checkpoint
 from stpr.train.errors import StprError
 
-from helpers import FAST, fast_config, start_run_dir
+from helpers import fast_config, start_run_dir
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -165,12 +165,12 @@ def parse_set(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten_keys(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     flat = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
         if isinstance(v, dict):
-            flat.update(_flatten(v, key + "."))
+            flat.update(flatten_keys(v, key + "."))
         else:
             flat[key] = v
     return flat
@@ -198,7 +198,7 @@ def load_config(name_or_path: str | None = None, overrides: dict[str, Any] | Non
         data = yaml.safe_load(path.read_text()) or {}
         if not isinstance(data, dict):
             raise StprError(f"config {str(path)!r} must be a mapping of sections to keys")
-        apply_overrides(cfg, _flatten(data))
+        apply_overrides(cfg, flatten_keys(data))
     return apply_overrides(cfg, overrides or {})
 
 

@@ -24,7 +24,7 @@ from . import metrics as M
 from . import plots
 from .atomic import atomic_write_json, atomic_write_text
 from .checkpoint import check_same_model, checkpoint_path, finished_tasks, load_checkpoint, save_checkpoint
-from .config import Config, apply_overrides, dump_config, _flatten
+from .config import Config, apply_overrides, dump_config, flatten_keys
 from .data.protocol import build_tasks, class_order
 from .data.registry import Splits, build_splits
 from .data.tasks import TaskSubset, check_classes_present
@@ -193,7 +193,7 @@ def saved_config(run_dir: Path) -> Config:
     cfg_path = run_dir / "config.yaml"
     if not cfg_path.is_file():
         raise StprError(f"--resume: {str(run_dir)!r} holds no run (no config.yaml); start it without --resume")
-    return apply_overrides(Config(), _flatten(yaml.safe_load(cfg_path.read_text())))
+    return apply_overrides(Config(), flatten_keys(yaml.safe_load(cfg_path.read_text())))
 
 
 def check_fresh_run_dir(run_dir: Path) -> None:
