@@ -70,16 +70,10 @@ class Setup:
     fingerprint: str
 
 
-def build(cfg: Config) -> Setup:
-    """Model, data and protocol from a config (no training)."""
+def build_learner(cfg: Config) -> tuple[StPRLearner, Preprocess, str]:
+    """Model and learner from a config, without data: (learner, preprocess, fingerprint)."""
     device = resolve_device(cfg.device)
     clip_model, pp = load_clip(cfg.model.name, cfg.model.pretrained, seed=cfg.seed)
-    splits = build_splits(cfg.data, pp, cfg.seed)
-    order = class_order(len(splits.classes), cfg.data.class_order, cfg.seed)
-    tasks = build_tasks(cfg.data.protocol, len(splits.classes), order, dataset=repr(cfg.data.dataset))
-    for ids in tasks:
-        check_classes_present(splits.train, ids, "training")
-        check_classes_present(splits.test, ids, "test")
     mc = cfg.model
     seed_everything(derive_seed(cfg.seed, 0xADA))  # adapter init
     model = StPRModel(
@@ -88,8 +82,19 @@ def build(cfg: Config) -> Setup:
         adapter_dropout=mc.adapter_dropout, expert_layers=mc.expert_layers, expert_heads=mc.expert_heads,
         expert_mlp_ratio=mc.expert_mlp_ratio, logit_scale=mc.logit_scale,
     )
-    learner = StPRLearner(model, clip_model, cfg, device)
-    return Setup(cfg, device, pp, splits, tasks, learner, backbone_fingerprint(clip_model))
+    return StPRLearner(model, clip_model, cfg, device), pp, backbone_fingerprint(clip_model)
+
+
+def build(cfg: Config) -> Setup:
+    """Model, data and protocol from a config (no training)."""
+    learner, pp, fingerprint = build_learner(cfg)
+    splits = build_splits(cfg.data, pp, cfg.seed)
+    order = class_order(len(splits.classes), cfg.data.class_order, cfg.seed)
+    tasks = build_tasks(cfg.data.protocol, len(splits.classes), order, dataset=repr(cfg.data.dataset))
+    for ids in tasks:
+        check_classes_present(splits.train, ids, "training")
+        check_classes_present(splits.test, ids, "test")
+    return Setup(cfg, learner.device, pp, splits, tasks, learner, fingerprint)
 
 
 def _global_ids(tasks: list[list[int]], k: int) -> list[int]:

@@ -1,0 +1,226 @@
+"""`stpr.export`: a run directory -> a self-contained bundle (the device-side contract).
+
+Each step is one function that returns what it wrote, timed and logged. The bundle
+is assembled in a temp folder beside the target and renamed into place only after
+parity passes, so an interrupted or failed export never leaves a bundle that looks
+valid.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from importlib import metadata as md
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from stpr.runtime.manifest import MANIFEST_NAME, SCHEMA_VERSION, BundleError, read_manifest, sha256_file
+from stpr.runtime.router import BUNDLE_ROUTING_MODES
+from stpr.train.atomic import atomic_write_json
+from stpr.train.errors import StprError
+from stpr.train.restore import Restored, restore
+
+from . import parity
+from .fp16 import to_fp16
+from .onnx_export import MIN_OPSET, export_backbone, export_expert, finish_onnx
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExportResult:
+    bundle: Path
+    files: dict[str, Path] = field(default_factory=dict)  # bundle file name -> final path
+    parity: dict[str, Any] = field(default_factory=dict)
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def _step(result: ExportResult, name: str) -> Iterator[None]:
+    t0 = time.perf_counter()
+    yield
+    result.timings_s[name] = round(time.perf_counter() - t0, 3)
+    log.info("export step %s: %.2fs", name, result.timings_s[name])
+
+
+def _versions() -> dict[str, str | None]:
+    out = {}
+    for dist in ("stpr", "torch", "open_clip_torch", "onnx", "onnxruntime", "onnxruntime-gpu", "tensorrt"):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def base_metadata(r: Restored, opset: int) -> dict[str, Any]:
+    """What every artifact carries: the manifest minus file names and hashes."""
+    m, cfg, pp = r.learner.model, r.cfg, r.preprocess
+    anchors_of = {"td": "td anchors mu_c", "adapter": "adapted frame-mean prototypes", "avg": "unused by avg"}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "classes": list(r.checkpoint["classes"]),
+        "class_to_expert": m.class_to_expert.tolist(),
+        "routing": {"mode": cfg.method.routing, "tau": cfg.method.tau, "anchors": anchors_of[cfg.method.routing]},
+        "logit_scale": float(m.logit_scale),
+        "preprocess": {"size": pp.size, "mean": list(pp.mean), "std": list(pp.std), "frames": cfg.data.num_frames,
+                       "sampling": "tsn: T equal segments, segment centre", "resize": "shorter side to size, bicubic",
+                       "crop": "centre", "channels": "RGB", "scale": "pixels / 255, then (x - mean) / std"},
+        "dims": {"D": m.dim, "T": cfg.data.num_frames, "K": m.num_experts, "C": m.num_classes},
+        "opset": opset,
+        "tools": _versions(),
+        "source": {"run_dir": str(r.checkpoint_file.parent.parent.resolve()), "task": r.task,
+                   "checkpoint": r.checkpoint_file.name, "checkpoint_sha256": sha256_file(r.checkpoint_file),
+                   "model_name": r.checkpoint["model_name"], "pretrained": r.checkpoint["pretrained"],
+                   "backbone_fingerprint": r.checkpoint["backbone_fingerprint"]},
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def write_onnx(r: Restored, tmp: Path, meta: dict[str, Any], opset: int, res: ExportResult) -> dict[str, Any]:
+    m = r.learner.model
+    with _step(res, "backbone.onnx"):
+        finish_onnx(export_backbone(m.backbone, tmp / "backbone.onnx", r.preprocess.size, opset), meta)
+    experts = []
+    for k, expert in enumerate(m.experts):
+        with _step(res, f"expert_{k}.onnx"):
+            finish_onnx(export_expert(expert, tmp / f"expert_{k}.onnx", m.dim, opset), meta)
+        experts.append(f"expert_{k}.onnx")
+    return {"backbone": "backbone.onnx", "experts": experts}
+
+
+def write_arrays(r: Restored, tmp: Path, res: ExportResult) -> dict[str, Any]:
+    m = r.learner.model
+    anchors = m.proto_adapter if r.cfg.method.routing == "adapter" else m.anchors
+    with _step(res, "arrays"):
+        np.save(tmp / "text_embeddings.npy", m.text_embeddings.cpu().numpy().astype(np.float32), allow_pickle=False)
+        np.save(tmp / "anchors.npy", anchors.cpu().numpy().astype(np.float32), allow_pickle=False)
+    return {"text_embeddings": "text_embeddings.npy", "anchors": "anchors.npy"}
+
+
+def write_fp16(tmp: Path, names: dict[str, Any], res: ExportResult) -> dict[str, Any]:
+    out: dict[str, Any] = {"experts_fp16": []}
+    with _step(res, "fp16"):
+        out["backbone_fp16"] = to_fp16(tmp / names["backbone"], tmp / "backbone.fp16.onnx").name
+        for e in names["experts"]:
+            out["experts_fp16"].append(to_fp16(tmp / e, tmp / e.replace(".onnx", ".fp16.onnx")).name)
+    return out
+
+
+def write_engines(tmp: Path, manifest: dict[str, Any], res: ExportResult) -> dict[str, Any]:
+    """TensorRT engines from the fp16 ONNX, named by GPU and TensorRT version."""
+    from stpr.runtime.trt_build import EngineSpec, build_engine
+
+    T, D = manifest["dims"]["T"], manifest["dims"]["D"]
+    size = manifest["preprocess"]["size"]
+    engines, cache = {}, tmp / "engines" / "timing.cache"
+    with _step(res, "engines"):
+        specs = [EngineSpec(tmp / manifest["backbone_fp16"], "frames", (1, 3, size, size), (T, 3, size, size),
+                            (4 * T, 3, size, size), fp16=True)]
+        specs += [EngineSpec(tmp / e, "features", (1, T, D), (1, T, D), (8, T, D), fp16=True)
+                  for e in manifest["experts_fp16"]]
+        for spec in specs:
+            engines[spec.onnx_path.name] = str(build_engine(spec, tmp / "engines", cache).relative_to(tmp))
+    return {"engines": engines}
+
+
+def _prepare_target(out: Path, force: bool) -> None:
+    """Refuse to overwrite anything but a bundle, and a bundle only with --force."""
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return
+    try:
+        old = read_manifest(out)
+    except BundleError:
+        raise StprError(f"{str(out)!r} exists and is not a bundle; choose a new or empty folder for --out") from None
+    if not force:
+        src = old.get("source", {})
+        raise StprError(
+            f"{str(out)!r} already holds a bundle (from {src.get('run_dir')}, task {src.get('task')}); "
+            "pass --force to replace it"
+        )
+
+
+def export_run(
+    run_dir: str | Path, out: str | Path, *, fp16: bool = False, task: int | None = None,
+    opset: int = MIN_OPSET, engine: bool = False, force: bool = False, parity_clips: int = 16,
+) -> ExportResult:
+    """Export the model after `task` (default: the last) of `run_dir` to the bundle `out`."""
+    out = Path(out)
+    if opset < MIN_OPSET:
+        raise StprError(f"--opset {opset} is too old: LayerNormalization needs opset >= {MIN_OPSET}")
+    if engine and not fp16:
+        raise StprError("--engine builds TensorRT engines from the fp16 ONNX; pass --fp16 with it")
+    if engine:
+        from stpr.runtime.trt_build import import_tensorrt
+
+        try:
+            import_tensorrt()
+        except Exception as e:
+            raise StprError(f"--engine needs TensorRT here: {e}\nWithout --engine, `stpr-run --backend trt` "
+                            "builds the engines on the device at first start.") from None
+    _prepare_target(out, force)
+    res = ExportResult(bundle=out)
+    with _step(res, "restore"):
+        r = restore(run_dir, task)
+    if r.cfg.method.routing not in BUNDLE_ROUTING_MODES:
+        raise StprError(f"the run routes with {r.cfg.method.routing!r}, which a bundle cannot run "
+                        f"(valid: {', '.join(BUNDLE_ROUTING_MODES)}); retrain or evaluate with --routing td")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out.name}-", dir=out.parent))
+    try:
+        meta = base_metadata(r, opset)
+        manifest = {**meta, **write_onnx(r, tmp, meta, opset, res), **write_arrays(r, tmp, res)}
+        if fp16:
+            manifest.update(write_fp16(tmp, manifest, res))
+        if engine:
+            manifest.update(write_engines(tmp, manifest, res))
+        res.parity = run_parity(r, tmp, manifest, fp16, parity_clips, res)
+        atomic_write_json(tmp / "parity.json", res.parity)
+        manifest["files"] = {p.relative_to(tmp).as_posix(): sha256_file(p)
+                             for p in sorted(tmp.rglob("*")) if p.is_file() and p.name != "timing.cache"}
+        atomic_write_json(tmp / MANIFEST_NAME, manifest)
+        _swap_into_place(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    res.files = {name: out / name for name in manifest["files"]} | {MANIFEST_NAME: out / MANIFEST_NAME}
+    return res
+
+
+def run_parity(r: Restored, tmp: Path, manifest: dict[str, Any], fp16: bool, count: int,
+               res: ExportResult) -> dict[str, Any]:
+    with _step(res, "parity"):
+        clips, source = parity.parity_clips(r, count)
+        ref = parity.torch_outputs(r, clips)
+        report: dict[str, Any] = {"clips": int(clips.shape[0]), "source": source,
+                                  "thresholds": {"fp32_min_top1_agreement": parity.FP32_MIN_AGREEMENT,
+                                                 "fp32_max_feature_abs_diff": parity.FP32_MAX_FEATURE_DIFF,
+                                                 "fp16_min_top1_agreement": parity.FP16_MIN_AGREEMENT}}
+        report["fp32"] = parity.compare(ref, parity.onnx_outputs(tmp, manifest, clips.numpy(), fp16=False))
+        if fp16:
+            report["fp16"] = parity.compare(ref, parity.onnx_outputs(tmp, manifest, clips.numpy(), fp16=True))
+        problems = parity.check(report)
+        report["passed"] = not problems
+    log.info("parity: %s", json.dumps({k: report[k] for k in ("fp32", "fp16") if k in report}))
+    if problems:
+        raise StprError("export failed its parity check: " + "; ".join(problems) +
+                        " (see the numbers above; nothing was written)")
+    return report
+
+
+def _swap_into_place(tmp: Path, out: Path) -> None:
+    # Rename the finished bundle into place; an old bundle (with --force) goes aside first
+    # and is removed only once the new one is there.
+    old = None
+    if out.exists():
+        old = out.with_name(f".old-{out.name}-{int(time.time())}")
+        out.rename(old)
+    tmp.rename(out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

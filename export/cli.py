@@ -1,0 +1,51 @@
+"""`stpr-export RUN_DIR --out BUNDLE`: a thin layer over `stpr.export.export_run`."""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from stpr.train.errors import StprError
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Bundle folder to write.")
+@click.option("--fp16", is_flag=True, help="Also write mixed-precision *.fp16.onnx twins (parity-checked).")
+@click.option("--task", type=int, help="Export the model as it stood after task N [last finished].")
+@click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset (>= 17).")
+@click.option("--engine", is_flag=True, help="Build TensorRT engines here (needs tensorrt and a GPU; with --fp16).")
+@click.option("--force", is_flag=True, help="Replace a bundle already in --out.")
+@click.option("--parity-clips", type=int, default=16, show_default=True, help="Clips in the parity check.")
+def main(run_dir: Path, out: Path, fp16: bool, task: int | None, opset: int, engine: bool, force: bool,
+         parity_clips: int) -> None:
+    """Export a trained run to an ONNX bundle that stpr-run serves without PyTorch."""
+    from .bundle import export_run
+
+    logger = logging.getLogger("stpr")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        res = export_run(run_dir, out, fp16=fp16, task=task, opset=opset, engine=engine, force=force,
+                         parity_clips=parity_clips)
+    except StprError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"Bundle: {res.bundle}")
+    for name, path in sorted(res.files.items()):
+        click.echo(f"  {name:<28} {path.stat().st_size / 2**20:9.2f} MiB")
+    for prec in ("fp32", "fp16"):
+        if prec in res.parity:
+            p = res.parity[prec]
+            click.echo(f"Parity {prec}: top-1 agreement {p['top1_agreement']:.2%}, feature max |diff| "
+                       f"{p['feature_max_abs_diff']:.2e}, logit max |diff| {p['logit_max_abs_diff']:.2e} "
+                       f"({res.parity['clips']} {res.parity['source']})")
+    click.echo(f"Total export time: {sum(res.timings_s.values()):.1f} s")
+
+
+if __name__ == "__main__":
+    main()
