@@ -1,0 +1,74 @@
+"""Load a bundle for the device: manifest verified, arrays read, shapes checked."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .manifest import BundleError, verify_bundle
+
+
+@dataclass
+class Bundle:
+    path: Path
+    manifest: dict[str, Any]
+    classes: list[str]
+    class_to_expert: np.ndarray  # (C,) int
+    text_embeddings: np.ndarray  # (C, D) float32
+    anchors: np.ndarray  # (C, D) float32
+    routing: str
+    tau: float
+    logit_scale: float
+    size: int
+    mean: np.ndarray  # (3,)
+    std: np.ndarray  # (3,)
+    frames: int  # T
+    dim: int  # D
+
+    def model_files(self, fp16: bool) -> tuple[str, list[str]]:
+        """(backbone file, expert files) for the chosen precision."""
+        if not fp16:
+            return self.manifest["backbone"], list(self.manifest["experts"])
+        if "backbone_fp16" not in self.manifest:
+            raise BundleError(f"bundle {str(self.path)!r} has no fp16 files; re-export it with --fp16 or drop --fp16")
+        return self.manifest["backbone_fp16"], list(self.manifest["experts_fp16"])
+
+
+def _array(path: Path, name: str) -> np.ndarray:
+    try:
+        return np.load(path / name, allow_pickle=False)
+    except ValueError as e:  # pickled or malformed .npy
+        raise BundleError(f"bundle file {name!r} is not a plain .npy array ({e})") from e
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    """Verify and load; any mismatch is a `BundleError` that names the problem."""
+    path = Path(path)
+    if not path.is_dir():
+        raise BundleError(f"bundle folder {str(path)!r} does not exist; pass the --out folder of stpr-export")
+    m = verify_bundle(path)
+    dims = m["dims"]
+    C, D, K = dims["C"], dims["D"], dims["K"]
+    text, anchors = _array(path, m["text_embeddings"]), _array(path, m["anchors"])
+    c2e = np.asarray(m["class_to_expert"], dtype=np.int64)
+    problems = []
+    if text.shape != (C, D):
+        problems.append(f"text_embeddings is {text.shape}, manifest says ({C}, {D})")
+    if anchors.shape != (C, D):
+        problems.append(f"anchors is {anchors.shape}, manifest says ({C}, {D})")
+    if len(m["classes"]) != C or c2e.shape != (C,):
+        problems.append(f"{len(m['classes'])} class names and {c2e.shape[0]} class->expert entries for C={C}")
+    if len(m["experts"]) != K or (c2e.size and (c2e.min() < 0 or c2e.max() >= K)):
+        problems.append(f"{len(m['experts'])} expert files / class->expert range for K={K}")
+    if problems:
+        raise BundleError(f"bundle {str(path)!r} is inconsistent: " + "; ".join(problems) + "; re-export it")
+    pp = m["preprocess"]
+    return Bundle(
+        path=path, manifest=m, classes=list(m["classes"]), class_to_expert=c2e,
+        text_embeddings=text.astype(np.float32), anchors=anchors.astype(np.float32),
+        routing=m["routing"]["mode"], tau=float(m["routing"]["tau"]), logit_scale=float(m["logit_scale"]),
+        size=int(pp["size"]), mean=np.asarray(pp["mean"], np.float32), std=np.asarray(pp["std"], np.float32),
+        frames=int(pp["frames"]), dim=int(D),
+    )

@@ -1,0 +1,72 @@
+"""The bundle's model on a backend: frames -> features, a window of features -> scores."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from .backends import OrtRunner
+from .bundle import Bundle
+from .router import classify, softmax
+
+
+def make_runner(bundle: Bundle, file: str, backend: str, device: str, input_name: str,
+                batch_max: int) -> Any:
+    if backend == "ort":
+        return OrtRunner(bundle.path / file, device)
+    if backend == "trt":
+        from .trt_build import EngineSpec
+        from .trt_runner import TrtRunner
+
+        shape = (3, bundle.size, bundle.size) if input_name == "frames" else (bundle.frames, bundle.dim)
+        spec = EngineSpec(bundle.path / file, input_name, (1, *shape), (1, *shape), (batch_max, *shape),
+                          fp16=file.endswith(".fp16.onnx"))
+        engines = bundle.path / "engines"
+        return TrtRunner(spec, engines, engines / "timing.cache")
+    raise ValueError(f"--backend {backend!r} is not valid; choose ort or trt")
+
+
+class Recognizer:
+    """Context manager owning one runner for the backbone and one per expert."""
+
+    def __init__(self, bundle: Bundle, backend: str = "ort", device: str = "cpu", fp16: bool = False) -> None:
+        self.bundle = bundle
+        backbone, experts = bundle.model_files(fp16)
+        self.backbone = make_runner(bundle, backbone, backend, device, "frames", 4 * bundle.frames)
+        self.experts = [make_runner(bundle, f, backend, device, "features", 8) for f in experts]
+
+    def __enter__(self) -> "Recognizer":
+        self.backbone.__enter__()
+        for e in self.experts:
+            e.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for r in [self.backbone, *self.experts]:
+            r.__exit__(*exc)
+
+    @property
+    def providers(self) -> list[str]:
+        return list(self.backbone.providers)
+
+    def frame_features(self, frames: np.ndarray) -> np.ndarray:
+        """`(N, 3, H, W)` preprocessed frames -> `(N, D)` features."""
+        return self.backbone.infer({"frames": frames})["features"]
+
+    def classify(self, window: np.ndarray) -> dict[str, Any]:
+        """`(B, T, D)` frame features -> probabilities `(B, C)`, routing weights `(B, K)`,
+        and the time spent in the experts and in the router + classifier."""
+        b = self.bundle
+        t0 = time.perf_counter()
+        z = np.stack([e.infer({"features": window})["z"] for e in self.experts], axis=1)  # (B, K, D)
+        t1 = time.perf_counter()
+        out = classify(window, z, b.text_embeddings, b.class_to_expert, b.anchors, b.routing, b.tau, b.logit_scale)
+        probs = softmax(out["logits"].astype(np.float64))
+        t2 = time.perf_counter()
+        return {"probs": probs, "weights": out["weights"], "logits": out["logits"],
+                "experts_ms": 1000 * (t1 - t0), "router_ms": 1000 * (t2 - t1)}
+
+    def topk(self, probs: np.ndarray, k: int) -> list[tuple[str, float]]:
+        order = np.argsort(-probs)[:k]
+        return [(self.bundle.classes[i], float(probs[i])) for i in order]
