@@ -34,12 +34,13 @@ def test_cli_run_prints_table_and_writes_log(tmp_path):
         (["--bogus"], "No such option '--bogus'"),
         (["--set", "optim.lrr=1"], "unknown config key 'optim.lrr'; valid keys:"),
         (["--protocol", "51+10x5"], "needs 101 classes but 'synthetic' has 20"),
-        (["--dataset", "ucf999"], "unknown dataset 'ucf999'; valid: synthetic"),
+        (["--dataset", "ucf999"], "unknown dataset 'ucf999'; valid: synthetic, ucf101, hmdb51, kinetics400, folder"),
         (["--epochs", "0"], "--epochs '0'"),
         (["--device", "cuda:7"], "no CUDA GPU is visible") if not __import__("torch").cuda.is_available()
         else (["--device", "tpu"], "not a device"),
         (["--resume"], "holds no run (no config.yaml); start it without --resume"),
         (["--model", "ViT-Q-99"], "unknown model 'ViT-Q-99'"),
+        (["--dataset", "ucf101"], "--dataset ucf101 needs --data-root"),
     ],
 )
 def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, args, message):

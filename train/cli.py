@@ -5,6 +5,7 @@ With no arguments it runs the built-in synthetic demo (configs/demo.yaml).
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -100,8 +101,9 @@ def format_report(metrics: dict[str, Any], run_dir: Path) -> str:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--config", "config_name", default="demo", show_default=True,
-              help="Built-in config name (demo, paper) or a YAML file.")
+@click.option("--config", "config_name", default=None,
+              help="Built-in config (demo, paper, ucf101_51+10x5, ...) or a YAML file "
+                   "[demo for synthetic data, paper for a real --dataset].")
 @click.option("--dataset", help="Dataset reader, e.g. synthetic.")
 @click.option("--data-root", help="Dataset folder.")
 @click.option("--protocol", help="Tasks as 'A+BxC' (base A, then C tasks of B classes) or 'BxC'.")
@@ -118,7 +120,7 @@ def format_report(metrics: dict[str, Any], run_dir: Path) -> str:
 @click.option("--resume", is_flag=True, help="Continue the run in --out after its last finished task.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any other config key, e.g. optim.lr=0.05.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def main(config_name: str, epochs: str | None, out: Path | None, resume: bool, sets: tuple[str, ...],
+def main(config_name: str | None, epochs: str | None, out: Path | None, resume: bool, sets: tuple[str, ...],
          quiet: bool, **opts: Any) -> None:
     """Train StPR task after task and evaluate every seen task after each one."""
     from . import run as run_mod
@@ -130,15 +132,21 @@ def main(config_name: str, epochs: str | None, out: Path | None, resume: bool, s
             if out is None:
                 raise StprError("--resume needs --out DIR, the run directory to continue")
             extra = sorted(set(overrides) - {"device"})
-            if extra or config_name != "demo":
+            if extra or config_name is not None:
                 raise StprError(f"--resume continues the saved config of {out}; drop {', '.join(extra) or '--config'}")
+        if config_name is None:  # the demo's tiny random model is for synthetic data only
+            config_name = "demo" if overrides.get("data.dataset", "synthetic") == "synthetic" else "paper"
         cfg = None if resume else load_config(config_name, overrides)
         if out is None:
             out = Path("runs") / f"{cfg.data.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
-        # Refuse before touching the folder (the log file would create it).
-        run_mod.saved_config(out) if resume else run_mod.check_fresh_run_dir(out)
-        _attach_log_file(out)
-        click.echo(f"stpr-train: run directory {out}", err=True)
+        # Under torchrun only rank 0 checks, logs and writes; the others train in step.
+        main_rank = int(os.environ.get("RANK", "0")) == 0
+        if main_rank:
+            # Refuse before touching the folder (the log file would create it).
+            run_mod.saved_config(out) if resume else run_mod.check_fresh_run_dir(out)
+            _attach_log_file(out)
+            click.echo(f"stpr-train: run directory {out}", err=True)
+        quiet = quiet or not main_rank
         progress = (lambda it, d, t: it) if quiet else _tqdm_progress
         metrics = run_mod.run(cfg, out, resume=resume, progress=progress, device=overrides.get("device"))
     except StprError as e:
@@ -146,7 +154,8 @@ def main(config_name: str, epochs: str | None, out: Path | None, resume: bool, s
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted; finished tasks are saved. Continue with: stpr-train --resume --out {out}", err=True)
         sys.exit(130)
-    click.echo(format_report(metrics, out))
+    if main_rank:
+        click.echo(format_report(metrics, out))
 
 
 if __name__ == "__main__":

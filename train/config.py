@@ -38,11 +38,16 @@ class DataConfig:
     dataset: str = "synthetic"  # dataset reader (see stpr.train.data.DATASETS)
     root: str | None = None  # dataset folder (unused by 'synthetic')
     protocol: str = "4+4x4"  # 'A+BxC' (A base classes, then C tasks of B) or 'BxC'
-    class_order: str = "seeded"  # seeded (TCD: RandomState(seed).permutation) | natural
+    class_order: str = "auto"  # auto (natural for synthetic, else seeded) | seeded (TCD) | natural
     num_frames: int = 8  # T frames per clip, TSN sampling
     clips_per_class_train: int = 48  # synthetic only: training clips per class
     clips_per_class_test: int = 16  # synthetic only: test clips per class
-    workers: int = 0  # DataLoader worker processes
+    workers: int = 0  # DataLoader worker processes (persistent, pinned memory on GPU)
+    split: int = 1  # UCF101/HMDB51 official split 1 | 2 | 3
+    max_unreadable: float = 0.05  # stop if more than this share of a split cannot be read
+    holdout: float = 0.2  # folder datasets: share of each class held out for testing
+    task_file: str | None = None  # class order/tasks from a task file (JSON; vCLIMB pickles need allow_pickle)
+    allow_pickle: bool = False  # opt-in to read a pickle task file (runs code from the file: trusted files only)
 
 
 @dataclass
@@ -56,6 +61,8 @@ class OptimConfig:
     eval_batch_size: int = 40  # clips per evaluation step
     epochs_base: int = 60  # epochs of task 0
     epochs_incremental: int = 30  # epochs of every later task
+    amp: str = "auto"  # auto (bf16 on CUDA, off on CPU) | bf16 | off: autocast for the frozen tower
+    compile: bool = False  # torch.compile the adapted tower (GPU; pays off on long runs)
 
 
 @dataclass
@@ -83,9 +90,10 @@ class Config:
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "model.expert_init": ("previous", "random"),
-    "data.class_order": ("seeded", "natural"),
+    "data.class_order": ("auto", "seeded", "natural"),
     "optim.optimizer": ("sgd", "adamw"),
     "optim.schedule": ("cosine", "constant"),
+    "optim.amp": ("auto", "bf16", "off"),
     "method.routing": ("td", "avg", "clip", "adapter", "oracle"),
     "method.distill": ("fssd", "uniform", "none"),
     "method.text_candidates": ("seen", "batch"),

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import distributed as dist
 from .config import Config
 from .fssd import ClassFrameStats, FSSDWeights, channel_importance, fssd_loss
 from .losses import contrastive_loss
@@ -35,6 +36,18 @@ class EvalResult:
     spatial_correct: list[int] = field(default_factory=list)  # frame mean alone (fbar)
     total: list[int] = field(default_factory=list)
     routing: list[list[float]] = field(default_factory=list)  # mean weight per expert, per test task
+
+
+class _TrainStep(nn.Module):
+    """The loss as a module's forward, so DistributedDataParallel can wrap it."""
+
+    def __init__(self, learner: "StPRLearner") -> None:
+        super().__init__()
+        self.model = learner.model  # registers the trainable parameters
+        self._learner = [learner]  # a list: not a submodule
+
+    def forward(self, frames: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self._learner[0].losses(frames, labels)
 
 
 class StPRLearner:
@@ -76,6 +89,18 @@ class StPRLearner:
         else:
             lr_at = lambda s: 1.0  # noqa: E731
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_at)
+        self.step_module: nn.Module = _TrainStep(self)
+        if dist.world_size() > 1:  # built per task: which parameters train changes
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.step_module = DistributedDataParallel(self.step_module, device_ids=ids)
+
+    def autocast(self) -> "torch.autocast":
+        """bf16 autocast for the frozen tower's matmuls on GPU (optim.amp); fp32 on CPU by default."""
+        amp = self.cfg.optim.amp
+        enabled = amp == "bf16" or (amp == "auto" and self.device.type == "cuda")
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
     def distill_weight(self) -> torch.Tensor:
         if self.cfg.method.distill == "uniform":
@@ -111,7 +136,8 @@ class StPRLearner:
         """One optimisation step; returns the loss terms as floats."""
         self.model.train()
         frames, labels = frames.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
-        out = self.losses(frames, labels)
+        with self.autocast():
+            out = self.step_module(frames, labels)
         self.optimizer.zero_grad(set_to_none=True)
         out["total"].backward()
         self.optimizer.step()
@@ -129,13 +155,16 @@ class StPRLearner:
         sums = {name: torch.zeros(n, m.dim, dtype=torch.float64) for name in ("td", "clip", "adapter")}
         for frames, labels in batches:
             frames, local = frames.to(self.device), labels.to(self.device) - first
-            feats = m.frame_features(frames)  # (B, T, D)
-            fbar = feats.mean(1)
-            d = m.experts[k](feats) - fbar  # (B, D) temporal dynamics of expert k (Eq. 10)
-            clip_mean = m.frame_features(frames, adapters=False).mean(1)
+            with self.autocast():
+                feats = m.frame_features(frames).float()  # (B, T, D)
+                fbar = feats.mean(1)
+                d = m.experts[k](feats).float() - fbar  # (B, D) temporal dynamics of expert k (Eq. 10)
+                clip_mean = m.frame_features(frames, adapters=False).float().mean(1)
             for name, x in (("td", d), ("clip", clip_mean), ("adapter", fbar)):
                 sums[name].index_add_(0, local.cpu(), x.double().cpu())
             stats.update(feats, local)
+        for t in (stats.sum, stats.sumsq, stats.count, *sums.values()):
+            dist.all_reduce_sum(t)  # each rank saw a shard: sums make the whole task
         self.finish_task_statistics(stats, sums)
 
     def finish_task_statistics(self, stats: ClassFrameStats, sums: dict[str, torch.Tensor]) -> None:
@@ -166,11 +195,15 @@ class StPRLearner:
             for frames, labels in loader:
                 frames, labels = frames.to(self.device), labels.to(self.device)
                 task_ids = m.class_to_expert[labels]
-                out = m(frames, routing=meth.routing, tau=meth.tau, task_ids=task_ids)
+                with self.autocast():
+                    out = m(frames, routing=meth.routing, tau=meth.tau, task_ids=task_ids)
                 correct += int((out["logits"].argmax(1) == labels).sum())
                 spatial += int((out["spatial_logits"].argmax(1) == labels).sum())
                 total += len(labels)
                 wsum += out["weights"].double().sum(0).cpu()
+            counts = dist.all_reduce_sum(torch.tensor([correct, spatial, total], dtype=torch.float64))
+            correct, spatial, total = (int(c) for c in counts)
+            dist.all_reduce_sum(wsum)
             res.correct.append(correct)
             res.spatial_correct.append(spatial)
             res.total.append(total)

@@ -18,15 +18,16 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import torch
 import yaml
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
+from . import distributed as dist
 from . import metrics as M
 from . import plots
 from .atomic import atomic_write_json, atomic_write_text
 from .checkpoint import check_same_model, checkpoint_path, finished_tasks, load_checkpoint, save_checkpoint
 from .config import Config, apply_overrides, dump_config, flatten_keys
-from .data.protocol import build_tasks, class_order
-from .data.registry import Splits, build_splits
+from .data.protocol import build_tasks, class_order, load_task_file
+from .data.registry import Splits, build_splits, check_dataset
 from .data.tasks import TaskSubset, check_classes_present
 from .errors import StprError
 from .learner import EvalResult, StPRLearner
@@ -72,7 +73,7 @@ class Setup:
 
 def build_learner(cfg: Config) -> tuple[StPRLearner, Preprocess, str]:
     """Model and learner from a config, without data: (learner, preprocess, fingerprint)."""
-    device = resolve_device(cfg.device)
+    device = dist.init_from_env(resolve_device(cfg.device))
     clip_model, pp = load_clip(cfg.model.name, cfg.model.pretrained, seed=cfg.seed)
     mc = cfg.model
     seed_everything(derive_seed(cfg.seed, 0xADA))  # adapter init
@@ -82,15 +83,21 @@ def build_learner(cfg: Config) -> tuple[StPRLearner, Preprocess, str]:
         adapter_dropout=mc.adapter_dropout, expert_layers=mc.expert_layers, expert_heads=mc.expert_heads,
         expert_mlp_ratio=mc.expert_mlp_ratio, logit_scale=mc.logit_scale,
     )
+    if cfg.optim.compile:  # the tower is most of the step; compile only its forward
+        model.backbone.forward = torch.compile(model.backbone.forward)
     return StPRLearner(model, clip_model, cfg, device), pp, backbone_fingerprint(clip_model)
 
 
 def build(cfg: Config) -> Setup:
     """Model, data and protocol from a config (no training)."""
+    check_dataset(cfg.data)
     learner, pp, fingerprint = build_learner(cfg)
     splits = build_splits(cfg.data, pp, cfg.seed)
-    order = class_order(len(splits.classes), cfg.data.class_order, cfg.seed)
-    tasks = build_tasks(cfg.data.protocol, len(splits.classes), order, dataset=repr(cfg.data.dataset))
+    if cfg.data.task_file:  # e.g. vCLIMB's Kinetics tasks: their order and split, not the protocol's
+        tasks = load_task_file(cfg.data.task_file, splits.classes, cfg.data.allow_pickle)
+    else:
+        order = class_order(len(splits.classes), cfg.data.class_order, cfg.seed, cfg.data.dataset)
+        tasks = build_tasks(cfg.data.protocol, len(splits.classes), order, dataset=repr(cfg.data.dataset))
     for ids in tasks:
         check_classes_present(splits.train, ids, "training")
         check_classes_present(splits.test, ids, "test")
@@ -103,13 +110,21 @@ def _global_ids(tasks: list[list[int]], k: int) -> list[int]:
 
 
 def _loader(s: Setup, dataset: Any, k: int, train: bool) -> DataLoader:
-    o, workers = s.cfg.optim, s.cfg.data.workers
+    """Training: a DistributedSampler permutation (also in one process, so N processes
+    see the same global batches as one); evaluation: an exact shard per rank."""
+    o, workers, world = s.cfg.optim, s.cfg.data.workers, dist.world_size()
     subset = TaskSubset(dataset, s.tasks[k], _global_ids(s.tasks, k))
-    gen = torch.Generator().manual_seed(derive_seed(s.cfg.seed, k, 0x5A))
-    return DataLoader(
-        subset, batch_size=o.batch_size if train else o.eval_batch_size, shuffle=train, generator=gen,
-        num_workers=workers, pin_memory=s.device.type == "cuda", persistent_workers=workers > 0,
-    )
+    if train:
+        if o.batch_size % world:
+            raise StprError(f"batch size {o.batch_size} does not split over {world} processes; "
+                            f"use a multiple of {world}")
+        sampler = DistributedSampler(subset, num_replicas=world, rank=dist.rank(), shuffle=True,
+                                     seed=derive_seed(s.cfg.seed, k, 0x5A))
+        batch = o.batch_size // world
+    else:
+        sampler, batch = dist.ShardSampler(len(subset)), o.eval_batch_size
+    return DataLoader(subset, batch_size=batch, sampler=sampler, num_workers=workers,
+                      pin_memory=s.device.type == "cuda", persistent_workers=workers > 0)
 
 
 def train_task(s: Setup, k: int, progress: Progress = _no_progress) -> EvalResult:
@@ -122,7 +137,9 @@ def train_task(s: Setup, k: int, progress: Progress = _no_progress) -> EvalResul
     learner.begin_task(k, names, steps=epochs * len(loader))
     t0 = time.perf_counter()
     for epoch in range(epochs):
-        bar = progress(loader, f"task {k + 1}/{len(s.tasks)} epoch {epoch + 1}/{epochs}", len(loader))
+        loader.sampler.set_epoch(epoch)
+        desc = f"task {k + 1}/{len(s.tasks)} epoch {epoch + 1}/{epochs}"
+        bar = progress(loader, desc, len(loader)) if dist.is_main() else loader
         for frames, labels in bar:
             losses = learner.observe(frames, labels)
             if hasattr(bar, "set_postfix"):
@@ -245,14 +262,21 @@ def run(
         h = History(**ckpt["history"])
         start = last + 1
         log.info("resuming %s after task %d", run_dir, last)
-    if resume:
+    dist.barrier()  # every rank has checked the folder before rank 0 writes to it
+    main = dist.is_main()
+    if main and resume:
         _drop_stale_temp_files(run_dir)
-    else:
+    elif main:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
-    metrics: dict[str, Any] = write_outputs(run_dir, s, h) if h.correct else {}
+    metrics: dict[str, Any] = metrics_from_history(s, h) if h.correct else {}
+    if main and h.correct:
+        write_outputs(run_dir, s, h)
     for k in range(start, len(s.tasks)):
         h.add(train_task(s, k, progress))
-        save_checkpoint(run_dir, k, _payload(s, k, h))
-        metrics = write_outputs(run_dir, s, h)
+        metrics = metrics_from_history(s, h)
+        if main:
+            save_checkpoint(run_dir, k, _payload(s, k, h))
+            write_outputs(run_dir, s, h)
+        dist.barrier()
     return metrics

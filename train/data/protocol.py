@@ -42,8 +42,14 @@ def parse_protocol(spec: str) -> ProtocolSpec:
     return ProtocolSpec(int(m.group(1) or 0), int(m.group(2)), int(m.group(3)))
 
 
-def class_order(num_classes: int, mode: str, seed: int) -> list[int]:
-    """TCD's order: a permutation of 0-based alphabetical class indices from `seed`."""
+def class_order(num_classes: int, mode: str, seed: int, dataset: str = "") -> list[int]:
+    """TCD's order: a permutation of 0-based alphabetical class indices from `seed`.
+
+    `auto` keeps the built-in synthetic set in its own order (its tasks are built that
+    way) and uses TCD's seeded order for every real dataset.
+    """
+    if mode == "auto":
+        mode = "natural" if dataset == "synthetic" else "seeded"
     if mode == "natural":
         return list(range(num_classes))
     if mode == "seeded":
@@ -65,4 +71,43 @@ def build_tasks(spec: str, num_classes: int, order: list[int], dataset: str = "t
     for size in p.sizes:
         tasks.append(order[start : start + size])
         start += size
+    return tasks
+
+
+def load_task_file(path: str, classes: list[str], allow_pickle: bool) -> list[list[int]]:
+    """Tasks from a file: a JSON list of tasks, each a list of class names (or a dict
+    keyed by class name, as vCLIMB's task files are). vCLIMB ships pickles: reading one
+    runs code from it, so it needs `data.allow_pickle: true`, or convert it once with
+    `scripts/convert_task_file.py` into JSON."""
+    import json
+    from pathlib import Path as _Path
+
+    p = _Path(path)
+    if not p.is_file():
+        raise StprError(f"task file {path!r} does not exist")
+    if p.suffix == ".json":
+        raw = json.loads(p.read_text())
+    elif not allow_pickle:
+        raise StprError(f"task file {path!r} is not JSON; pickles can run code when read. Convert it with "
+                        f"`python scripts/convert_task_file.py {path}` or, for a file you trust, set data.allow_pickle=true")
+    else:
+        import pickle
+
+        with open(p, "rb") as f:
+            raw = pickle.load(f)  # noqa: S301 - explicit user opt-in (data.allow_pickle)
+    index = {c: i for i, c in enumerate(classes)}
+    norm = {c.replace(" ", "_").lower(): i for i, c in enumerate(classes)}
+    tasks = []
+    for k, task in enumerate(raw):
+        names = list(task.keys()) if isinstance(task, dict) else list(task)
+        ids = []
+        for n in names:
+            i = index.get(n, norm.get(str(n).replace(" ", "_").lower()))
+            if i is None:
+                raise StprError(f"task {k} of {path!r} names class {n!r}, which the dataset does not have")
+            ids.append(i)
+        tasks.append(ids)
+    flat = [c for t in tasks for c in t]
+    if len(flat) != len(set(flat)):
+        raise StprError(f"task file {path!r} puts a class in two tasks")
     return tasks
