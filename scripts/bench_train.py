@@ -100,12 +100,62 @@ def one(model: str, device_name: str, batch: int, steps: int) -> dict:
     return out
 
 
+def data_only(videos: int, frames: int, workers: int, batch: int, size: int) -> dict:
+    """Loader clips/s from video files vs pre-extracted frame folders (same clips)."""
+    import importlib.util
+    import tempfile
+    from pathlib import Path
+
+    import cv2
+    import numpy as np
+    from torch.utils.data import DataLoader
+
+    from stpr.train.data.folder import folder_dataset
+
+    spec = importlib.util.spec_from_file_location("extract_frames", Path(__file__).with_name("extract_frames.py"))
+    extract = importlib.util.module_from_spec(spec)
+    sys.modules["extract_frames"] = extract  # its process pool pickles functions by module name
+    spec.loader.exec_module(extract)
+    out: dict = {"videos": videos, "frames_per_video": frames, "video_size": [320, 240], "workers": workers,
+                 "batch_clips": batch, "input_size": size}
+    with tempfile.TemporaryDirectory() as tmp:
+        root, frames_root = Path(tmp) / "videos", Path(tmp) / "frames"
+        rng = np.random.default_rng(0)
+        for i in range(videos):  # UCF-like: 320x240 MJPG
+            path = root / f"class_{i % 4}" / f"v_{i:04d}.avi"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25, (320, 240))
+            base = rng.integers(0, 255, (240, 320, 3), dtype=np.uint8)
+            for t in range(frames):
+                w.write(np.roll(base, 4 * t, axis=1))
+            w.release()
+        import contextlib
+
+        with contextlib.redirect_stdout(sys.stderr):  # its JSON summary is not ours
+            extract.main(["--root", str(root), "--out", str(frames_root), "--workers", str(workers)])
+        mean, std = (0.481, 0.458, 0.408), (0.269, 0.261, 0.276)
+        for name, tree in (("video_files", root), ("frame_folders", frames_root)):
+            ds = folder_dataset(tree, True, holdout=0.25, num_frames=8, size=size, mean=mean, std=std)
+            loader = DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers,
+                                persistent_workers=workers > 0)
+            next(iter(loader))  # worker start-up is not throughput
+            t0, n = time.perf_counter(), 0
+            for x, _ in loader:
+                n += x.shape[0]
+            out[f"{name}_clips_per_s"] = n / (time.perf_counter() - t0)
+    out["frames_over_videos"] = out["frame_folders_clips_per_s"] / out["video_files_clips_per_s"]
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["stpr-tiny", "ViT-B-16"])
     ap.add_argument("--devices", nargs="+", default=None, help="default: cpu, plus cuda if available")
     ap.add_argument("--steps", type=int, default=None, help="timed steps (default: 20 tiny, 3 ViT-B on CPU, 20 on GPU)")
     ap.add_argument("--batch", type=int, default=None, help="clips per step (default: 16 tiny, 2 ViT-B on CPU, 40 on GPU)")
+    ap.add_argument("--data-only", action="store_true",
+                    help="loader clips/s from video files vs frame folders, beside the model's clips/s")
+    ap.add_argument("--workers", type=int, default=2, help="DataLoader workers for --data-only")
     ap.add_argument("--one", nargs=2, metavar=("MODEL", "DEVICE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
@@ -115,6 +165,8 @@ def main() -> None:
 
     devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
     results = []
+    if args.data_only:
+        results.append({"data_loader": data_only(videos=64, frames=64, workers=args.workers, batch=8, size=224)})
     for model in args.models:
         for device in devices:
             big = model != "stpr-tiny"
