@@ -64,3 +64,43 @@ def test_protocol_needing_more_classes_than_the_dataset_is_refused():
         build_tasks("51+10x5", 20, list(range(20)), dataset="'synthetic'")
     with pytest.raises(StprError, match="not of the form"):
         parse_protocol("five tasks")
+
+
+@pytest.mark.parametrize("config, classes, sizes", [
+    ("ucf101_51+10x5", 101, [51] + [10] * 5),
+    ("ucf101_51+5x10", 101, [51] + [5] * 10),
+    ("ucf101_51+2x25", 101, [51] + [2] * 25),
+    ("hmdb51_26+5x5", 51, [26] + [5] * 5),
+    ("hmdb51_26+1x25", 51, [26] + [1] * 25),
+    ("kinetics400_10x40", 400, [10] * 40),
+    ("kinetics400_20x20", 400, [20] * 20),
+])
+def test_every_paper_protocol_config(config, classes, sizes):
+    cfg = load_config(config)
+    assert cfg.model.name == "ViT-B-16-quickgelu" and cfg.seed == 1000 and cfg.optim.epochs_base == 60
+    tasks = build_tasks(cfg.data.protocol, classes, class_order(classes, cfg.data.class_order, cfg.seed))
+    assert [len(t) for t in tasks] == sizes
+    flat = [c for t in tasks for c in t]
+    assert len(flat) == len(set(flat)) == classes  # no class in two tasks, every class used
+
+
+def test_task_files_json_and_pickle_opt_in(tmp_path):
+    import json
+    import pickle
+
+    from stpr.train.data.protocol import load_task_file
+
+    classes = ["abseiling", "air drumming", "archery", "bowling"]
+    (tmp_path / "t.json").write_text(json.dumps([["archery", "abseiling"], ["air_drumming", "bowling"]]))
+    assert load_task_file(str(tmp_path / "t.json"), classes, False) == [[2, 0], [1, 3]]
+    with open(tmp_path / "t.pkl", "wb") as f:
+        pickle.dump([{"bowling": [], "archery": []}, {"abseiling": []}], f)
+    with pytest.raises(StprError, match="pickles can run code.*convert_task_file.py"):
+        load_task_file(str(tmp_path / "t.pkl"), classes, False)
+    assert load_task_file(str(tmp_path / "t.pkl"), classes, True) == [[3, 2], [0]]
+    (tmp_path / "bad.json").write_text(json.dumps([["archery"], ["archery"]]))
+    with pytest.raises(StprError, match="puts a class in two tasks"):
+        load_task_file(str(tmp_path / "bad.json"), classes, False)
+    (tmp_path / "x.json").write_text(json.dumps([["juggling"]]))
+    with pytest.raises(StprError, match="names class 'juggling'"):
+        load_task_file(str(tmp_path / "x.json"), classes, False)
