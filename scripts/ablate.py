@@ -1,0 +1,250 @@
+#!/usr/bin/env python3
+"""StPR ablations (paper Tables 3-6) from as few training runs as possible.
+
+Routing only changes evaluation (training uses v = fbar + z_k with the task id), so
+one run per distillation variant is trained and every routing mode is evaluated on
+the `fssd` run's per-task checkpoints. A lambda sweep adds one fssd run per lambda.
+Runs live under --out and are reused (finished) or resumed (unfinished).
+
+    python scripts/ablate.py                               # demo config, runs/ablation
+    python scripts/ablate.py --quick --out /tmp/abl        # smoke run
+    python scripts/ablate.py --config paper --set data.protocol=51+10x5 --out runs/ucf_ablation
+
+Writes ablation.md and ablation.csv under --out (plus routing_eval.json, the cached
+re-evaluation counts); prints the Markdown to stdout and progress to stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import io
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from stpr.train import metrics as M
+from stpr.train import run as R
+from stpr.train.atomic import atomic_write_json, atomic_write_text
+from stpr.train.checkpoint import check_same_model, checkpoint_path, finished_tasks, load_checkpoint
+from stpr.train.config import Config, apply_overrides, load_config, parse_set
+from stpr.train.errors import StprError
+
+DISTILLS = ("fssd", "uniform", "none")
+ROUTINGS = ("td", "avg", "clip", "adapter")
+ORACLE = "oracle"  # analysis only: routes by the true task id, not a deployable method
+ORACLE_LABEL = "oracle (analysis-only upper bound: uses the true task id)"
+OWNED_KEYS = ("method.routing", "method.distill", "method.lambda_fssd")  # set per variant here
+QUICK = {"optim.epochs_base": 1, "optim.epochs_incremental": 1,
+         "data.clips_per_class_train": 8, "data.clips_per_class_test": 4}
+Row = dict[str, Any]  # table, variant, acc, acc_pooled, bwf
+
+
+def note(msg: str) -> None:
+    """A progress line on stderr."""
+    print(f"[ablate {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", default="demo", help="built-in config name or YAML path (default: demo)")
+    p.add_argument("--out", default="runs/ablation", help="folder for the runs and the tables")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override passed to every run (repeatable)")
+    p.add_argument("--lambdas", type=float, nargs="+", default=[0.1, 0.5, 1.0, 2.0, 5.0],
+                   help="FSSD weights for the lambda sweep (Table 6)")
+    p.add_argument("--quick", action="store_true", help="smoke run: 1 epoch per task, few clips")
+    return p.parse_args(list(argv))
+
+
+def base_config(args: argparse.Namespace) -> Config:
+    """The config every run shares: file, then --quick, then --set (variant keys refused)."""
+    sets = parse_set(args.sets)
+    owned = [k for k in sets if k in OWNED_KEYS]
+    if owned:
+        raise StprError(f"--set {', '.join(owned)}: the ablation sets these per variant; use --lambdas for lambda")
+    return load_config(args.config, {**(QUICK if args.quick else {}), **sets, "method.routing": "td"})
+
+
+def variant(cfg: Config, keys: dict[str, Any]) -> Config:
+    """A copy of the shared config with a variant's keys set."""
+    return apply_overrides(copy.deepcopy(cfg), keys)
+
+
+def _comparable(cfg: Config) -> dict[str, Any]:
+    d = cfg.to_dict()
+    d.pop("device")  # where it runs does not change what it computes
+    return d
+
+
+def ensure_run(cfg: Config, run_dir: Path) -> dict[str, Any]:
+    """metrics.json of a finished run of `cfg` in `run_dir`: reused, resumed or trained."""
+    if (run_dir / "config.yaml").is_file():
+        saved = R.saved_config(run_dir)
+        if _comparable(saved) != _comparable(cfg):
+            raise StprError(f"{str(run_dir)!r} holds a run with another config; use another --out or delete it")
+        mfile = run_dir / "metrics.json"
+        if mfile.is_file():
+            metrics = json.loads(mfile.read_text())
+            if metrics.get("finished_tasks") == metrics.get("num_tasks"):
+                note(f"reusing {run_dir} (all {metrics['num_tasks']} tasks finished)")
+                return metrics
+        note(f"resuming {run_dir} after tasks {finished_tasks(run_dir)}")
+        resume = True
+    else:
+        note(f"training {run_dir} (distill={cfg.method.distill}, lambda={cfg.method.lambda_fssd:g})")
+        resume = False
+    t0 = time.perf_counter()
+    metrics = R.run(None if resume else cfg, run_dir, resume=resume, device=cfg.device)
+    note(f"finished {run_dir} in {time.perf_counter() - t0:.0f}s: acc {metrics['acc']:.2f}")
+    return metrics
+
+
+def _pad(rows: list[list[int]], K: int) -> np.ndarray:
+    a = np.zeros((len(rows), K), dtype=np.int64)
+    for i, row in enumerate(rows):
+        a[i, : len(row)] = row
+    return a
+
+
+def routing_counts(run_dir: Path, modes: Sequence[str], device: str) -> dict[str, Any]:
+    """Evaluate every task's checkpoint under each routing mode: correct/total count rows."""
+    cfg = R.saved_config(run_dir)
+    cfg.device = device
+    s = R.build(cfg)  # data, protocol and loaders; a fresh learner per checkpoint below
+    correct: dict[str, list[list[int]]] = {m: [] for m in modes}
+    total: list[list[int]] = []
+    for k in range(len(s.tasks)):
+        path = checkpoint_path(run_dir, k)
+        ckpt = load_checkpoint(path)
+        learner, _, fingerprint = R.build_learner(copy.deepcopy(cfg))  # own cfg: routing is switched below
+        check_same_model(ckpt, cfg.model.name, fingerprint, path)
+        learner.load_state_dict(ckpt["learner"])
+        loaders = [R._loader(s, s.splits.test, j, train=False) for j in range(k + 1)]
+        for mode in modes:
+            learner.cfg.method.routing = mode
+            res = learner.evaluate(loaders)
+            correct[mode].append(res.correct)
+        total.append(res.total)
+        note(f"evaluated {path.name} under routing {', '.join(modes)}")
+    return {"correct": correct, "total": total, "classes_per_task": [len(t) for t in s.tasks]}
+
+
+def evaluate_routings(run_dir: Path, modes: Sequence[str], device: str, cache: Path) -> dict[str, dict[str, Any]]:
+    """Metrics per routing mode from `run_dir`'s checkpoints; counts are cached in `cache`
+    (reused while the checkpoints' sizes and mtimes and the modes are unchanged)."""
+    key = {"modes": list(modes), "checkpoints": {p.name: [p.stat().st_size, p.stat().st_mtime_ns]
+                                                 for p in sorted((run_dir / "checkpoints").glob("task_*.pt"))}}
+    cached = json.loads(cache.read_text()) if cache.is_file() else {}
+    if cached.get("key") == key:
+        counts = cached["counts"]
+        note(f"reusing routing evaluation from {cache}")
+    else:
+        counts = routing_counts(run_dir, modes, device)
+        atomic_write_json(cache, {"key": key, "counts": counts})
+    sizes, total = counts["classes_per_task"], counts["total"]
+    K = len(sizes)
+    return {m: {**M.summary(_pad(counts["correct"][m], K), _pad(total, K), sizes),
+                "correct": counts["correct"][m], "total": total} for m in modes}
+
+
+def check_reproduces(run_metrics: dict[str, Any], evaluated: dict[str, dict[str, Any]], run_dir: Path) -> None:
+    """The run's own routing, re-evaluated from checkpoints, must give its metrics.json exactly."""
+    mode = run_metrics["routing"]
+    mine, theirs = evaluated[mode], run_metrics
+    same = (mine["correct"] == theirs["correct"] and mine["total"] == theirs["total"]
+            and mine["acc"] == theirs["acc"] and mine["bwf"] == theirs["bwf"])
+    if not same:
+        raise StprError(f"re-evaluating {str(run_dir)!r} with routing {mode!r} gave correct {mine['correct']} "
+                        f"(acc {mine['acc']!r}), but its metrics.json says {theirs['correct']} "
+                        f"(acc {theirs['acc']!r}): checkpoints and metrics disagree")
+    note(f"consistency: routing {mode!r} re-evaluated from checkpoints reproduces metrics.json (acc {mine['acc']:.2f})")
+
+
+def row(table: str, variant: str, m: dict[str, Any]) -> Row:
+    return {"table": table, "variant": variant, "acc": m["acc"], "acc_pooled": m["acc_pooled"], "bwf": m["bwf"]}
+
+
+def build_rows(distill: dict[str, dict[str, Any]], routing: dict[str, dict[str, Any]],
+               lambdas: dict[float, dict[str, Any]]) -> list[Row]:
+    """Every table's rows in the paper's order."""
+    rows = [row("components", "frame mean only", distill["fssd"]["spatial_only"]),
+            row("components", "adapters + TD-MoE, no distillation", distill["none"]),
+            row("components", "FSSD + avg routing", routing["avg"]),
+            row("components", "full StPR (FSSD + TD-MoE)", routing["td"])]
+    rows += [row("routing", mode, routing[mode]) for mode in ROUTINGS]
+    rows += [row("routing", ORACLE_LABEL, routing[ORACLE])]
+    rows += [row("distillation", d, distill[d]) for d in DISTILLS]
+    rows += [row("lambda", f"{lam:g}", m) for lam, m in lambdas.items()]
+    return rows
+
+
+def to_csv(rows: list[Row]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=["table", "variant", "acc", "acc_pooled", "bwf"], lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if v is None else v) for k, v in r.items()})
+    return buf.getvalue()
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.2f}"
+
+
+TITLES = {"components": ("Table 3: components", "Setting"), "routing": ("Table 4: routing", "Routing"),
+          "distillation": ("Table 5: distillation", "Distillation"), "lambda": ("Table 6: FSSD weight λ", "λ")}
+
+
+def to_markdown(rows: list[Row], cfg: Config, command: str) -> str:
+    o = cfg.optim
+    lines = ["# StPR ablation", "",
+             f"Protocol {cfg.data.protocol} on {cfg.data.dataset}, model {cfg.model.name} "
+             f"(pretrained {cfg.model.pretrained}), epochs {o.epochs_base}/{o.epochs_incremental} "
+             f"(base/incremental), seed {cfg.seed}. Acc: class-weighted top-1 (%) after the last task; "
+             "BWF: backward forgetting (lower is better).", "", f"Command: `{command}`", ""]
+    for table, (title, label) in TITLES.items():
+        lines += [f"## {title}", "", f"| {label} | Acc | BWF |", "|---|---:|---:|"]
+        lines += [f"| {r['variant']} | {_fmt(r['acc'])} | {_fmt(r['bwf'])} |" for r in rows if r["table"] == table]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    t0 = time.perf_counter()
+    try:
+        cfg, out = base_config(args), Path(args.out)
+        distill: dict[str, dict[str, Any]] = {}
+        for d in DISTILLS:
+            distill[d] = ensure_run(variant(cfg, {"method.distill": d}), out / f"distill_{d}")
+        fssd_dir = out / "distill_fssd"
+        routing = evaluate_routings(fssd_dir, (*ROUTINGS, ORACLE), cfg.device, out / "routing_eval.json")
+        check_reproduces(distill["fssd"], routing, fssd_dir)
+        lambdas: dict[float, dict[str, Any]] = {}
+        for lam in args.lambdas:
+            if lam == cfg.method.lambda_fssd:
+                lambdas[lam] = distill["fssd"]  # the same run: reuse it
+                continue
+            c = variant(cfg, {"method.distill": "fssd", "method.lambda_fssd": lam})
+            lambdas[lam] = ensure_run(c, out / f"lambda_{lam:g}")
+    except StprError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    rows = build_rows(distill, routing, lambdas)
+    md = to_markdown(rows, cfg, shlex.join(["python", "scripts/ablate.py", *argv]))
+    atomic_write_text(out / "ablation.csv", to_csv(rows))
+    atomic_write_text(out / "ablation.md", md)
+    note(f"wrote {out / 'ablation.md'} and ablation.csv in {time.perf_counter() - t0:.0f}s")
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
