@@ -62,8 +62,9 @@ def test_ddp_two_processes_agree_with_one(tmp_path):
     stpr_train = shutil.which("stpr-train")
     if stpr_train is None:
         pytest.skip("stpr-train is not on PATH (install the package)")
-    args = ["--set", "data.protocol=4+4x1", "--set", "data.clips_per_class_train=8",
-            "--set", "data.clips_per_class_test=4", "--epochs", "2", "--batch-size", "8",
+    # Long enough that the model learns (task 0 well above chance), so agreement means something.
+    args = ["--set", "data.protocol=4+4x1", "--set", "data.clips_per_class_train=16",
+            "--set", "data.clips_per_class_test=8", "--epochs", "20", "--batch-size", "8",
             "--set", "model.adapter_dropout=0.0", "--device", "cpu", "--quiet"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     one = subprocess.run([stpr_train, "--out", str(tmp_path / "one"), *args], capture_output=True, text=True,
@@ -78,6 +79,8 @@ def test_ddp_two_processes_agree_with_one(tmp_path):
     assert m1["total"] == m2["total"]  # evaluation shards add up to the whole test set
     a1 = np.array([[np.nan if v is None else v for v in r] for r in m1["accuracy_matrix"]])
     a2 = np.array([[np.nan if v is None else v for v in r] for r in m2["accuracy_matrix"]])
-    # Same global batches; only the batch-level t2v term and float order differ.
-    assert np.nanmax(np.abs(a1 - a2)) <= 12.5, (m1["accuracy_matrix"], m2["accuracy_matrix"])
+    # Same global batches and a gathered global-batch loss: only float summation order
+    # differs, so at most one test clip (1/32 = 3.125 points) may flip.
+    assert np.nanmax(np.abs(a1 - a2)) <= 3.125, (m1["accuracy_matrix"], m2["accuracy_matrix"])
+    assert a1[0, 0] > 25.0  # the model learned: chance on task 0 is 25 %
     assert sorted(p.name for p in (tmp_path / "two" / "checkpoints").iterdir()) == ["task_000.pt", "task_001.pt"]

@@ -54,6 +54,26 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate every rank's `x` along dim 0, keeping autograd (open_clip's
+    gather_with_grad): a batch-level loss then sees the global batch on every rank,
+    and DDP's gradient average equals the one-process gradient."""
+    if world_size() == 1:
+        return x
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(x), dim=0)
+
+
+def gather(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate every rank's `x` (no gradient: labels)."""
+    if world_size() == 1:
+        return x
+    parts = [torch.empty_like(x) for _ in range(world_size())]
+    dist.all_gather(parts, x)
+    return torch.cat(parts, dim=0)
+
+
 def barrier() -> None:
     if world_size() > 1:
         dist.barrier()

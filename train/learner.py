@@ -113,10 +113,13 @@ class StPRLearner:
         feats = m.frame_features(frames)  # (B, T, D)
         fbar = feats.mean(1)  # (B, D)
         v = fbar + m.experts[self.task](feats)  # training: task id known, v = fbar + z_k
-        text, targets = self._text_candidates(labels)
+        # The contrastive terms are batch-level (t2v ranks videos per text): under
+        # torchrun they see the global batch, gathered with gradients.
+        v_all, fbar_all = dist.gather_with_grad(v), dist.gather_with_grad(fbar)
+        text, targets = self._text_candidates(dist.gather(labels))
         out = {
-            "st": contrastive_loss(v, text, targets, m.logit_scale),
-            "sp": contrastive_loss(fbar, text, targets, m.logit_scale),
+            "st": contrastive_loss(v_all, text, targets, m.logit_scale),
+            "sp": contrastive_loss(fbar_all, text, targets, m.logit_scale),
         }
         if self.teacher is not None:
             with torch.no_grad():  # the teacher's features need no graph
