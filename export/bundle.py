@@ -23,7 +23,7 @@ import numpy as np
 
 from stpr.runtime.manifest import MANIFEST_NAME, SCHEMA_VERSION, BundleError, read_manifest, sha256_file
 from stpr.runtime.router import BUNDLE_ROUTING_MODES
-from stpr.train.atomic import atomic_write_json
+from stpr.runtime.atomic import atomic_write_json
 from stpr.train.errors import StprError
 from stpr.train.restore import Restored, restore
 

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 import torch
 
+from stpr.runtime.backends import OrtRunner
 from stpr.runtime.router import classify
 from stpr.train.data.registry import build_splits
 from stpr.train.restore import Restored
@@ -46,16 +46,17 @@ def torch_outputs(r: Restored, clips: torch.Tensor) -> dict[str, np.ndarray]:
 
 
 def onnx_outputs(bundle: Path, manifest: dict[str, Any], clips: np.ndarray, fp16: bool) -> dict[str, np.ndarray]:
+    """The device's path: the runtime's onnxruntime backend and NumPy router."""
     key = "_fp16" if fp16 else ""
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    session = lambda name: ort.InferenceSession(str(bundle / name), opts, providers=["CPUExecutionProvider"])  # noqa: E731
     B, T = clips.shape[:2]
-    feats = session(manifest[f"backbone{key}"]).run(None, {"frames": clips.reshape(B * T, *clips.shape[2:])})[0]
-    feats = feats.reshape(B, T, -1)
-    z = np.stack([session(f).run(None, {"features": feats})[0] for f in manifest[f"experts{key}"]], axis=1)
+    with OrtRunner(bundle / manifest[f"backbone{key}"]) as backbone:
+        feats = backbone.infer({"frames": clips.reshape(B * T, *clips.shape[2:])})["features"].reshape(B, T, -1)
+    z = []
+    for name in manifest[f"experts{key}"]:
+        with OrtRunner(bundle / name) as expert:
+            z.append(expert.infer({"features": feats})["z"])
     out = classify(
-        feats, z, np.load(bundle / manifest["text_embeddings"], allow_pickle=False),
+        feats, np.stack(z, axis=1), np.load(bundle / manifest["text_embeddings"], allow_pickle=False),
         np.asarray(manifest["class_to_expert"]), np.load(bundle / manifest["anchors"], allow_pickle=False),
         manifest["routing"]["mode"], manifest["routing"]["tau"], manifest["logit_scale"],
     )

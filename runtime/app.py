@@ -14,6 +14,7 @@ import numpy as np
 
 from .preprocess import preprocess
 from .recognizer import Recognizer
+from .sampling import centre_indices
 from .stream import FeatureRing
 
 STAGES = ("preprocess", "backbone", "experts", "router", "total")
@@ -120,11 +121,6 @@ def stream(rec: Recognizer, frames: Iterable[tuple[int, np.ndarray]], *, stride:
         events.write(event)
         if on_event:
             on_event(frame, event)
-
-
-def centre_indices(n: int, T: int) -> np.ndarray:
-    """TSN test sampling, as in training: the centre frame of T equal segments."""
-    return np.minimum(((np.arange(T) + 0.5) * n / T).astype(np.int64), n - 1)
 
 
 def classify_clip(rec: Recognizer, frames: Iterator[np.ndarray], topk: int) -> tuple[dict, int]:

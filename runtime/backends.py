@@ -64,6 +64,7 @@ class OrtRunner:
                 f"(available: {available}); install onnxruntime-gpu with a matching CUDA, or use --device cpu"
             )
         self._inputs = [i.name for i in self.session.get_inputs()]
+        self._outputs = [o.name for o in self.session.get_outputs()]
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -71,7 +72,7 @@ class OrtRunner:
 
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         t0 = time.perf_counter()
-        names = [o.name for o in self.session.get_outputs()]
-        outs = self.session.run(names, {k: np.ascontiguousarray(feed[k], dtype=np.float32) for k in self._inputs})
+        outs = self.session.run(self._outputs,
+                                {k: np.ascontiguousarray(feed[k], dtype=np.float32) for k in self._inputs})
         self.timings_ms.append(1000 * (time.perf_counter() - t0))
-        return dict(zip(names, outs))
+        return dict(zip(self._outputs, outs))

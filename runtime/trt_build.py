@@ -15,18 +15,18 @@ TensorRT 10 vs 11 (NVIDIA's "Migrating from TensorRT 10.x to 11.x" guide):
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
 import re
 import shutil
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+
+from .atomic import atomic_write_bytes
+from .manifest import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -119,26 +119,8 @@ class EngineSpec:
     fp16: bool
 
 
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks (ONNX files can be hundreds of MiB)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same folder + os.replace: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def sidecar_path(engine_path: Path) -> Path:
@@ -216,12 +198,12 @@ def build_engine(spec: EngineSpec, engine_dir: Path, timing_cache: Path | None =
              time.perf_counter() - t0, trt.__version__, gpu, spec.fp16)
 
     if timing_cache is not None:
-        _atomic_write(Path(timing_cache), bytes(config.get_timing_cache().serialize()))
-    _atomic_write(engine_path, bytes(serialized))
+        atomic_write_bytes(Path(timing_cache), bytes(config.get_timing_cache().serialize()))
+    atomic_write_bytes(engine_path, bytes(serialized))
     meta = {"onnx": onnx_path.name, "onnx_sha256": sha256_file(onnx_path),
             "tensorrt": str(trt.__version__), "gpu": gpu, "fp16": bool(spec.fp16)}
     # Written after the engine: a crash in between leaves no sidecar, i.e. a stale engine.
-    _atomic_write(sidecar_path(engine_path), (json.dumps(meta, indent=2) + "\n").encode())
+    atomic_write_bytes(sidecar_path(engine_path), (json.dumps(meta, indent=2) + "\n").encode())
     return engine_path
 
 

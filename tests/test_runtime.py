@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from stpr.export import export_run
 from stpr.runtime import cli as run_cli
-from stpr.runtime.app import centre_indices
+from stpr.runtime.sampling import centre_indices
 from stpr.runtime.bundle import load_bundle
 from stpr.runtime.manifest import BundleError
 from stpr.runtime.preprocess import preprocess

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from .atomic import atomic_path
+from stpr.runtime.atomic import atomic_path
 from .errors import StprError
 
 FORMAT = "stpr-checkpoint"

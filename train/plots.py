@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .atomic import atomic_path
+from stpr.runtime.atomic import atomic_path
 
 _DPI = 100
 _MAX_BAR_EXPERTS = 8  # beyond this, grouped bars are unreadable: use a heatmap

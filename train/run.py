@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from . import distributed as dist
 from . import metrics as M
 from . import plots
-from .atomic import atomic_write_json, atomic_write_text
+from stpr.runtime.atomic import atomic_write_json, atomic_write_text
 from .checkpoint import check_same_model, checkpoint_path, finished_tasks, load_checkpoint, save_checkpoint
 from .config import Config, apply_overrides, dump_config, flatten_keys
 from .data.protocol import build_tasks, class_order, load_task_file

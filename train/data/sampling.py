@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from stpr.runtime.sampling import centre_indices
+
 __all__ = ["tsn_indices"]
 
 
@@ -37,7 +39,7 @@ def tsn_indices(
         raise ValueError(f"num_segments must be positive, got {num_segments}")
     seg = np.arange(t, dtype=np.float64)
     if not train:
-        idx = ((seg + 0.5) * n / t).astype(np.int64)
+        idx = centre_indices(n, t)  # the device's clip mode uses the same function
     else:
         if rng is None:
             raise ValueError("tsn_indices(train=True) needs an rng (numpy.random.Generator), got None")

@@ -1,5 +1,7 @@
 """Atomic file writes: a temp file in the same folder, fsync, then rename.
 
+Torch-free, so the training side, the exporter and the device runtime share it.
+
 A process killed mid-write leaves the previous file intact and at worst a stray
 `.tmp-*` file that no reader picks up.
 """
@@ -29,6 +31,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
