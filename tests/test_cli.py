@@ -41,6 +41,7 @@ def test_cli_run_prints_table_and_writes_log(tmp_path):
         (["--resume"], "holds no run (no config.yaml); start it without --resume"),
         (["--model", "ViT-Q-99"], "unknown model 'ViT-Q-99'"),
         (["--dataset", "ucf101"], "--dataset ucf101 needs --data-root"),
+        (["--split", "4"], "4 is not in the range 1<=x<=3"),
     ],
 )
 def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, args, message):

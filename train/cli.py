@@ -29,6 +29,7 @@ _OPTION_KEYS = {
     "lambda_": "method.lambda_fssd",
     "batch_size": "optim.batch_size",
     "seed": "seed",
+    "split": "data.split",
     "device": "device",
 }
 
@@ -106,6 +107,7 @@ def format_report(metrics: dict[str, Any], run_dir: Path) -> str:
                    "[demo for synthetic data, paper for a real --dataset].")
 @click.option("--dataset", help="Dataset reader, e.g. synthetic.")
 @click.option("--data-root", help="Dataset folder.")
+@click.option("--split", type=click.IntRange(1, 3), help="UCF101/HMDB51 official split [1].")
 @click.option("--protocol", help="Tasks as 'A+BxC' (base A, then C tasks of B classes) or 'BxC'.")
 @click.option("--model", help="open_clip model: ViT-B-16-quickgelu (paper), stpr-tiny (demo).")
 @click.option("--pretrained", help="none | openai | PATH to a local weights file.")
