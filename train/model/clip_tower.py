@@ -1,7 +1,8 @@
 """Load an open_clip model by name, with the project's own tiny config registered.
 
 `--pretrained` takes `none` (random init, seeded), `openai` (OpenAI's weights via
-open_clip's cache or the network) or a path to a local weights file. Offline, `openai`
+open_clip's cache or the network), a tag of weights packaged with stpr (`stpr-tiny`'s
+`synthetic-shapes`, hash-checked), or a path to a local weights file. Offline, `openai`
 fails with a message that says how to pass a local file instead.
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import StprError
+from ..pretrained import is_sparse_token_file, load_sparse, packaged_file, packaged_tags
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +67,10 @@ def load_clip(model_name: str, pretrained: str, seed: int = 0) -> tuple[nn.Modul
             f"paper's), 'ViT-B-16' and 'stpr-tiny' (tests, demo). All: {', '.join(open_clip.list_models())}"
         )
     if pretrained == "none":
-        with torch.random.fork_rng(devices=[]), _quiet_root_warnings():
-            torch.manual_seed(seed)
-            model = open_clip.create_model(model_name, pretrained=None)
+        model = _random_model(model_name, seed)
+    elif pretrained in packaged_tags(model_name):  # shipped with stpr, sha256 checked
+        model = _random_model(model_name, seed)
+        load_sparse(model, packaged_file(model_name, pretrained))
     elif pretrained == "openai":
         model = _load_openai(model_name)
     else:
@@ -80,6 +83,12 @@ def load_clip(model_name: str, pretrained: str, seed: int = 0) -> tuple[nn.Modul
     mean = tuple(getattr(visual, "image_mean", None) or open_clip.OPENAI_DATASET_MEAN)
     std = tuple(getattr(visual, "image_std", None) or open_clip.OPENAI_DATASET_STD)
     return model, Preprocess(size=int(size), mean=mean, std=std)  # type: ignore[arg-type]
+
+
+def _random_model(model_name: str, seed: int) -> nn.Module:
+    with torch.random.fork_rng(devices=[]), _quiet_root_warnings():
+        torch.manual_seed(seed)
+        return open_clip.create_model(model_name, pretrained=None)
 
 
 @contextlib.contextmanager
@@ -116,10 +125,15 @@ def _load_openai(model_name: str) -> nn.Module:
 
 def _load_file(model_name: str, path: str) -> nn.Module:
     if not os.path.isfile(path):
+        tags = ", ".join(repr(t) for t in packaged_tags(model_name)) or "none for this model"
         raise StprError(
-            f"--pretrained {path!r} is neither 'none', 'openai' nor an existing file; "
-            "pass a local open_clip or OpenAI weights file (e.g. ViT-B-16.pt)"
+            f"--pretrained {path!r} is neither 'none', 'openai', a packaged tag ({tags}) nor an "
+            "existing file; pass a local open_clip or OpenAI weights file (e.g. ViT-B-16.pt)"
         )
+    if is_sparse_token_file(path):  # written by scripts/pretrain_tiny_clip.py
+        model = _random_model(model_name, 0)
+        load_sparse(model, path)
+        return model
     try:
         return open_clip.create_model(model_name, pretrained=path)
     except Exception as e:  # a wrong file can fail in many ways inside open_clip
