@@ -20,10 +20,12 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+import torch
 
 from stpr.runtime.manifest import MANIFEST_NAME, SCHEMA_VERSION, BundleError, read_manifest, sha256_file
 from stpr.runtime.router import BUNDLE_ROUTING_MODES
 from stpr.runtime.atomic import atomic_write_json
+from stpr.train.config import routing_tau
 from stpr.train.errors import StprError
 from stpr.train.restore import Restored, restore
 
@@ -63,12 +65,15 @@ def _versions() -> dict[str, str | None]:
 def base_metadata(r: Restored, opset: int) -> dict[str, Any]:
     """What every artifact carries: the manifest minus file names and hashes."""
     m, cfg, pp = r.learner.model, r.cfg, r.preprocess
-    anchors_of = {"td": "td anchors mu_c", "adapter": "adapted frame-mean prototypes", "avg": "unused by avg"}
+    anchors_of = {"td": "calibrated td anchors (class means of the centred residual)",
+                  "td-raw": "td anchors mu_c (the paper's Eq. 11)",
+                  "adapter": "adapted frame-mean prototypes", "avg": "unused by avg"}
     return {
         "schema_version": SCHEMA_VERSION,
         "classes": list(r.checkpoint["classes"]),
         "class_to_expert": m.class_to_expert.tolist(),
-        "routing": {"mode": cfg.method.routing, "tau": cfg.method.tau, "anchors": anchors_of[cfg.method.routing]},
+        "routing": {"mode": cfg.method.routing, "tau": routing_tau(cfg.method),
+                    "anchors": anchors_of[cfg.method.routing]},
         "logit_scale": float(m.logit_scale),
         "preprocess": {"size": pp.size, "mean": list(pp.mean), "std": list(pp.std), "frames": cfg.data.num_frames,
                        "sampling": "tsn: T equal segments, segment centre", "resize": "shorter side to size, bicubic",
@@ -97,12 +102,24 @@ def write_onnx(r: Restored, tmp: Path, meta: dict[str, Any], opset: int, res: Ex
 
 
 def write_arrays(r: Restored, tmp: Path, res: ExportResult) -> dict[str, Any]:
-    m = r.learner.model
-    anchors = m.proto_adapter if r.cfg.method.routing == "adapter" else m.anchors
+    m, mode = r.learner.model, r.cfg.method.routing
+    anchors = {"adapter": m.proto_adapter, "td": m.td_anchors}.get(mode, m.anchors)
+    out: dict[str, Any] = {"text_embeddings": "text_embeddings.npy", "anchors": "anchors.npy"}
+
+    def save(name: str, t: torch.Tensor) -> None:
+        np.save(tmp / name, t.detach().cpu().numpy().astype(np.float32), allow_pickle=False)
+
     with _step(res, "arrays"):
-        np.save(tmp / "text_embeddings.npy", m.text_embeddings.cpu().numpy().astype(np.float32), allow_pickle=False)
-        np.save(tmp / "anchors.npy", anchors.cpu().numpy().astype(np.float32), allow_pickle=False)
-    return {"text_embeddings": "text_embeddings.npy", "anchors": "anchors.npy"}
+        save("text_embeddings.npy", m.text_embeddings)
+        save("anchors.npy", anchors)
+        if mode == "td":  # the calibrated router's per-expert statistics (runtime.router)
+            save(TD_CALIBRATION_FILE, torch.cat([m.td_center, m.td_var, m.td_score_mean[:, None],
+                                                 m.td_score_std[:, None]], 1))
+            out["td_calibration"] = TD_CALIBRATION_FILE
+    return out
+
+
+TD_CALIBRATION_FILE = "td_calibration.npy"  # (K, 2D + 2): centre, channel spread, own-score mean and std
 
 
 def write_fp16(tmp: Path, names: dict[str, Any], res: ExportResult) -> dict[str, Any]:

@@ -10,8 +10,9 @@ import numpy as np
 import torch
 
 from stpr.runtime.backends import OrtRunner
-from stpr.runtime.router import classify
+from stpr.runtime.router import calibration_from_array, classify
 from stpr.train.data.registry import build_splits
+from stpr.train.config import routing_tau
 from stpr.train.restore import Restored
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ def parity_clips(r: Restored, count: int = 16) -> tuple[torch.Tensor, str]:
 def torch_outputs(r: Restored, clips: torch.Tensor) -> dict[str, np.ndarray]:
     m, meth = r.learner.model.eval(), r.cfg.method
     feats = m.frame_features(clips)
-    out = m.classify_features(feats, meth.routing, meth.tau)
+    out = m.classify_features(feats, meth.routing, routing_tau(meth))
     return {"features": feats.numpy(), "logits": out["logits"].numpy()}
 
 
@@ -55,10 +56,14 @@ def onnx_outputs(bundle: Path, manifest: dict[str, Any], clips: np.ndarray, fp16
     for name in manifest[f"experts{key}"]:
         with OrtRunner(bundle / name) as expert:
             z.append(expert.infer({"features": feats})["z"])
+    calibration = None
+    if "td_calibration" in manifest:
+        arr = np.load(bundle / manifest["td_calibration"], allow_pickle=False)
+        calibration = calibration_from_array(arr, len(z), feats.shape[-1])
     out = classify(
         feats, np.stack(z, axis=1), np.load(bundle / manifest["text_embeddings"], allow_pickle=False),
         np.asarray(manifest["class_to_expert"]), np.load(bundle / manifest["anchors"], allow_pickle=False),
-        manifest["routing"]["mode"], manifest["routing"]["tau"], manifest["logit_scale"],
+        manifest["routing"]["mode"], manifest["routing"]["tau"], manifest["logit_scale"], calibration,
     )
     return {"features": feats, "logits": out["logits"]}
 

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from .manifest import BundleError, verify_bundle
+from .router import calibration_from_array
 
 
 @dataclass
@@ -20,6 +21,7 @@ class Bundle:
     anchors: np.ndarray  # (C, D) float32
     routing: str
     tau: float
+    calibration: dict[str, np.ndarray] | None  # calibrated td's per-expert statistics
     logit_scale: float
     size: int
     mean: np.ndarray  # (3,)
@@ -62,13 +64,23 @@ def load_bundle(path: str | Path) -> Bundle:
         problems.append(f"{len(m['classes'])} class names and {c2e.shape[0]} class->expert entries for C={C}")
     if len(m["experts"]) != K or (c2e.size and (c2e.min() < 0 or c2e.max() >= K)):
         problems.append(f"{len(m['experts'])} expert files / class->expert range for K={K}")
+    calibration = None
+    if m["routing"]["mode"] == "td":
+        if "td_calibration" not in m:
+            problems.append("routing 'td' needs td_calibration, which the manifest does not name")
+        else:
+            try:
+                calibration = calibration_from_array(_array(path, m["td_calibration"]), K, D)
+            except ValueError as e:
+                problems.append(str(e))
     if problems:
         raise BundleError(f"bundle {str(path)!r} is inconsistent: " + "; ".join(problems) + "; re-export it")
     pp = m["preprocess"]
     return Bundle(
         path=path, manifest=m, classes=list(m["classes"]), class_to_expert=c2e,
         text_embeddings=text.astype(np.float32), anchors=anchors.astype(np.float32),
-        routing=m["routing"]["mode"], tau=float(m["routing"]["tau"]), logit_scale=float(m["logit_scale"]),
+        routing=m["routing"]["mode"], tau=float(m["routing"]["tau"]), calibration=calibration,
+        logit_scale=float(m["logit_scale"]),
         size=int(pp["size"]), mean=np.asarray(pp["mean"], np.float32), std=np.asarray(pp["std"], np.float32),
         frames=int(pp["frames"]), dim=int(D),
     )

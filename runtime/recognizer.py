@@ -61,7 +61,8 @@ class Recognizer:
         t0 = time.perf_counter()
         z = np.stack([e.infer({"features": window})["z"] for e in self.experts], axis=1)  # (B, K, D)
         t1 = time.perf_counter()
-        out = classify(window, z, b.text_embeddings, b.class_to_expert, b.anchors, b.routing, b.tau, b.logit_scale)
+        out = classify(window, z, b.text_embeddings, b.class_to_expert, b.anchors, b.routing, b.tau, b.logit_scale,
+                       b.calibration)
         probs = softmax(out["logits"].astype(np.float64))
         t2 = time.perf_counter()
         return {"probs": probs, "weights": out["weights"], "logits": out["logits"],

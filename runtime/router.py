@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-BUNDLE_ROUTING_MODES = ("td", "avg", "adapter")  # clip needs a second (plain CLIP) tower; oracle needs labels
+BUNDLE_ROUTING_MODES = ("td", "td-raw", "avg", "adapter")  # clip needs a second (plain CLIP) tower; oracle needs labels
 
 
 def normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
@@ -24,6 +24,30 @@ def expert_scores(query: np.ndarray, anchors: np.ndarray, class_to_expert: np.nd
     return np.where(owner, sim, -np.inf).max(axis=-1)
 
 
+def calibration_from_array(arr: np.ndarray, num_experts: int, dim: int) -> dict[str, np.ndarray]:
+    """A bundle's `td_calibration.npy` `(K, 2D + 2)` -> `center (K, D)`, `var (K, D)`,
+    `score_mean (K,)`, `score_std (K,)` (the columns in that order)."""
+    if arr.shape != (num_experts, 2 * dim + 2):
+        raise ValueError(f"td calibration is {arr.shape}, expected ({num_experts}, {2 * dim + 2})")
+    arr = arr.astype(np.float32)
+    if not np.isfinite(arr).all() or (arr[:, dim:2 * dim] <= 0).any() or (arr[:, -1] <= 0).any():
+        raise ValueError("td calibration holds a non-finite value, a channel spread <= 0 or a score spread <= 0")
+    return {"center": arr[:, :dim], "var": arr[:, dim:2 * dim], "score_mean": arr[:, -2], "score_std": arr[:, -1]}
+
+
+def td_distance_scores(d: np.ndarray, means: np.ndarray, class_to_expert: np.ndarray, var: np.ndarray) -> np.ndarray:
+    """`s_e = -min_{c in C_e} mean_j (d_ej - m_cj)^2 / var_ej`: centred residuals `d (B, K, D)`,
+    class means `(C, D)`, per-expert channel spreads `var (K, D)` -> `(B, K)`."""
+    K, D = var.shape
+    inv = 1.0 / var
+    quad = (d * d * inv).sum(-1, keepdims=True)  # (B, K, 1)
+    cross = np.einsum("bkd,cd->bkc", d * inv, means)  # (B, K, C)
+    msq = inv @ (means * means).T  # (K, C)
+    dist = (quad - 2 * cross + msq) / D
+    owner = class_to_expert[None, None, :] == np.arange(K)[None, :, None]
+    return -np.where(owner, dist, np.inf).min(axis=-1)
+
+
 def softmax(x: np.ndarray) -> np.ndarray:
     e = np.exp(x - x.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
@@ -31,9 +55,13 @@ def softmax(x: np.ndarray) -> np.ndarray:
 
 def routing_weights(
     mode: str, fbar: np.ndarray, z: np.ndarray, class_to_expert: np.ndarray, tau: float,
-    anchors: np.ndarray | None = None,
+    anchors: np.ndarray | None = None, calibration: dict[str, np.ndarray] | None = None,
 ) -> np.ndarray:
-    """Weights `(B, K)` over experts; `anchors` are td anchors (td) or adapted prototypes (adapter)."""
+    """Weights `(B, K)` over experts; `anchors` are td anchors (td, td-raw) or adapted
+    prototypes (adapter). td is calibrated: the residual is centred by each expert's
+    `calibration["center"] (K, D)`, scored by `td_distance_scores` against the class means
+    with the expert's channel spreads `var (K, D)`, and standardised by `score_mean (K,)`
+    and `score_std (K,)`; td-raw is the paper's form (cosine, Eq. 11)."""
     B, K, _ = z.shape
     if mode == "avg":
         return np.full((B, K), 1.0 / K, dtype=z.dtype)
@@ -41,17 +69,26 @@ def routing_weights(
         raise ValueError(f"routing {mode!r} cannot run from a bundle; valid: {', '.join(BUNDLE_ROUTING_MODES)}")
     if anchors is None:
         raise ValueError(f"routing {mode!r} needs anchors")
-    query = z - fbar[:, None, :] if mode == "td" else fbar  # td: temporal dynamics d_e = z_e - fbar
-    return softmax(expert_scores(query, anchors, class_to_expert, K) / tau).astype(z.dtype)
+    if mode == "td":
+        if calibration is None:
+            raise ValueError("routing 'td' needs its per-expert calibration")
+        d = z - fbar[:, None, :] - calibration["center"][None]  # (B, K, D) centred residual
+        raw = td_distance_scores(d, anchors, class_to_expert, calibration["var"])
+        scores = (raw - calibration["score_mean"]) / calibration["score_std"]
+    else:
+        query = z - fbar[:, None, :] if mode == "td-raw" else fbar  # td-raw: d_e = z_e - fbar (Eq. 10)
+        scores = expert_scores(query, anchors, class_to_expert, K)
+    return softmax(scores / tau).astype(z.dtype)
 
 
 def classify(
     frame_features: np.ndarray, expert_outputs: np.ndarray, text_embeddings: np.ndarray,
     class_to_expert: np.ndarray, anchors: np.ndarray, mode: str, tau: float, logit_scale: float,
+    calibration: dict[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Frame features `(B, T, D)` and expert outputs `(B, K, D)` -> logits `(B, C)` and weights `(B, K)`."""
     fbar = frame_features.mean(axis=1)  # (B, D) Eq. 8
-    w = routing_weights(mode, fbar, expert_outputs, class_to_expert, tau, anchors)
+    w = routing_weights(mode, fbar, expert_outputs, class_to_expert, tau, anchors, calibration)
     v = fbar + np.einsum("bk,bkd->bd", w, expert_outputs)  # (B, D) Eq. 12
     logits = logit_scale * normalize(v) @ normalize(text_embeddings).T
     return {"logits": logits.astype(np.float32), "weights": w, "v": v}

@@ -10,14 +10,15 @@ import pytest
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "ablate.py"
 TINY = ["--quick", "--set", "data.protocol=4+4x1", "--set", "data.clips_per_class_train=4",
         "--set", "data.clips_per_class_test=2", "--set", "optim.batch_size=8", "--set", "device=cpu",
-        "--lambdas", "0.5", "1.0"]
-RUNS = ["distill_fssd", "distill_uniform", "distill_none", "lambda_0.5"]
+        "--lambdas", "0.5", "10", "--seeds", "0", "1"]
+RUNS = ["distill_fssd", "distill_uniform", "distill_none", "joint", "lambda_0.5"]
 VARIANTS = {
     "components": ["frame mean only", "adapters + TD-MoE, no distillation", "FSSD + avg routing",
-                   "full StPR (FSSD + TD-MoE)"],
-    "routing": ["td", "avg", "clip", "adapter", "oracle (analysis-only upper bound: uses the true task id)"],
+                   "full StPR (FSSD + TD-MoE)", "joint training (upper bound: every class in one task)"],
+    "routing": ["td", "td-raw", "avg", "clip", "adapter",
+                "oracle (analysis-only upper bound: uses the true task id)"],
     "distillation": ["fssd", "uniform", "none"],
-    "lambda": ["0.5", "1"],
+    "lambda": ["0.5", "10"],
 }
 
 
@@ -40,8 +41,8 @@ def test_ablation_tables_and_reuse(ablate, tmp_path, capsys):
     md_stdout = capsys.readouterr().out
     md = (out / "ablation.md").read_text()
     assert md.strip() == md_stdout.strip()
-    assert "Protocol 4+4x1" in md and "stpr-tiny" in md and "epochs 1/1" in md and "seed 0" in md
-    assert "python scripts/ablate.py --quick" in md and "--lambdas 0.5 1.0" in md
+    assert "Protocol 4+4x1" in md and "stpr-tiny" in md and "epochs 1/1" in md and "seeds 0 1" in md
+    assert "python scripts/ablate.py --quick" in md and "--lambdas 0.5 10" in md
     for title in ("Table 3", "Table 4", "Table 5", "Table 6"):
         assert f"## {title}" in md
 
@@ -49,21 +50,32 @@ def test_ablation_tables_and_reuse(ablate, tmp_path, capsys):
     got = {}
     for r in rows:
         got.setdefault(r["table"], []).append(r["variant"])
-        assert 0 <= float(r["acc"]) <= 100 and 0 <= float(r["acc_pooled"]) <= 100
-        assert -100 <= float(r["bwf"]) <= 100
-        assert f"| {r['variant']} | {float(r['acc']):.2f} | {float(r['bwf']):.2f} |" in md
+        assert r["seeds"] == "2" and 0 <= float(r["acc_mean"]) <= 100 and float(r["acc_std"]) >= 0
+        if r["variant"].startswith("joint"):
+            assert r["bwf_mean"] == ""  # one task: nothing to forget
+        else:
+            assert -100 <= float(r["bwf_mean"]) <= 100
+        assert f"| {r['variant']} | {float(r['acc_mean']):.1f} ± {float(r['acc_std']):.1f} |" in md
     assert got == VARIANTS
     by = {(r["table"], r["variant"]): r for r in rows}
 
-    # td re-evaluated from the checkpoints is the fssd run's own metrics.json; lambda 1 is that run
-    fssd = json.loads((out / "distill_fssd" / "metrics.json").read_text())
-    assert float(by["routing", "td"]["acc"]) == fssd["acc"]
-    assert float(by["components", "full StPR (FSSD + TD-MoE)"]["acc"]) == fssd["acc"]
-    assert float(by["components", "frame mean only"]["acc"]) == fssd["spatial_only"]["acc"]
-    assert float(by["lambda", "1"]["acc"]) == fssd["acc"]
-    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == sorted(RUNS)  # no lambda_1 run
-    for run in RUNS:
-        assert len(list((out / run / "checkpoints").glob("task_*.pt"))) == 2
+    # td re-evaluated from the checkpoints is each fssd run's own metrics.json; lambda 10 (the demo's) is that run
+    fssd = [json.loads((out / f"seed_{s}" / "distill_fssd" / "metrics.json").read_text()) for s in (0, 1)]
+    accs = [m["acc"] for m in fssd]
+    assert float(by["routing", "td"]["acc_mean"]) == pytest.approx(sum(accs) / 2)
+    assert float(by["routing", "td"]["acc_std"]) == pytest.approx(abs(accs[0] - accs[1]) / 2)
+    assert float(by["routing", "td"]["task_id_accuracy_mean"]) == pytest.approx(
+        sum(m["task_id_accuracy"] for m in fssd) / 2)
+    assert float(by["components", "full StPR (FSSD + TD-MoE)"]["acc_mean"]) == pytest.approx(sum(accs) / 2)
+    assert float(by["components", "frame mean only"]["acc_mean"]) == pytest.approx(
+        sum(m["spatial_only"]["acc"] for m in fssd) / 2)
+    assert float(by["lambda", "10"]["acc_mean"]) == pytest.approx(sum(accs) / 2)
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["seed_0", "seed_1"]
+    for seed in ("seed_0", "seed_1"):
+        assert sorted(p.name for p in (out / seed).iterdir() if p.is_dir()) == sorted(RUNS)  # no lambda_10 run: it is the fssd run
+        for run in RUNS:
+            tasks = 1 if run == "joint" else 2
+            assert len(list((out / seed / run / "checkpoints").glob("task_*.pt"))) == tasks
 
     before, t0 = _files(out), time.perf_counter()
     assert ablate.main(argv) == 0
@@ -75,8 +87,8 @@ def test_ablation_tables_and_reuse(ablate, tmp_path, capsys):
 def test_refuses_variant_keys_and_other_configs(ablate, tmp_path, capsys):
     assert ablate.main(["--set", "method.distill=none", "--out", str(tmp_path)]) == 2
     assert "per variant" in capsys.readouterr().err
-    run_dir = tmp_path / "distill_fssd"
-    run_dir.mkdir()
+    run_dir = tmp_path / "seed_0" / "distill_fssd"
+    run_dir.mkdir(parents=True)
     (run_dir / "config.yaml").write_text("seed: 5\n")
     assert ablate.main([*TINY, "--out", str(tmp_path)]) == 2
     assert "another config" in capsys.readouterr().err

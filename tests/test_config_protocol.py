@@ -8,7 +8,8 @@ from stpr.train.errors import StprError
 
 def test_demo_config_lists_only_differences_and_resolves():
     cfg = load_config("demo")
-    assert cfg.model.name == "stpr-tiny" and cfg.model.pretrained == "none"
+    assert cfg.model.name == "stpr-tiny" and cfg.model.pretrained == "synthetic-shapes"
+    assert cfg.method.lambda_fssd == 10.0 and load_config("paper").method.lambda_fssd == 1.0
     assert cfg.method.routing == "td" and cfg.method.distill == "fssd"  # defaults kept
     paper = load_config("paper")
     assert (paper.optim.lr, paper.optim.batch_size, paper.optim.epochs_base, paper.optim.epochs_incremental) == (
@@ -26,7 +27,7 @@ def test_set_overrides_are_typed():
     "override, message",
     [
         ({"optim.lrr": 1}, "unknown config key 'optim.lrr'; valid keys: model.name"),
-        ({"method.routing": "best"}, "choose one of: td, avg, clip, adapter, oracle"),
+        ({"method.routing": "best"}, "choose one of: td, td-raw, avg, clip, adapter, oracle"),
         ({"optim.batch_size": "many"}, "not a valid int"),
         ({"optim.batch_size": 2.5}, "not a valid int"),
     ],

@@ -79,6 +79,6 @@ def test_importance_all_zero_row_is_uniform():
 def test_fssd_loss_hand_worked():
     student = torch.tensor([[[1.0, 0.0], [0.0, 2.0]]])
     teacher = torch.zeros(1, 2, 2)
-    # frame 0: 1.6 * 1 = 1.6; frame 1: 0.4 * 4 = 1.6; / D = 0.8 each; mean 0.8
-    assert fssd_loss(student, teacher, torch.tensor([1.6, 0.4])).item() == pytest.approx(0.8)
+    # frame 0: 1.6 * 1 = 1.6; frame 1: 0.4 * 4 = 1.6; a sum over channels (Eq. 3); mean 1.6
+    assert fssd_loss(student, teacher, torch.tensor([1.6, 0.4])).item() == pytest.approx(1.6)
     assert fssd_loss(teacher, teacher, torch.ones(2)).item() == 0.0

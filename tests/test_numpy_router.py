@@ -12,7 +12,7 @@ from stpr.train.model.text import cosine_logits
 
 
 @pytest.mark.parametrize("K", [1, 2, 5])
-@pytest.mark.parametrize("mode", ["td", "avg", "adapter"])
+@pytest.mark.parametrize("mode", ["td", "td-raw", "avg", "adapter"])
 def test_numpy_router_matches_torch(K, mode):
     g = torch.Generator().manual_seed(K)
     B, T, D, per = 6, 8, 16, 3
@@ -23,18 +23,37 @@ def test_numpy_router_matches_torch(K, mode):
     anchors = torch.randn(C, D, generator=g)
     c2e = torch.arange(K).repeat_interleave(per)
     fbar = feats.mean(1)
-    w = routing_weights(mode, fbar=fbar, z=z, class_to_expert=c2e, tau=0.1, anchors=anchors,
-                        query=fbar if mode == "adapter" else None)
+    # calibrated td: centres, channel spreads, own-score means and spreads as a bundle's
+    # (K, 2D + 2) array holds them
+    packed = torch.cat([torch.randn(K, D, generator=g), 0.5 + torch.rand(K, D, generator=g),
+                        torch.rand(K, 1, generator=g) - 2.0, 0.3 + torch.rand(K, 1, generator=g)], 1)
+    cal = {"center": packed[:, :D], "var": packed[:, D:2 * D], "score_mean": packed[:, -2], "score_std": packed[:, -1]}
+    tau = 1.0 if mode == "td" else 0.1
+    w = routing_weights(mode, fbar=fbar, z=z, class_to_expert=c2e, tau=tau, anchors=anchors,
+                        query=fbar if mode == "adapter" else None, calibration=cal)
     logits = cosine_logits(combine(fbar, z, w), text, 100.0)
-    out = npr.classify(feats.numpy(), z.numpy(), text.numpy(), c2e.numpy(), anchors.numpy(), mode, 0.1, 100.0)
+    np_cal = npr.calibration_from_array(packed.numpy(), K, D)
+    out = npr.classify(feats.numpy(), z.numpy(), text.numpy(), c2e.numpy(), anchors.numpy(), mode, tau, 100.0,
+                       np_cal)
     np.testing.assert_allclose(out["weights"], w.numpy(), atol=1e-5, rtol=0)
     np.testing.assert_allclose(out["logits"], logits.numpy(), atol=1e-5 * 100, rtol=1e-5)
     assert (out["logits"].argmax(1) == logits.numpy().argmax(1)).all()
 
 
 def test_bundle_cannot_route_with_clip_or_oracle():
-    with pytest.raises(ValueError, match="cannot run from a bundle; valid: td, avg, adapter"):
+    with pytest.raises(ValueError, match="cannot run from a bundle; valid: td, td-raw, avg, adapter"):
         npr.routing_weights("clip", np.zeros((1, 4)), np.zeros((1, 1, 4)), np.zeros(1, int), 0.1, np.zeros((1, 4)))
+
+
+def test_bad_calibration_array_is_refused():
+    with pytest.raises(ValueError, match=r"expected \(2, 10\)"):
+        npr.calibration_from_array(np.zeros((2, 6)), 2, 4)
+    with pytest.raises(ValueError, match="spread <= 0"):
+        npr.calibration_from_array(np.ones((2, 10)) * [1, 1, 1, 1, 1, 1, 0, 1, 1, 1], 2, 4)
+    bad = np.ones((2, 10))
+    bad[1, 3] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        npr.calibration_from_array(bad, 2, 4)
 
 
 def test_runtime_router_imports_without_torch():

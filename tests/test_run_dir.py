@@ -120,7 +120,7 @@ def test_corrupt_checkpoint_is_a_clear_error(reference, tmp_path):
 def test_checkpoint_from_another_model_is_refused(reference, tmp_path):
     out, _ = reference
     run = tmp_path / "run"
-    start_run_dir(run, fast_config(seed=1))  # seed 1: other random CLIP weights
+    start_run_dir(run, fast_config(**{"model.pretrained": "none"}))  # random CLIP weights, not the packaged ones
     (run / "checkpoints").mkdir()
     (run / "checkpoints" / "task_000.pt").write_bytes(checkpoint_path(out, 0).read_bytes())
     with pytest.raises(StprError, match="trained on other stpr-tiny weights"):

@@ -95,6 +95,16 @@ def format_report(metrics: dict[str, Any], run_dir: Path) -> str:
         f"Acc (class-weighted): {metrics['acc']:.2f}   Acc (pooled): {metrics['acc_pooled']:.2f}   "
         f"BWF: {'n/a' if bwf is None else f'{bwf:.2f}'}",
         f"Frame mean alone (no experts): Acc {sp['acc']:.2f}",
+    ]
+    if "oracle" in metrics:
+        drift = metrics.get("drift")
+        lines += [
+            f"Router task identification: {metrics['task_id_accuracy']:.1f} % of test videos   "
+            f"Oracle routing (analysis only): Acc {metrics['oracle']['acc']:.2f}",
+            f"Old-task feature drift: {'n/a' if drift is None else f'{drift:.1f} %'} "
+            "(mean relative change of their test-frame features since the end of their task)",
+        ]
+    lines += [
         f"Routing: {metrics['routing']}   Distillation: {metrics['distill']}",
         f"Run directory: {run_dir}  (metrics.json, checkpoints/, plots/, train.log)",
     ]

@@ -67,12 +67,18 @@ class OptimConfig:
 
 @dataclass
 class MethodConfig:
-    routing: str = "td"  # td | avg | clip | adapter | oracle (analysis only)
-    tau: float = 0.1  # router softmax temperature
+    routing: str = "td"  # td (calibrated) | td-raw (paper's Eq. 11) | avg | clip | adapter | oracle (analysis only)
+    tau: float = 0.1  # router softmax temperature of td-raw, clip and adapter (raw cosine units)
+    td_tau: float = 1.0  # calibrated td: softmax temperature in units of each expert's own-task score spread
     distill: str = "fssd"  # fssd | uniform | none
     lambda_fssd: float = 1.0  # weight of the FSSD loss (Eq. 16)
     fssd_eps: float = 1e-6  # added to the channel variance in the importance
     text_candidates: str = "seen"  # seen | batch: texts the contrastive loss ranks against
+
+
+def routing_tau(method: MethodConfig, mode: str | None = None) -> float:
+    """The softmax temperature routing `mode` (default: the configured one) runs with."""
+    return method.td_tau if (mode or method.routing) == "td" else method.tau
 
 
 @dataclass
@@ -94,7 +100,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "optim.optimizer": ("sgd", "adamw"),
     "optim.schedule": ("cosine", "constant"),
     "optim.amp": ("auto", "bf16", "off"),
-    "method.routing": ("td", "avg", "clip", "adapter", "oracle"),
+    "method.routing": ("td", "td-raw", "avg", "clip", "adapter", "oracle"),
     "method.distill": ("fssd", "uniform", "none"),
     "method.text_candidates": ("seen", "batch"),
 }

@@ -76,7 +76,11 @@ class FSSDWeights:
 
 
 def fssd_loss(student: torch.Tensor, teacher: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """`mean_{i,t} sum_j Omega_j (f_new - f_old)^2 / D` over frame features `(..., D)`."""
-    D = student.shape[-1]
+    """`mean_{i,t} sum_j Omega_j (f_new - f_old)^2` over frame features `(..., D)` (Eq. 3).
+
+    A sum over channels, as Eq. 3 writes it. An earlier version divided by D, which made
+    the term ~40x smaller than the contrastive terms on the demo and FSSD a no-op at
+    lambda = 1.
+    """
     sq = (student - teacher.detach()) ** 2  # (..., D)
-    return (sq * weight.to(sq)).sum(-1).div(D).mean()
+    return (sq * weight.to(sq)).sum(-1).mean()

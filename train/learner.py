@@ -19,11 +19,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import distributed as dist
-from .config import Config
+from .config import Config, routing_tau
 from .fssd import ClassFrameStats, FSSDWeights, channel_importance, fssd_loss
 from .losses import contrastive_loss
+from .model.router import td_class_means, td_distance_scores
 from .model.stpr import StPRModel
-from .model.text import encode_class_names
+from .model.text import cosine_logits, encode_class_names
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,10 @@ class EvalResult:
     spatial_correct: list[int] = field(default_factory=list)  # frame mean alone (fbar)
     total: list[int] = field(default_factory=list)
     routing: list[list[float]] = field(default_factory=list)  # mean weight per expert, per test task
+    oracle_correct: list[int] = field(default_factory=list)  # routed to the true task's expert (analysis)
+    task_id_correct: list[int] = field(default_factory=list)  # top-weighted expert == true task
+    drift: list[float | None] = field(default_factory=list)  # relative change (%) of the task's test-frame
+    # features since the end of its own task; None where no reference adapters were given
 
 
 class _TrainStep(nn.Module):
@@ -156,6 +161,8 @@ class StPRLearner:
         first, n = int(cls[0]), len(cls)
         stats = ClassFrameStats(n, m.dim)
         sums = {name: torch.zeros(n, m.dim, dtype=torch.float64) for name in ("td", "clip", "adapter")}
+        videos = torch.zeros(n, dtype=torch.float64)  # per class
+        residuals, locals_ = [], []  # this rank's d_k per video and its class, for the spreads
         for frames, labels in batches:
             frames, local = frames.to(self.device), labels.to(self.device) - first
             with self.autocast():
@@ -166,9 +173,41 @@ class StPRLearner:
             for name, x in (("td", d), ("clip", clip_mean), ("adapter", fbar)):
                 sums[name].index_add_(0, local.cpu(), x.double().cpu())
             stats.update(feats, local)
-        for t in (stats.sum, stats.sumsq, stats.count, *sums.values()):
+            videos.index_add_(0, local.cpu(), torch.ones(len(local), dtype=torch.float64))
+            residuals.append(d.double().cpu())
+            locals_.append(local.cpu())
+        for t in (stats.sum, stats.sumsq, stats.count, videos, *sums.values()):
             dist.all_reduce_sum(t)  # each rank saw a shard: sums make the whole task
+        self.calibrate_router(sums["td"], videos, torch.cat(residuals), torch.cat(locals_))
         self.finish_task_statistics(stats, sums)
+
+    def calibrate_router(self, class_sums: torch.Tensor, videos: torch.Tensor, residuals: torch.Tensor,
+                         labels: torch.Tensor) -> None:
+        """Expert k's calibrated td statistics: centre, class means, within-class spread
+        per channel, and the mean and spread of its own-task scores.
+
+        Only these per-expert statistics are kept; `residuals` (this rank's own-task
+        videos' d_k, with their task-local `labels`) are dropped when this returns.
+        """
+        m, k = self.model, self.task
+        cls = (m.class_to_expert == k).nonzero().flatten()
+        center, means = td_class_means(class_sums, videos)
+        dc = residuals - center  # (N_rank, D)
+        within = dist.all_reduce_sum(((dc - means[labels]) ** 2).sum(0))  # (D,)
+        var = within / videos.sum().clamp_min(1)
+        var = var + 1e-3 * var.mean() + 1e-12  # a channel that never varies must not dominate
+        owner = torch.zeros(len(cls), dtype=torch.long)
+        scores = td_distance_scores(dc.unsqueeze(1), means, owner, var.unsqueeze(0))[:, 0]  # (N_rank,)
+        acc = dist.all_reduce_sum(torch.stack([scores.sum(), (scores * scores).sum(),
+                                               torch.tensor(float(len(scores)), dtype=torch.float64)]))
+        mean = acc[0] / acc[2]
+        std = (acc[1] / acc[2] - mean * mean).clamp_min(0).sqrt().clamp_min(1e-6)
+        dev = m.td_anchors.device
+        m.td_anchors[cls] = means.float().to(dev)
+        m.td_center[k] = center.float().to(dev)
+        m.td_var[k] = var.float().to(dev)
+        m.td_score_mean[k] = mean.float().to(dev)
+        m.td_score_std[k] = std.float().to(dev)
 
     def finish_task_statistics(self, stats: ClassFrameStats, sums: dict[str, torch.Tensor]) -> None:
         """Turn the per-class sums into anchors/prototypes and FSSD weights.
@@ -187,30 +226,52 @@ class StPRLearner:
         self.teacher = None
 
     @torch.no_grad()
-    def evaluate(self, loaders: Sequence[Iterable[tuple[torch.Tensor, torch.Tensor]]]) -> EvalResult:
-        """Top-1 over every seen class, for the test videos of each seen task."""
+    def evaluate(
+        self, loaders: Sequence[Iterable[tuple[torch.Tensor, torch.Tensor]]],
+        reference_adapters: Sequence[nn.ModuleList] = (),
+    ) -> EvalResult:
+        """Top-1 over every seen class, for the test videos of each seen task.
+
+        Also counts the oracle (true task's expert), the router's task identification and,
+        for task j < len(reference_adapters), the drift of its frame features from the
+        adapters as they were at the end of task j.
+        """
         m, meth = self.model, self.cfg.method
         m.eval()
         res = EvalResult()
-        for loader in loaders:
-            correct = spatial = total = 0
+        for j, loader in enumerate(loaders):
+            n = torch.zeros(5, dtype=torch.float64)  # correct, spatial, total, oracle, task id
             wsum = torch.zeros(m.num_experts, dtype=torch.float64)
+            drift = torch.zeros(2, dtype=torch.float64)  # sum of relative changes, frames
+            ref = reference_adapters[j] if j < len(reference_adapters) else None
             for frames, labels in loader:
                 frames, labels = frames.to(self.device), labels.to(self.device)
                 task_ids = m.class_to_expert[labels]
                 with self.autocast():
-                    out = m(frames, routing=meth.routing, tau=meth.tau, task_ids=task_ids)
-                correct += int((out["logits"].argmax(1) == labels).sum())
-                spatial += int((out["spatial_logits"].argmax(1) == labels).sum())
-                total += len(labels)
+                    feats = m.frame_features(frames)  # (B, T, D)
+                    out = m.classify_features(feats, meth.routing, routing_tau(meth), task_ids, frames=frames)
+                    z_true = out["z"][torch.arange(len(labels), device=labels.device), task_ids]  # (B, D)
+                    oracle = cosine_logits(out["fbar"] + z_true, m.text_embeddings, m.logit_scale)
+                    if ref is not None:
+                        old = m.frame_features(frames, adapters=ref).float()
+                        rel = (feats.float() - old).norm(dim=-1) / old.norm(dim=-1).clamp_min(1e-12)
+                        drift += torch.tensor([float(rel.sum()), rel.numel()], dtype=torch.float64)
+                n += torch.tensor([int((out["logits"].argmax(1) == labels).sum()),
+                                   int((out["spatial_logits"].argmax(1) == labels).sum()), len(labels),
+                                   int((oracle.argmax(1) == labels).sum()),
+                                   int((out["weights"].argmax(1) == task_ids).sum())], dtype=torch.float64)
                 wsum += out["weights"].double().sum(0).cpu()
-            counts = dist.all_reduce_sum(torch.tensor([correct, spatial, total], dtype=torch.float64))
-            correct, spatial, total = (int(c) for c in counts)
+            dist.all_reduce_sum(n)
             dist.all_reduce_sum(wsum)
+            dist.all_reduce_sum(drift)
+            correct, spatial, total, orc, tid = (int(c) for c in n)
             res.correct.append(correct)
             res.spatial_correct.append(spatial)
             res.total.append(total)
+            res.oracle_correct.append(orc)
+            res.task_id_correct.append(tid)
             res.routing.append((wsum / max(total, 1)).tolist())
+            res.drift.append(100.0 * float(drift[0] / drift[1]) if ref is not None and drift[1] > 0 else None)
         return res
 
     # ------------------------------------------------------------------ state
@@ -222,6 +283,11 @@ class StPRLearner:
             "text_embeddings": m.text_embeddings.cpu(),
             "class_to_expert": m.class_to_expert.cpu(),
             "anchors": m.anchors.cpu(),
+            "td_anchors": m.td_anchors.cpu(),
+            "td_center": m.td_center.cpu(),
+            "td_var": m.td_var.cpu(),
+            "td_score_mean": m.td_score_mean.cpu(),
+            "td_score_std": m.td_score_std.cpu(),
             "proto_clip": m.proto_clip.cpu(),
             "proto_adapter": m.proto_adapter.cpu(),
             "fssd": self.fssd.state_dict(),
@@ -238,7 +304,8 @@ class StPRLearner:
         for expert, sd in zip(m.experts, state["experts"]):
             expert.load_state_dict(sd)
         dev = m.text_embeddings.device
-        for name in ("text_embeddings", "class_to_expert", "anchors", "proto_clip", "proto_adapter"):
+        for name in ("text_embeddings", "class_to_expert", "anchors", "proto_clip", "proto_adapter",
+                     "td_anchors", "td_center", "td_var", "td_score_mean", "td_score_std"):
             setattr(m, name, state[name].to(dev))
         self.fssd.load_state_dict(state["fssd"])
         self.task = int(state["task"])

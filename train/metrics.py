@@ -110,7 +110,7 @@ def accuracy_curve(A: np.ndarray, classes_per_task: Sequence[int]) -> list[float
     return [class_weighted_accuracy(A, classes_per_task, row=i) for i in range(A.shape[0])]
 
 
-def _json_matrix(A: np.ndarray) -> list[list[float | None]]:
+def json_matrix(A: np.ndarray) -> list[list[float | None]]:
     # JSON has no NaN; undefined cells (above the diagonal) become null.
     return [[None if math.isnan(v) else float(v) for v in row] for row in A]
 
@@ -121,7 +121,7 @@ def summary(correct: np.ndarray, total: np.ndarray, classes_per_task: Sequence[i
     last = A.shape[0] - 1
     c, t = np.asarray(correct), np.asarray(total)
     return {
-        "accuracy_matrix": _json_matrix(A),
+        "accuracy_matrix": json_matrix(A),
         "acc": class_weighted_accuracy(A, classes_per_task),
         "acc_pooled": pooled_accuracy(c[last, : last + 1], t[last, : last + 1]),
         "bwf": backward_forgetting(A),

@@ -105,3 +105,23 @@ def plot_routing_weights(weights: np.ndarray, path: str | Path) -> Path:
         fig.colorbar(im, ax=ax, label="mean routing weight")
     ax.set_title("Routing weights per task")
     return _save(fig, path)
+
+
+def plot_task_accuracy(A: np.ndarray, path: str | Path) -> Path:
+    """One line per task: its accuracy (%) after each later task, from the task it was
+    learned on. Forgetting shows as lines that fall; retention as lines that stay flat."""
+    A = np.asarray(A, dtype=float)
+    if A.ndim != 2 or A.size == 0:
+        raise ValueError(f"accuracy matrix must be a non-empty 2-D array, got shape {A.shape}")
+    R, K = A.shape
+    fig = Figure(figsize=(_size(5.0, 0.15, K, 9.0), 3.8))
+    ax = fig.add_subplot()
+    for j in range(min(R, K)):
+        ax.plot(np.arange(j, R), A[j:, j], marker="o", ms=3, label=f"task {j}")
+    ax.set_xticks(range(R))
+    ax.set(xlabel="after task", ylabel="accuracy on the task's test videos (%)", ylim=(-2, 102),
+           xlim=(-0.3, max(R - 1, 1) + 0.3), title="Per-task accuracy over time (falling lines = forgetting)")
+    ax.grid(alpha=0.3)
+    if K <= 12:  # a legend of more entries hides the lines it labels
+        ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
+    return _save(fig, path)

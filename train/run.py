@@ -9,6 +9,8 @@
 """
 from __future__ import annotations
 
+import copy
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -18,6 +20,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import torch
 import yaml
+from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from . import distributed as dist
@@ -52,12 +55,18 @@ class History:
     spatial_correct: list[list[int]] = field(default_factory=list)
     total: list[list[int]] = field(default_factory=list)
     routing: list[list[list[float]]] = field(default_factory=list)
+    oracle_correct: list[list[int]] = field(default_factory=list)
+    task_id_correct: list[list[int]] = field(default_factory=list)
+    drift: list[list[float | None]] = field(default_factory=list)
 
     def add(self, r: EvalResult) -> None:
         self.correct.append(r.correct)
         self.spatial_correct.append(r.spatial_correct)
         self.total.append(r.total)
         self.routing.append(r.routing)
+        self.oracle_correct.append(r.oracle_correct)
+        self.task_id_correct.append(r.task_id_correct)
+        self.drift.append(r.drift)
 
 
 @dataclass
@@ -69,6 +78,7 @@ class Setup:
     tasks: list[list[int]]  # dataset class ids per task
     learner: StPRLearner
     fingerprint: str
+    task_end_adapters: list[nn.ModuleList] = field(default_factory=list)  # adapters after each task (drift)
 
 
 def build_learner(cfg: Config) -> tuple[StPRLearner, Preprocess, str]:
@@ -146,10 +156,17 @@ def train_task(s: Setup, k: int, progress: Progress = _no_progress) -> EvalResul
                 bar.set_postfix({n: f"{v:.3f}" for n, v in losses.items()}, refresh=False)
         log.info("task %d epoch %d/%d loss %s", k, epoch + 1, epochs, {n: round(v, 4) for n, v in losses.items()})
     learner.end_task(_loader(s, s.splits.train_eval, k, train=False))
-    result = learner.evaluate([_loader(s, s.splits.test, j, train=False) for j in range(k + 1)])
+    s.task_end_adapters.append(frozen_copy(learner.model.backbone.adapters))
+    result = learner.evaluate([_loader(s, s.splits.test, j, train=False) for j in range(k + 1)],
+                              reference_adapters=s.task_end_adapters)
     log.info("task %d done in %.1fs: accuracy per task %s", k, time.perf_counter() - t0,
              [round(100 * c / t, 2) for c, t in zip(result.correct, result.total)])
     return result
+
+
+def frozen_copy(adapters: nn.ModuleList) -> nn.ModuleList:
+    """An eval-mode, gradient-free copy: the reference a task's feature drift is measured from."""
+    return copy.deepcopy(adapters).eval().requires_grad_(False)
 
 
 def metrics_from_history(s: Setup, h: History) -> dict[str, Any]:
@@ -166,6 +183,15 @@ def metrics_from_history(s: Setup, h: History) -> dict[str, Any]:
     total = pad(h.total)
     out = M.summary(pad(h.correct), total, sizes)
     out["spatial_only"] = M.summary(pad(h.spatial_correct), total, sizes)
+    if len(h.oracle_correct) == R:  # runs from before these metrics existed lack them
+        out["oracle"] = M.summary(pad(h.oracle_correct), total, sizes)
+        tid = M.accuracy_matrix(pad(h.task_id_correct), total)
+        out["task_id_matrix"] = M.json_matrix(tid)
+        out["task_id_accuracy"] = M.pooled_accuracy(pad(h.task_id_correct)[-1, :R], total[-1, :R])
+    if len(h.drift) == R:
+        out["drift_matrix"] = h.drift
+        old = [d for d in h.drift[-1][: R - 1] if d is not None]
+        out["drift"] = float(np.mean(old)) if old else None  # mean over old tasks, end of run
     out["routing_weights"] = h.routing[-1]
     out["routing_weights_per_task"] = h.routing
     out["routing"] = s.cfg.method.routing
@@ -182,11 +208,12 @@ def write_outputs(run_dir: Path, s: Setup, h: History) -> dict[str, Any]:
     metrics = metrics_from_history(s, h)
     atomic_write_json(run_dir / "metrics.json", metrics)
     A = np.array([[np.nan if v is None else v for v in row] for row in metrics["accuracy_matrix"]], dtype=float)
-    plots.plot_accuracy_curve(
-        {f"StPR (routing={s.cfg.method.routing})": metrics["acc_curve"],
-         "frame mean only": metrics["spatial_only"]["acc_curve"]},
-        run_dir / "plots" / "accuracy_over_tasks.png",
-    )
+    curves = {f"StPR (routing={s.cfg.method.routing})": metrics["acc_curve"],
+              "frame mean only": metrics["spatial_only"]["acc_curve"]}
+    if "oracle" in metrics:
+        curves["oracle routing (analysis only)"] = metrics["oracle"]["acc_curve"]
+    plots.plot_accuracy_curve(curves, run_dir / "plots" / "accuracy_over_tasks.png")
+    plots.plot_task_accuracy(A, run_dir / "plots" / "task_accuracy_over_time.png")
     plots.plot_accuracy_matrix(A, run_dir / "plots" / "accuracy_matrix.png")
     plots.plot_routing_weights(np.array(metrics["routing_weights"]), run_dir / "plots" / "routing_weights.png")
     return metrics
@@ -205,8 +232,7 @@ def _payload(s: Setup, k: int, h: History) -> dict[str, Any]:
         "classes": [s.splits.classes[c] for t in s.tasks[: k + 1] for c in t],
         "task_classes": [[s.splits.classes[c] for c in t] for t in s.tasks[: k + 1]],
         "learner": s.learner.state_dict(),
-        "history": {"correct": h.correct, "spatial_correct": h.spatial_correct, "total": h.total,
-                    "routing": h.routing},
+        "history": dataclasses.asdict(h),
     }
 
 
@@ -260,6 +286,10 @@ def run(
         check_same_model(ckpt, cfg.model.name, s.fingerprint, path)
         s.learner.load_state_dict(ckpt["learner"])
         h = History(**ckpt["history"])
+        for j in done:  # the adapters as each finished task left them, for drift
+            adapters = copy.deepcopy(s.learner.model.backbone.adapters)
+            adapters.load_state_dict(load_checkpoint(checkpoint_path(run_dir, j))["learner"]["adapters"])
+            s.task_end_adapters.append(frozen_copy(adapters))
         start = last + 1
         log.info("resuming %s after task %d", run_dir, last)
     dist.barrier()  # every rank has checked the folder before rank 0 writes to it

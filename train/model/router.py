@@ -7,7 +7,39 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-ROUTING_MODES = ("td", "avg", "clip", "adapter", "oracle")
+ROUTING_MODES = ("td", "td-raw", "avg", "clip", "adapter", "oracle")
+
+
+def td_class_means(class_sums: torch.Tensor, class_counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One expert's calibrated td anchors from per-class sums of its residuals over its
+    own task's videos (sums, so DDP ranks can add theirs first).
+
+    class_sums: `(C, D)` sums of `d = z - fbar`; class_counts: `(C,)` videos per class.
+    Returns `center (D,)`, the residual's input-independent part (its mean over the
+    task), and `means (C, D)`, the class means of the centred residual `d - center`.
+    """
+    center = class_sums.sum(0) / class_counts.sum().clamp_min(1)  # (D,)
+    means = class_sums / class_counts.clamp_min(1).unsqueeze(1) - center  # (C, D)
+    return center, means
+
+
+def td_distance_scores(d: torch.Tensor, means: torch.Tensor, class_to_expert: torch.Tensor,
+                       var: torch.Tensor) -> torch.Tensor:
+    """`s_e = -min_{c in C_e} mean_j (d_ej - m_cj)^2 / var_ej`: how typical each expert finds
+    its centred residual, in units of its own within-class spread (a diagonal Mahalanobis
+    distance, so a channel that varies a lot within a class counts less).
+
+    d: `(B, K, D)` centred residuals; means: `(C, D)`; var: `(K, D)`. Returns `(B, K)`.
+    Expanded as `d^2/v - 2 d m / v + m^2 / v` so no `(B, K, C, D)` tensor is formed.
+    """
+    K, D = var.shape
+    inv = 1.0 / var  # (K, D)
+    quad = (d * d * inv).sum(-1, keepdim=True)  # (B, K, 1)
+    cross = torch.einsum("bkd,cd->bkc", d * inv, means)  # (B, K, C)
+    msq = inv @ (means * means).T  # (K, C)
+    dist = (quad - 2 * cross + msq) / D  # (B, K, C)
+    owner = class_to_expert.to(d.device).view(1, 1, -1) == torch.arange(K, device=d.device).view(1, -1, 1)
+    return -dist.masked_fill(~owner, float("inf")).amin(dim=-1)
 
 
 def expert_scores(query: torch.Tensor, anchors: torch.Tensor, class_to_expert: torch.Tensor, num_experts: int) -> torch.Tensor:
@@ -34,12 +66,18 @@ def routing_weights(
     anchors: torch.Tensor | None = None,
     query: torch.Tensor | None = None,
     task_ids: torch.Tensor | None = None,
+    calibration: dict[str, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Weights `w (B, K)` over experts for one of `ROUTING_MODES`.
 
     fbar: `(B, D)` adapted frame mean; z: `(B, K, D)` expert outputs. `anchors` are the
-    td anchors (td) or class prototypes (clip/adapter); `query` is what the prototypes
-    are compared with (clip: frozen-CLIP frame mean, adapter: fbar).
+    td anchors (td, td-raw) or class prototypes (clip/adapter); `query` is what the
+    prototypes are compared with (clip: frozen-CLIP frame mean, adapter: fbar).
+    `calibration` (td only): per-expert `center (K, D)`, `var (K, D)`, `score_mean (K,)`,
+    `score_std (K,)`. td is the calibrated router: the residual centred by each expert's
+    mean, scored against its class means by `td_distance_scores`, standardised by the
+    expert's own-task score mean and spread, then `softmax(s / tau)` with tau in those
+    units. td-raw is the paper's form (Eq. 11): raw residual, cosine, constant tau.
     """
     B, K, _ = z.shape
     if mode == "avg":
@@ -51,6 +89,12 @@ def routing_weights(
     if anchors is None:
         raise ValueError(f"routing {mode!r} needs anchors; none were built yet (finish a task first)")
     if mode == "td":
+        if calibration is None:
+            raise ValueError("routing 'td' needs the per-expert calibration built at end_task")
+        d = z - fbar.unsqueeze(1) - calibration["center"].to(z)  # (B, K, D) centred Eq. 10
+        raw = td_distance_scores(d, anchors.to(z), class_to_expert, calibration["var"].to(z))  # (B, K)
+        scores = (raw - calibration["score_mean"].to(z)) / calibration["score_std"].to(z)
+    elif mode == "td-raw":
         scores = expert_scores(z - fbar.unsqueeze(1), anchors, class_to_expert, K)  # Eq. 10-11
     elif mode in ("clip", "adapter"):
         if query is None:

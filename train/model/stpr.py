@@ -43,7 +43,12 @@ class StPRModel(nn.Module):
         # Class-indexed state, in the order classes were learned (global class ids).
         self.register_buffer("text_embeddings", torch.zeros(0, D))  # (C, D) unit
         self.register_buffer("class_to_expert", torch.zeros(0, dtype=torch.long))  # (C,)
-        self.register_buffer("anchors", torch.zeros(0, D))  # (C, D) td anchors mu_c
+        self.register_buffer("anchors", torch.zeros(0, D))  # (C, D) td-raw anchors mu_c (the paper's)
+        self.register_buffer("td_anchors", torch.zeros(0, D))  # (C, D) calibrated td: centred class means
+        self.register_buffer("td_center", torch.zeros(0, D))  # (K, D) each expert's mean residual
+        self.register_buffer("td_var", torch.zeros(0, D))  # (K, D) its within-class spread per channel
+        self.register_buffer("td_score_mean", torch.zeros(0))  # (K,) own-task score mean
+        self.register_buffer("td_score_std", torch.zeros(0))  # (K,) own-task score spread
         self.register_buffer("proto_clip", torch.zeros(0, D))  # (C, D) frozen-CLIP frame-mean prototypes
         self.register_buffer("proto_adapter", torch.zeros(0, D))  # (C, D) adapted frame-mean prototypes
 
@@ -70,6 +75,11 @@ class StPRModel(nn.Module):
         pad = torch.zeros(c, self.dim, device=dev)
         # Anchors of a task exist only after its end_task; zeros until then.
         self.anchors = torch.cat([self.anchors, pad])
+        self.td_anchors = torch.cat([self.td_anchors, pad])
+        self.td_center = torch.cat([self.td_center, torch.zeros(1, self.dim, device=dev)])
+        self.td_var = torch.cat([self.td_var, torch.ones(1, self.dim, device=dev)])
+        self.td_score_mean = torch.cat([self.td_score_mean, torch.zeros(1, device=dev)])
+        self.td_score_std = torch.cat([self.td_score_std, torch.ones(1, device=dev)])
         self.proto_clip = torch.cat([self.proto_clip, pad])
         self.proto_adapter = torch.cat([self.proto_adapter, pad])
         return k
@@ -101,7 +111,10 @@ class StPRModel(nn.Module):
         fbar = feats.mean(dim=1)  # (B, D) Eq. 8
         z = self.expert_outputs(feats)  # (B, K, D)
         anchors, query = None, None
+        calibration = None
         if routing == "td":
+            anchors, calibration = self.td_anchors, self.td_calibration()
+        elif routing == "td-raw":
             anchors = self.anchors
         elif routing == "adapter":
             anchors, query = self.proto_adapter, fbar
@@ -111,7 +124,7 @@ class StPRModel(nn.Module):
             anchors, query = self.proto_clip, self.frame_features(frames, adapters=False).mean(1)
         w = routing_weights(
             routing, fbar=fbar, z=z, class_to_expert=self.class_to_expert, tau=tau,
-            anchors=anchors, query=query, task_ids=task_ids,
+            anchors=anchors, query=query, task_ids=task_ids, calibration=calibration,
         )  # (B, K)
         v = combine(fbar, z, w)  # (B, D)
         return {
@@ -120,4 +133,10 @@ class StPRModel(nn.Module):
             "weights": w,
             "v": v,
             "fbar": fbar,
+            "z": z,
         }
+
+    def td_calibration(self) -> dict[str, torch.Tensor]:
+        """The calibrated td router's per-expert statistics (see router.routing_weights)."""
+        return {"center": self.td_center, "var": self.td_var, "score_mean": self.td_score_mean,
+                "score_std": self.td_score_std}
