@@ -1,17 +1,19 @@
 #!/usr/bin/env python3
-"""StPR ablations (paper Tables 3-6) from as few training runs as possible.
+"""StPR ablations (paper Tables 3-6) over several seeds, from as few training runs as possible.
 
 Routing only changes evaluation (training uses v = fbar + z_k with the task id), so
 one run per distillation variant is trained and every routing mode is evaluated on
-the `fssd` run's per-task checkpoints. A lambda sweep adds one fssd run per lambda.
+the `fssd` run's per-task checkpoints. A lambda sweep adds one fssd run per lambda, and
+a joint-training run (every class in one task) gives the upper bound. Each seed has its
+own folder `seed_N/`; tables give the mean and the standard deviation over seeds.
 Runs live under --out and are reused (finished) or resumed (unfinished).
 
-    python scripts/ablate.py                               # demo config, runs/ablation
-    python scripts/ablate.py --quick --out /tmp/abl        # smoke run
+    python scripts/ablate.py                               # demo config, seeds 0 1 2, runs/ablation
+    python scripts/ablate.py --quick --seeds 0 --out /tmp/abl   # smoke run
     python scripts/ablate.py --config paper --set data.protocol=51+10x5 --out runs/ucf_ablation
 
-Writes ablation.md and ablation.csv under --out (plus routing_eval.json, the cached
-re-evaluation counts); prints the Markdown to stdout and progress to stderr.
+Writes ablation.md and ablation.csv under --out (plus seed_N/routing_eval.json, the
+cached re-evaluation counts); prints the Markdown to stdout and progress to stderr.
 """
 from __future__ import annotations
 
@@ -36,13 +38,13 @@ from stpr.train.config import Config, apply_overrides, load_config, parse_set
 from stpr.train.errors import StprError
 
 DISTILLS = ("fssd", "uniform", "none")
-ROUTINGS = ("td", "avg", "clip", "adapter")
+ROUTINGS = ("td", "td-raw", "avg", "clip", "adapter")
 ORACLE = "oracle"  # analysis only: routes by the true task id, not a deployable method
 ORACLE_LABEL = "oracle (analysis-only upper bound: uses the true task id)"
-OWNED_KEYS = ("method.routing", "method.distill", "method.lambda_fssd")  # set per variant here
+OWNED_KEYS = ("method.routing", "method.distill", "method.lambda_fssd", "seed")  # set per variant here
 QUICK = {"optim.epochs_base": 1, "optim.epochs_incremental": 1,
          "data.clips_per_class_train": 8, "data.clips_per_class_test": 4}
-Row = dict[str, Any]  # table, variant, acc, acc_pooled, bwf
+Row = dict[str, Any]  # table, variant, seeds, acc/bwf/task_id mean and std
 
 
 def note(msg: str) -> None:
@@ -56,8 +58,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--out", default="runs/ablation", help="folder for the runs and the tables")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="config override passed to every run (repeatable)")
-    p.add_argument("--lambdas", type=float, nargs="+", default=[0.1, 0.5, 1.0, 2.0, 5.0],
+    p.add_argument("--lambdas", type=float, nargs="+", default=[0.1, 1.0, 10.0],
                    help="FSSD weights for the lambda sweep (Table 6)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one set of runs per seed")
+    p.add_argument("--no-joint", action="store_true", help="skip the joint-training upper bound")
     p.add_argument("--quick", action="store_true", help="smoke run: 1 epoch per task, few clips")
     return p.parse_args(list(argv))
 
@@ -67,7 +71,8 @@ def base_config(args: argparse.Namespace) -> Config:
     sets = parse_set(args.sets)
     owned = [k for k in sets if k in OWNED_KEYS]
     if owned:
-        raise StprError(f"--set {', '.join(owned)}: the ablation sets these per variant; use --lambdas for lambda")
+        raise StprError(f"--set {', '.join(owned)}: the ablation sets these per variant; "
+                        "use --lambdas for lambda and --seeds for seeds")
     return load_config(args.config, {**(QUICK if args.quick else {}), **sets, "method.routing": "td"})
 
 
@@ -113,11 +118,12 @@ def _pad(rows: list[list[int]], K: int) -> np.ndarray:
 
 
 def routing_counts(run_dir: Path, modes: Sequence[str], device: str) -> dict[str, Any]:
-    """Evaluate every task's checkpoint under each routing mode: correct/total count rows."""
+    """Evaluate every task's checkpoint under each routing mode: correct, task-id and total count rows."""
     cfg = R.saved_config(run_dir)
     cfg.device = device
     s = R.build(cfg)  # data, protocol and loaders; a fresh learner per checkpoint below
     correct: dict[str, list[list[int]]] = {m: [] for m in modes}
+    task_id: dict[str, list[list[int]]] = {m: [] for m in modes}
     total: list[list[int]] = []
     for k in range(len(s.tasks)):
         path = checkpoint_path(run_dir, k)
@@ -130,9 +136,10 @@ def routing_counts(run_dir: Path, modes: Sequence[str], device: str) -> dict[str
             learner.cfg.method.routing = mode
             res = learner.evaluate(loaders)
             correct[mode].append(res.correct)
+            task_id[mode].append(res.task_id_correct)
         total.append(res.total)
         note(f"evaluated {path.name} under routing {', '.join(modes)}")
-    return {"correct": correct, "total": total, "classes_per_task": [len(t) for t in s.tasks]}
+    return {"correct": correct, "task_id": task_id, "total": total, "classes_per_task": [len(t) for t in s.tasks]}
 
 
 def evaluate_routings(run_dir: Path, modes: Sequence[str], device: str, cache: Path) -> dict[str, dict[str, Any]]:
@@ -149,7 +156,9 @@ def evaluate_routings(run_dir: Path, modes: Sequence[str], device: str, cache: P
         atomic_write_json(cache, {"key": key, "counts": counts})
     sizes, total = counts["classes_per_task"], counts["total"]
     K = len(sizes)
+    last = len(total) - 1
     return {m: {**M.summary(_pad(counts["correct"][m], K), _pad(total, K), sizes),
+                "task_id_accuracy": M.pooled_accuracy(counts["task_id"][m][last], total[last]),
                 "correct": counts["correct"][m], "total": total} for m in modes}
 
 
@@ -166,53 +175,99 @@ def check_reproduces(run_metrics: dict[str, Any], evaluated: dict[str, dict[str,
     note(f"consistency: routing {mode!r} re-evaluated from checkpoints reproduces metrics.json (acc {mine['acc']:.2f})")
 
 
-def row(table: str, variant: str, m: dict[str, Any]) -> Row:
-    return {"table": table, "variant": variant, "acc": m["acc"], "acc_pooled": m["acc_pooled"], "bwf": m["bwf"]}
+def _stat(values: Sequence[float | None]) -> tuple[float | None, float | None]:
+    v = [x for x in values if x is not None]
+    if not v:
+        return None, None
+    return float(np.mean(v)), float(np.std(v))  # population std over seeds
 
 
-def build_rows(distill: dict[str, dict[str, Any]], routing: dict[str, dict[str, Any]],
-               lambdas: dict[float, dict[str, Any]]) -> list[Row]:
-    """Every table's rows in the paper's order."""
-    rows = [row("components", "frame mean only", distill["fssd"]["spatial_only"]),
-            row("components", "adapters + TD-MoE, no distillation", distill["none"]),
-            row("components", "FSSD + avg routing", routing["avg"]),
-            row("components", "full StPR (FSSD + TD-MoE)", routing["td"])]
-    rows += [row("routing", mode, routing[mode]) for mode in ROUTINGS]
-    rows += [row("routing", ORACLE_LABEL, routing[ORACLE])]
-    rows += [row("distillation", d, distill[d]) for d in DISTILLS]
-    rows += [row("lambda", f"{lam:g}", m) for lam, m in lambdas.items()]
+def row(table: str, variant: str, per_seed: Sequence[dict[str, Any]]) -> Row:
+    """One table row: mean and std over seeds of Acc, BWF and (where routed) task identification."""
+    out: Row = {"table": table, "variant": variant, "seeds": len(per_seed)}
+    for key in ("acc", "bwf", "task_id_accuracy"):
+        out[f"{key}_mean"], out[f"{key}_std"] = _stat([m.get(key) for m in per_seed])
+    return out
+
+
+def build_rows(seeds: Sequence[dict[str, Any]]) -> list[Row]:
+    """Every table's rows in the paper's order; `seeds` holds one dict of results per seed
+    (keys distill, routing, lambdas, and joint where it was run)."""
+    def each(get) -> list[dict[str, Any]]:  # noqa: ANN001
+        return [get(r) for r in seeds]
+
+    rows = [row("components", "frame mean only", each(lambda r: r["distill"]["fssd"]["spatial_only"])),
+            row("components", "adapters + TD-MoE, no distillation", each(lambda r: r["distill"]["none"])),
+            row("components", "FSSD + avg routing", each(lambda r: r["routing"]["avg"])),
+            row("components", "full StPR (FSSD + TD-MoE)", each(lambda r: r["routing"]["td"]))]
+    if all("joint" in r for r in seeds):
+        rows.append(row("components", JOINT_LABEL, each(lambda r: r["joint"])))
+    rows += [row("routing", mode, each(lambda r, m=mode: r["routing"][m])) for mode in ROUTINGS]
+    rows += [row("routing", ORACLE_LABEL, each(lambda r: r["routing"][ORACLE]))]
+    rows += [row("distillation", d, each(lambda r, d=d: r["distill"][d])) for d in DISTILLS]
+    lams = seeds[0]["lambdas"]
+    rows += [row("lambda", f"{lam:g}", each(lambda r, lam=lam: r["lambdas"][lam])) for lam in lams]
     return rows
+
+
+JOINT_LABEL = "joint training (upper bound: every class in one task)"
+FIELDS = ["table", "variant", "seeds", "acc_mean", "acc_std", "bwf_mean", "bwf_std",
+          "task_id_accuracy_mean", "task_id_accuracy_std"]
 
 
 def to_csv(rows: list[Row]) -> str:
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=["table", "variant", "acc", "acc_pooled", "bwf"], lineterminator="\n")
+    w = csv.DictWriter(buf, fieldnames=FIELDS, lineterminator="\n")
     w.writeheader()
     for r in rows:
         w.writerow({k: ("" if v is None else v) for k, v in r.items()})
     return buf.getvalue()
 
 
-def _fmt(v: float | None) -> str:
-    return "n/a" if v is None else f"{v:.2f}"
+def _fmt(r: Row, key: str) -> str:
+    mean, std = r[f"{key}_mean"], r[f"{key}_std"]
+    return "n/a" if mean is None else f"{mean:.1f} ± {std:.1f}"
 
 
 TITLES = {"components": ("Table 3: components", "Setting"), "routing": ("Table 4: routing", "Routing"),
           "distillation": ("Table 5: distillation", "Distillation"), "lambda": ("Table 6: FSSD weight λ", "λ")}
 
 
-def to_markdown(rows: list[Row], cfg: Config, command: str) -> str:
+def to_markdown(rows: list[Row], cfg: Config, seeds: Sequence[int], command: str) -> str:
     o = cfg.optim
     lines = ["# StPR ablation", "",
-             f"Protocol {cfg.data.protocol} on {cfg.data.dataset}, model {cfg.model.name} "
-             f"(pretrained {cfg.model.pretrained}), epochs {o.epochs_base}/{o.epochs_incremental} "
-             f"(base/incremental), seed {cfg.seed}. Acc: class-weighted top-1 (%) after the last task; "
-             "BWF: backward forgetting (lower is better).", "", f"Command: `{command}`", ""]
+             f"Protocol {cfg.data.protocol} on {cfg.data.dataset} (class order {cfg.data.class_order}), "
+             f"model {cfg.model.name} (pretrained {cfg.model.pretrained}), epochs {o.epochs_base}/"
+             f"{o.epochs_incremental} (base/incremental), seeds {' '.join(map(str, seeds))}: mean ± std over "
+             "seeds. Acc: class-weighted top-1 (%) after the last task; BWF: backward forgetting (lower is "
+             "better); task id: share of test videos whose top-weighted expert is their task's.",
+             "", f"Command: `{command}`", ""]
     for table, (title, label) in TITLES.items():
-        lines += [f"## {title}", "", f"| {label} | Acc | BWF |", "|---|---:|---:|"]
-        lines += [f"| {r['variant']} | {_fmt(r['acc'])} | {_fmt(r['bwf'])} |" for r in rows if r["table"] == table]
+        lines += [f"## {title}", "", f"| {label} | Acc | BWF | task id |", "|---|---:|---:|---:|"]
+        lines += [f"| {r['variant']} | {_fmt(r, 'acc')} | {_fmt(r, 'bwf')} | {_fmt(r, 'task_id_accuracy')} |"
+                  for r in rows if r["table"] == table]
         lines.append("")
     return "\n".join(lines)
+
+
+def run_seed(cfg: Config, out: Path, lambdas: Sequence[float], joint: bool) -> dict[str, Any]:
+    """Every run of one seed under `out`, and the routing modes evaluated from its fssd run."""
+    distill = {d: ensure_run(variant(cfg, {"method.distill": d}), out / f"distill_{d}") for d in DISTILLS}
+    fssd_dir = out / "distill_fssd"
+    routing = evaluate_routings(fssd_dir, (*ROUTINGS, ORACLE), cfg.device, out / "routing_eval.json")
+    check_reproduces(distill["fssd"], routing, fssd_dir)
+    res: dict[str, Any] = {"distill": distill, "routing": routing, "lambdas": {}}
+    for lam in lambdas:
+        if lam == cfg.method.lambda_fssd:
+            res["lambdas"][lam] = distill["fssd"]  # the same run: reuse it
+            continue
+        c = variant(cfg, {"method.distill": "fssd", "method.lambda_fssd": lam})
+        res["lambdas"][lam] = ensure_run(c, out / f"lambda_{lam:g}")
+    if joint:  # every class of the protocol in one task: what incremental training is measured against
+        classes = len(distill["fssd"]["classes"])
+        res["joint"] = ensure_run(variant(cfg, {"data.protocol": f"{classes}x1", "data.task_file": None}),
+                                  out / "joint")
+    return res
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -221,24 +276,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
     try:
         cfg, out = base_config(args), Path(args.out)
-        distill: dict[str, dict[str, Any]] = {}
-        for d in DISTILLS:
-            distill[d] = ensure_run(variant(cfg, {"method.distill": d}), out / f"distill_{d}")
-        fssd_dir = out / "distill_fssd"
-        routing = evaluate_routings(fssd_dir, (*ROUTINGS, ORACLE), cfg.device, out / "routing_eval.json")
-        check_reproduces(distill["fssd"], routing, fssd_dir)
-        lambdas: dict[float, dict[str, Any]] = {}
-        for lam in args.lambdas:
-            if lam == cfg.method.lambda_fssd:
-                lambdas[lam] = distill["fssd"]  # the same run: reuse it
-                continue
-            c = variant(cfg, {"method.distill": "fssd", "method.lambda_fssd": lam})
-            lambdas[lam] = ensure_run(c, out / f"lambda_{lam:g}")
+        seeds = [run_seed(variant(cfg, {"seed": seed}), out / f"seed_{seed}", args.lambdas, not args.no_joint)
+                 for seed in args.seeds]
     except StprError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    rows = build_rows(distill, routing, lambdas)
-    md = to_markdown(rows, cfg, shlex.join(["python", "scripts/ablate.py", *argv]))
+    rows = build_rows(seeds)
+    md = to_markdown(rows, cfg, args.seeds, shlex.join(["python", "scripts/ablate.py", *argv]))
     atomic_write_text(out / "ablation.csv", to_csv(rows))
     atomic_write_text(out / "ablation.md", md)
     note(f"wrote {out / 'ablation.md'} and ablation.csv in {time.perf_counter() - t0:.0f}s")
