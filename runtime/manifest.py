@@ -1,4 +1,4 @@
-"""The bundle contract (ARCHITECTURE.md): manifest schema, hashing, verification.
+"""The bundle contract (docs/bundle.md): manifest schema, hashing, verification.
 
 Torch-free: the export writes bundles with it and the device side reads them.
 Every file a manifest names carries its sha256, and the manifest carries the sha256
