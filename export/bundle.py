@@ -138,7 +138,7 @@ def _prepare_target(out: Path, force: bool) -> None:
     if not out.exists() or (out.is_dir() and not any(out.iterdir())):
         return
     try:
-        old = read_manifest(out)
+        old = read_manifest(out, check_hash=False)
     except BundleError:
         raise StprError(f"{str(out)!r} exists and is not a bundle; choose a new or empty folder for --out") from None
     if not force:

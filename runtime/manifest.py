@@ -46,7 +46,10 @@ def seal_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_manifest(bundle: str | Path, check_hash: bool = True) -> dict[str, Any]:
-    """Parse and check the manifest's schema, keys and (with `check_hash`) its own sha256."""
+    """Parse and check the manifest's schema, keys and (with `check_hash`) its own sha256.
+
+    `check_hash=False` only asks "is this a bundle?" (the exporter's --force), so an
+    older or damaged bundle can still be replaced."""
     path = Path(bundle) / MANIFEST_NAME
     if not path.is_file():
         raise BundleError(f"{str(bundle)!r} is not a bundle: no {MANIFEST_NAME}")
@@ -61,7 +64,7 @@ def read_manifest(bundle: str | Path, check_hash: bool = True) -> dict[str, Any]
             f"bundle schema {manifest['schema_version']} but this stpr reads {SCHEMA_VERSION}; "
             "re-export the bundle with a matching stpr-export"
         )
-    missing = [k for k in REQUIRED_KEYS if k not in manifest]
+    missing = [k for k in REQUIRED_KEYS if k not in manifest and (check_hash or k != MANIFEST_HASH_KEY)]
     if missing:
         raise BundleError(f"{str(path)!r} lacks {', '.join(missing)}; re-export the bundle with this stpr")
     if check_hash and manifest[MANIFEST_HASH_KEY] != manifest_digest(manifest):

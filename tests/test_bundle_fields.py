@@ -66,3 +66,17 @@ def test_corrupt_onnx_with_updated_hash_is_named(demo, tmp_path):
     res = CliRunner().invoke(run_cli.main, ["--bundle", str(tmp_path / "b"), "--camera", "0", "--headless"])
     assert res.exit_code == 1 and "Traceback" not in res.output
     assert "onnxruntime cannot load 'expert_1.onnx'" in res.output and "re-export the bundle" in res.output
+
+
+def test_a_bundle_refused_for_its_manifest_can_be_replaced_with_force(demo, tmp_path):
+    from stpr.export import export_run
+
+    out = tmp_path / "b"
+    shutil.copytree(demo[2], out)
+    m = json.loads((out / "manifest.json").read_text())
+    m["routing"]["tau"] = 0.5  # hand edit: the manifest no longer matches its sha256
+    (out / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="does not match its manifest_sha256"):
+        load_bundle(out)
+    export_run(demo[1], out, task=0, force=True)
+    assert load_bundle(out).manifest["source"]["task"] == 0
