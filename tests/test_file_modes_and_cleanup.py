@@ -64,3 +64,16 @@ def test_parity_clips_below_one_is_refused(demo, tmp_path, count):
     res = CliRunner().invoke(export_main, [str(demo[1]), "--out", str(tmp_path / "b"), "--parity-clips", count])
     assert res.exit_code == 1 and f"--parity-clips {count}: the parity check needs at least 1 clip" in res.output
     assert not (tmp_path / "b").exists() and "Traceback" not in res.output
+
+
+def test_sigterm_during_export_removes_its_work_folder(demo, tmp_path, monkeypatch):
+    from stpr.export import bundle as bundle_mod
+    from stpr.runtime.signals import Terminated
+
+    def killed(*a, **k):  # the service manager's SIGTERM arrives while arrays are written
+        raise Terminated()
+
+    monkeypatch.setattr(bundle_mod, "write_arrays", killed)
+    res = CliRunner().invoke(export_main, [str(demo[1]), "--out", str(tmp_path / "b"), "--task", "0"])
+    assert res.exit_code == 143 and "terminated: no bundle was written" in res.output
+    assert list(tmp_path.iterdir()) == []  # no bundle, no hidden .tmp-b-* folder
