@@ -153,3 +153,34 @@ def test_nothing_is_drawn_when_nothing_shows_or_records_it(demo, tmp_path, monke
     assert calls == []
     assert run("--bundle", demo[2], "--video", video, "--headless", "--output", tmp_path / "o.mp4").exit_code == 0
     assert len(calls) == 16
+
+
+def test_real_http_stream_killed_mid_way_exits_3(demo, tmp_path):
+    # The field test's case end to end: an ffmpeg HTTP/MPEG-TS server on 127.0.0.1, killed.
+    import shutil
+    import socket
+
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg is not installed (the FakeLiveCapture test above covers the logic)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/live.ts"
+    server = subprocess.Popen(["ffmpeg", "-loglevel", "error", "-re", "-f", "lavfi", "-i",
+                               "testsrc=size=64x64:rate=25", "-f", "mpegts", "-listen", "1", url])
+    events = tmp_path / "ev.jsonl"
+    try:
+        time.sleep(1.0)  # the server listens
+        client = subprocess.Popen(
+            [sys.executable, "-c", "import sys; from stpr.runtime.cli import main; main(sys.argv[1:])",
+             "--bundle", str(demo[2]), url, "--headless", "--jsonl", str(events), "--timeout", "20"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (events.exists() and events.read_text().count("\n") >= 2):
+            time.sleep(0.1)
+    finally:
+        server.kill()
+        server.wait()
+    _, stderr = client.communicate(timeout=60)
+    assert client.returncode == run_cli.EXIT_STREAM, stderr[-2000:]
+    assert f"the live source {url!r} ended" in stderr and "events so far are saved" in stderr
