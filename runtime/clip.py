@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from .sampling import centre_indices
-from .stream import SourceError, truncated
+from .stream import SourceFailed, truncated
 
 
 def grab_frames(cap: cv2.VideoCapture, indices: Sequence[int]) -> tuple[dict[int, np.ndarray], int]:
@@ -65,13 +65,13 @@ def clip_frames(open_cap: Callable[[], cv2.VideoCapture], name: str, frames: int
             cap.release()
             cap = open_cap()
         if n == 0:
-            raise SourceError(f"{name!r} holds no frames")
+            raise SourceFailed(f"{name!r} opened but holds no frames: the file is truncated or corrupt")
         idx = centre_indices(n, frames)
         cache, grabbed = grab_frames(cap, idx)
     finally:
         cap.release()
     if not cache:
-        raise SourceError(f"{name!r} opened but no frame could be decoded; check the file")
+        raise SourceFailed(f"{name!r} opened but no frame could be decoded: the file is truncated or corrupt")
     if grabbed <= int(idx[-1]) and (error := truncated(name, grabbed, n)) is not None:
         raise error
     return fill_from_earlier(idx, cache), n

@@ -107,6 +107,8 @@ def frames_from_capture(cap: cv2.VideoCapture, name: str) -> Iterator[np.ndarray
         read += 1
         yield frame
     cap.release()
+    if read == 0:  # opened, yet not one frame: as broken as a truncated file
+        raise SourceFailed(f"{name!r} opened but no frame could be decoded: the file is truncated or corrupt")
     if (error := truncated(name, read, expected)) is not None:
         raise error
 

@@ -184,3 +184,32 @@ def test_real_http_stream_killed_mid_way_exits_3(demo, tmp_path):
     _, stderr = client.communicate(timeout=60)
     assert client.returncode == run_cli.EXIT_STREAM, stderr[-2000:]
     assert f"the live source {url!r} ended" in stderr and "events so far are saved" in stderr
+
+
+class OpensButDecodesNothing:
+    """A video file OpenCV opens whose every read fails (a broken stream in a valid container)."""
+
+    def isOpened(self) -> bool:
+        return True
+
+    def get(self, prop: int) -> float:
+        return 0.0
+
+    def read(self):
+        return False, None
+
+    def grab(self) -> bool:
+        return False
+
+    def release(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("clip", [False, True])
+def test_video_that_opens_but_decodes_nothing_is_a_source_failure(demo, tmp_path, monkeypatch, clip):
+    empty = tmp_path / "empty.avi"
+    empty.write_bytes(b"RIFF")  # only needs to exist: the capture below stands in for OpenCV's
+    monkeypatch.setattr(run_cli, "open_capture", lambda s: OpensButDecodesNothing())
+    res = run("--bundle", demo[2], "--video", empty, "--headless", *(["--clip"] if clip else []))
+    assert res.exit_code == run_cli.EXIT_STREAM, res.output
+    assert "truncated or corrupt" in res.output
