@@ -4,6 +4,18 @@
     result = export_run("runs/demo", "bundles/demo", fp16=True)
     result.files["backbone.onnx"], result.parity["fp32"]["top1_agreement"]
 """
-from .bundle import ExportResult, export_run
+from __future__ import annotations
+
+from typing import Any
 
 __all__ = ["ExportResult", "export_run"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy (PEP 562): `stpr-export` imports this package before its main() runs, and
+    # torch/onnx missing must reach main as a one-line "install [export]" error.
+    if name in __all__:
+        from . import bundle
+
+        return getattr(bundle, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

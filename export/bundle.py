@@ -11,8 +11,9 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import os
+import re
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from importlib import metadata as md
@@ -22,9 +23,10 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from stpr.runtime.manifest import MANIFEST_NAME, SCHEMA_VERSION, BundleError, read_manifest, sha256_file
+from stpr.runtime.atomic import atomic_write_json, make_temp_dir
+from stpr.runtime.manifest import (MANIFEST_NAME, SCHEMA_VERSION, BundleError, read_manifest, seal_manifest,
+                                   sha256_file)
 from stpr.runtime.router import BUNDLE_ROUTING_MODES
-from stpr.runtime.atomic import atomic_write_json
 from stpr.train.config import routing_tau
 from stpr.train.errors import StprError
 from stpr.train.restore import Restored, restore
@@ -153,7 +155,7 @@ def _prepare_target(out: Path, force: bool) -> None:
     if not out.exists() or (out.is_dir() and not any(out.iterdir())):
         return
     try:
-        old = read_manifest(out)
+        old = read_manifest(out, check_hash=False)
     except BundleError:
         raise StprError(f"{str(out)!r} exists and is not a bundle; choose a new or empty folder for --out") from None
     if not force:
@@ -172,6 +174,8 @@ def export_run(
     out = Path(out)
     if opset < MIN_OPSET:
         raise StprError(f"--opset {opset} is too old: LayerNormalization needs opset >= {MIN_OPSET}")
+    if parity_clips < 1:
+        raise StprError(f"--parity-clips {parity_clips}: the parity check needs at least 1 clip (default 16)")
     if engine and not fp16:
         raise StprError("--engine builds TensorRT engines from the fp16 ONNX; pass --fp16 with it")
     if engine:
@@ -190,7 +194,9 @@ def export_run(
         raise StprError(f"the run routes with {r.cfg.method.routing!r}, which a bundle cannot run "
                         f"(valid: {', '.join(BUNDLE_ROUTING_MODES)}); retrain or evaluate with --routing td")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out.name}-", dir=out.parent))
+    remove_stale_temp(out)
+    # The pid in the name tells a later export whether this folder's owner is still alive.
+    tmp = make_temp_dir(out.parent, f".tmp-{out.name}-{os.getpid()}-")
     try:
         meta = base_metadata(r, opset)
         manifest = {**meta, **write_onnx(r, tmp, meta, opset, res), **write_arrays(r, tmp, res)}
@@ -202,6 +208,7 @@ def export_run(
         atomic_write_json(tmp / "parity.json", res.parity)
         manifest["files"] = {p.relative_to(tmp).as_posix(): sha256_file(p)
                              for p in sorted(tmp.rglob("*")) if p.is_file() and p.name != "timing.cache"}
+        manifest = seal_manifest(manifest)
         atomic_write_json(tmp / MANIFEST_NAME, manifest)
         _swap_into_place(tmp, out)
     finally:
@@ -231,12 +238,37 @@ def run_parity(r: Restored, tmp: Path, manifest: dict[str, Any], fp16: bool, cou
     return report
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temp(out: Path) -> list[Path]:
+    """Remove the hidden work folders (`.tmp-<name>-<pid>-*`, `.old-<name>-<pid>-*`) that an
+    export of `out` killed before its cleanup left beside it (hundreds of MB for ViT-B/16).
+    A folder whose process still runs is left alone: that export is in progress."""
+    pattern = re.compile(rf"^\.(tmp|old)-{re.escape(out.name)}-(\d+)-")
+    removed = []
+    for p in out.parent.iterdir() if out.parent.is_dir() else []:
+        m = pattern.match(p.name)
+        if m and p.is_dir() and int(m.group(2)) != os.getpid() and not _pid_alive(int(m.group(2))):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+            log.info("removed %s, left by an interrupted export", p)
+    return removed
+
+
 def _swap_into_place(tmp: Path, out: Path) -> None:
     # Rename the finished bundle into place; an old bundle (with --force) goes aside first
     # and is removed only once the new one is there.
     old = None
     if out.exists():
-        old = out.with_name(f".old-{out.name}-{int(time.time())}")
+        old = out.with_name(f".old-{out.name}-{os.getpid()}-{int(time.time())}")
         out.rename(old)
     tmp.rename(out)
     if old is not None:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from stpr.train.errors import StprError
+from stpr.runtime.signals import EXIT_SIGTERM, Terminated, sigterm_as_interrupt
+from stpr.train.errors import StprError, missing_extra
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -21,8 +22,13 @@ from stpr.train.errors import StprError
 @click.option("--parity-clips", type=int, default=16, show_default=True, help="Clips in the parity check.")
 def main(run_dir: Path, out: Path, fp16: bool, task: int | None, opset: int, engine: bool, force: bool,
          parity_clips: int) -> None:
-    """Export a trained run to an ONNX bundle that stpr-run serves without PyTorch."""
-    from .bundle import export_run
+    """Export a trained run to an ONNX bundle that stpr-run serves without PyTorch.
+
+    Needs the [export] install extra (torch, open_clip_torch and onnx)."""
+    try:
+        from .bundle import export_run
+    except ModuleNotFoundError as e:
+        raise click.ClickException(str(missing_extra(e, "stpr-export", "export"))) from None
 
     logger = logging.getLogger("stpr")
     handler = logging.StreamHandler(sys.stderr)
@@ -31,10 +37,14 @@ def main(run_dir: Path, out: Path, fp16: bool, task: int | None, opset: int, eng
     logger.setLevel(logging.INFO)
     logger.propagate = False
     try:
-        res = export_run(run_dir, out, fp16=fp16, task=task, opset=opset, engine=engine, force=force,
-                         parity_clips=parity_clips)
+        with sigterm_as_interrupt():  # a stopped export still removes its temp folder
+            res = export_run(run_dir, out, fp16=fp16, task=task, opset=opset, engine=engine, force=force,
+                             parity_clips=parity_clips)
     except StprError as e:
         raise click.ClickException(str(e)) from None
+    except KeyboardInterrupt as e:
+        click.echo(f"\n{'terminated' if isinstance(e, Terminated) else 'interrupted'}: no bundle was written", err=True)
+        sys.exit(EXIT_SIGTERM if isinstance(e, Terminated) else 130)
     click.echo(f"Bundle: {res.bundle}")
     for name, path in sorted(res.files.items()):
         click.echo(f"  {name:<28} {path.stat().st_size / 2**20:9.2f} MiB")

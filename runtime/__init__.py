@@ -1,1 +1,1 @@
-"""stpr.runtime: the torch-free device side (see ARCHITECTURE.md; the `stpr-run` issue)."""
+"""stpr.runtime: the torch-free device side (the bundle it reads: docs/bundle.md)."""

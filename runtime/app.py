@@ -1,20 +1,17 @@
 """The stpr-run loops: streaming (one backbone frame per prediction) and clip mode."""
 from __future__ import annotations
 
-import json
-import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import IO, Iterable, Iterator
+from typing import Callable, Iterable
 
-import cv2
 import numpy as np
 
+from .manifest import BundleError
+from .outputs import EventLog
 from .preprocess import preprocess
 from .recognizer import Recognizer
-from .sampling import centre_indices
 from .stream import FeatureRing
 
 STAGES = ("preprocess", "backbone", "experts", "router", "total")
@@ -45,25 +42,6 @@ class Summary:
         return "\n".join(lines)
 
 
-class EventLog:
-    """jsonl events, one line per prediction, flushed at once so a crash loses none."""
-
-    def __init__(self, path: Path | None) -> None:
-        self.f: IO[str] | None = open(path, "w", encoding="utf-8") if path else None
-
-    def write(self, event: dict) -> None:
-        if self.f:
-            self.f.write(json.dumps(event) + "\n")
-            self.f.flush()
-
-    def close(self) -> None:
-        if self.f:
-            self.f.flush()
-            os.fsync(self.f.fileno())
-            self.f.close()
-            self.f = None
-
-
 def make_event(frame: int, t: float, top: list[tuple[str, float]], weights: np.ndarray,
                latency: dict[str, float]) -> dict:
     return {"frame": frame, "time": round(t, 4), "top": [[c, round(p, 6)] for c, p in top],
@@ -71,71 +49,67 @@ def make_event(frame: int, t: float, top: list[tuple[str, float]], weights: np.n
             "latency_ms": {k: round(v, 3) for k, v in latency.items()}}
 
 
-def draw_overlay(frame: np.ndarray, event: dict, fps: float) -> np.ndarray:
-    """Label, score, routing weights and fps on a copy of the frame."""
-    out = frame.copy()
-    h = out.shape[0]
-    scale = max(0.35, h / 720)
-    label, score = event["top"][0]
-    cv2.putText(out, f"{label} {score:.2f}", (8, int(28 * scale) + 4), cv2.FONT_HERSHEY_SIMPLEX, scale,
-                (0, 255, 0), max(1, int(2 * scale)), cv2.LINE_AA)
-    cv2.putText(out, f"{fps:.1f} fps", (8, int(56 * scale) + 8), cv2.FONT_HERSHEY_SIMPLEX, scale * 0.8,
-                (255, 255, 255), 1, cv2.LINE_AA)
-    for k, w in enumerate(event["routing"].values()):  # one bar per expert
-        x0 = 8 + k * int(14 * scale + 4)
-        cv2.rectangle(out, (x0, h - 8 - int(60 * scale * w)), (x0 + int(10 * scale + 2), h - 8), (0, 200, 255), -1)
-    return out
+def _check_finite(probs: np.ndarray) -> None:
+    # NaN scores mean damaged weights that still passed the hashes (re-exported wrongly):
+    # stop with the cause instead of writing NaN, which is not JSON, into the events.
+    if not np.isfinite(probs).all():
+        raise BundleError("the bundle's model produced NaN or inf scores; its ONNX weights are damaged: "
+                          "re-export the bundle")
+
+
+FrameHook = Callable[[np.ndarray, "dict | None"], None]
 
 
 def stream(rec: Recognizer, frames: Iterable[tuple[int, np.ndarray]], *, stride: int, smooth: int, topk: int,
-           events: EventLog, summary: Summary, on_event=None, max_frames: int | None = None) -> None:
-    """Run the backbone once per frame entering the ring; predict once the ring is full."""
+           events: EventLog, summary: Summary, on_frame: FrameHook | None = None,
+           max_frames: int | None = None) -> None:
+    """Run the backbone once per frame entering the ring; predict once the ring is full.
+
+    `on_frame(frame, latest_event)` sees every source frame (not only the predicting
+    ones), with the latest prediction so far or None, so `--output` is a full copy."""
     b = rec.bundle
     ring = FeatureRing(b.frames, b.dim)
     recent: deque[np.ndarray] = deque(maxlen=max(1, smooth))
+    latest: dict | None = None
     for index, frame in frames:
-        summary.frames += 1
-        if max_frames is not None and summary.frames > max_frames:
-            summary.frames -= 1
+        if max_frames is not None and summary.frames >= max_frames:
             break
-        if index % stride:
-            continue
-        t0 = time.perf_counter()
-        x = preprocess(frame, b.size, b.mean, b.std)[None]
-        t1 = time.perf_counter()
-        ring.push(rec.frame_features(x)[0])
-        t2 = time.perf_counter()
-        if not ring.full:
-            continue
-        out = rec.classify(ring.window()[None])
-        recent.append(out["probs"][0])
-        probs = np.mean(recent, axis=0)
-        total = 1000 * (time.perf_counter() - t0)
-        latency = {"preprocess": 1000 * (t1 - t0), "backbone": 1000 * (t2 - t1),
-                   "experts": out["experts_ms"], "router": out["router_ms"], "total": total}
-        for k, v in latency.items():
-            summary.latency_ms[k].append(v)
-        summary.predictions += 1
-        event = make_event(index, time.perf_counter() - summary.started, rec.topk(probs, topk),
-                           out["weights"][0], latency)
-        events.write(event)
-        if on_event:
-            on_event(frame, event)
+        summary.frames += 1
+        if index % stride == 0:
+            t0 = time.perf_counter()
+            x = preprocess(frame, b.size, b.mean, b.std)[None]
+            t1 = time.perf_counter()
+            ring.push(rec.frame_features(x)[0])
+            t2 = time.perf_counter()
+            if ring.full:
+                out = rec.classify(ring.window()[None])
+                recent.append(out["probs"][0])
+                probs = np.mean(recent, axis=0)
+                _check_finite(probs)
+                total = 1000 * (time.perf_counter() - t0)
+                latency = {"preprocess": 1000 * (t1 - t0), "backbone": 1000 * (t2 - t1),
+                           "experts": out["experts_ms"], "router": out["router_ms"], "total": total}
+                for k, v in latency.items():
+                    summary.latency_ms[k].append(v)
+                summary.predictions += 1
+                latest = make_event(index, time.perf_counter() - summary.started, rec.topk(probs, topk),
+                                    out["weights"][0], latency)
+                events.write(latest)
+        if on_frame:
+            on_frame(frame, latest)
 
 
-def classify_clip(rec: Recognizer, frames: Iterator[np.ndarray], topk: int) -> tuple[dict, int]:
-    """Whole-video classification with the training-time sampling; returns (event, frames)."""
+def classify_clip(rec: Recognizer, frames: list[np.ndarray], topk: int, last_index: int) -> dict:
+    """Whole-video classification from its T sampled frames (`clip.clip_frames`);
+    `last_index` is the video frame the last of them came from."""
     b = rec.bundle
-    all_frames = list(frames)  # a clip is short; keeps one decode pass
-    if not all_frames:
-        raise ValueError("the video has no frames")
-    idx = centre_indices(len(all_frames), b.frames)
     t0 = time.perf_counter()
-    x = np.stack([preprocess(all_frames[i], b.size, b.mean, b.std) for i in idx])
+    x = np.stack([preprocess(f, b.size, b.mean, b.std) for f in frames])
     t1 = time.perf_counter()
     feats = rec.frame_features(x)
     t2 = time.perf_counter()
     out = rec.classify(feats[None])
+    _check_finite(out["probs"][0])
     latency = {"preprocess": 1000 * (t1 - t0), "backbone": 1000 * (t2 - t1), "experts": out["experts_ms"],
                "router": out["router_ms"], "total": 1000 * (time.perf_counter() - t0)}
-    return make_event(int(idx[-1]), 0.0, rec.topk(out["probs"][0], topk), out["weights"][0], latency), len(all_frames)
+    return make_event(last_index, 0.0, rec.topk(out["probs"][0], topk), out["weights"][0], latency)

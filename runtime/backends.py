@@ -9,6 +9,8 @@ from typing import Protocol
 
 import numpy as np
 
+from .manifest import BundleError
+
 log = logging.getLogger(__name__)
 
 
@@ -55,7 +57,12 @@ class OrtRunner:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if self.threads:
             opts.intra_op_num_threads = self.threads
-        self.session = ort.InferenceSession(str(self.path), opts, providers=wanted)
+        try:
+            self.session = ort.InferenceSession(str(self.path), opts, providers=wanted)
+        except Exception as e:  # onnxruntime's own types (InvalidProtobuf, Fail, ...), none exported stably
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise BundleError(f"onnxruntime cannot load {self.path.name!r} ({first[:300]}); the file is corrupt "
+                              "or not from stpr-export: re-export the bundle") from e
         self.providers = self.session.get_providers()
         log.info("%s: providers in use %s", self.name, self.providers)
         if self.device == "cuda" and self.providers[0] == "CPUExecutionProvider":

@@ -16,8 +16,18 @@ class SourceError(RuntimeError):
     """A camera, video or frame folder that cannot be read, with what to do."""
 
 
-class StreamStalled(RuntimeError):
+class SourceFailed(RuntimeError):
+    """A source that failed after it started (stalled, ended live stream, truncated
+    file): stpr-run keeps the results so far and exits with its "source failed" code."""
+
+
+class StreamStalled(SourceFailed):
     """A live stream stopped delivering frames."""
+
+
+class StreamEnded(SourceFailed):
+    """A live stream (camera, URL) ended: for a live source that is a failure, so a
+    supervisor restarts it, not a normal end."""
 
 
 class FeatureRing:
@@ -52,14 +62,37 @@ def open_capture(source: str | int) -> cv2.VideoCapture:
 
 
 def frames_from_folder(folder: Path) -> Iterator[np.ndarray]:
+    """The folder's images in name order. Checked now, not at the first frame, so an
+    empty or missing folder is a plain error before anything runs."""
+    if not folder.is_dir():
+        raise SourceError(f"--frames {str(folder)!r} is not a folder; pass a folder of frame images")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise SourceError(f"--frames {str(folder)!r} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    for f in files:
-        img = cv2.imread(str(f), cv2.IMREAD_COLOR)
-        if img is None:
-            raise SourceError(f"frame {str(f)!r} cannot be decoded")
-        yield img
+        raise SourceError(f"--frames {str(folder)!r} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}); "
+                          "nothing to run on")
+
+    def read() -> Iterator[np.ndarray]:
+        for f in files:
+            img = cv2.imread(str(f), cv2.IMREAD_COLOR)
+            if img is None:
+                raise SourceFailed(f"frame {str(f)!r} cannot be decoded")
+            yield img
+
+    return read()
+
+
+def source_fps(cap: cv2.VideoCapture, default: float = 30.0) -> float:
+    """The frame rate the source states, or `default` where it states none."""
+    fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+    return fps if 0.0 < fps < 1000.0 else default
+
+
+def truncated(name: str, read: int, expected: int) -> SourceFailed | None:
+    """The error for a file that stops well before its stated length (None if it did not):
+    the same rule in streaming and clip mode, so both give the same exit code."""
+    if expected > 0 and read < 0.9 * expected:
+        return SourceFailed(f"{name!r} stopped at frame {read} of {expected}: the file is truncated or corrupt")
+    return None
 
 
 def frames_from_capture(cap: cv2.VideoCapture, name: str) -> Iterator[np.ndarray]:
@@ -74,8 +107,10 @@ def frames_from_capture(cap: cv2.VideoCapture, name: str) -> Iterator[np.ndarray
         read += 1
         yield frame
     cap.release()
-    if expected > 0 and read < 0.9 * expected:
-        raise SourceError(f"{name!r} stopped at frame {read} of {expected}: the file is truncated or corrupt")
+    if read == 0:  # opened, yet not one frame: as broken as a truncated file
+        raise SourceFailed(f"{name!r} opened but no frame could be decoded: the file is truncated or corrupt")
+    if (error := truncated(name, read, expected)) is not None:
+        raise error
 
 
 class LatestFrame(threading.Thread):
@@ -110,7 +145,8 @@ class LatestFrame(threading.Thread):
                 self.cond.notify_all()
 
     def get(self, timeout: float) -> tuple[int, np.ndarray] | None:
-        """The newest frame not yet taken; None at the end of the stream."""
+        """The newest frame not yet taken; None at the end of the stream (`live_frames`
+        turns that end into `StreamEnded`)."""
         deadline = time.monotonic() + timeout
         with self.cond:
             while self.taken >= self.index and not self.ended:
@@ -126,3 +162,12 @@ class LatestFrame(threading.Thread):
     def stop(self) -> None:
         self.stop_flag = True
         self.cap.release()
+
+
+def live_frames(grabber: LatestFrame, timeout: float, name: str) -> Iterator[tuple[int, np.ndarray]]:
+    """(capture index, frame) from a started grabber. A live source has no normal end:
+    when it stops (server gone, camera unplugged) this raises `StreamEnded`."""
+    while (item := grabber.get(timeout)) is not None:
+        yield item
+    raise StreamEnded(f"the live source {name} ended after {grabber.index + 1} frames (server stopped or "
+                      "device lost)")

@@ -11,3 +11,18 @@ def tiny_clip():
     from stpr.train.model.clip_tower import load_clip
 
     return load_clip("stpr-tiny", "none", seed=0)
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory):
+    """A finished 3-task fast run and its fp16 bundle, shared by the stpr-run tests:
+    (root, run dir, bundle dir, synthetic test clips)."""
+    from helpers import fast_config
+    from stpr.export import export_run
+    from stpr.train import run as R
+    from stpr.train.data.synthetic import SyntheticActions
+
+    root = tmp_path_factory.mktemp("rt")
+    R.run(fast_config(), root / "run")
+    export_run(root / "run", root / "bundle", fp16=True)
+    return root, root / "run", root / "bundle", SyntheticActions("test", clips_per_class=4, seed=0)

@@ -1,7 +1,11 @@
 """Small configs and runs shared by the pipeline tests."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
+
+import cv2
+import numpy as np
 
 from stpr.train.config import Config, dump_config, load_config
 
@@ -25,3 +29,52 @@ def start_run_dir(path: Path, cfg: Config) -> None:
     """A run directory as `stpr-train` leaves it before its first task finishes."""
     path.mkdir(parents=True)
     (path / "config.yaml").write_text(dump_config(cfg))
+
+
+def write_video(path: Path, clips: list[np.ndarray], size: int | None = None) -> Path:
+    """RGB clips (T, H, W, 3) -> one MJPG .avi at 8 fps (lossy, but decoding is deterministic)."""
+    h, w = clips[0].shape[1:3]
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 8, (size or w, size or h))
+    for clip in clips:
+        for f in clip:
+            f = cv2.cvtColor(f, cv2.COLOR_RGB2BGR)
+            out.write(cv2.resize(f, (size, size)) if size else f)
+    out.release()
+    return path
+
+
+def decode(path: Path) -> list[np.ndarray]:
+    cap, frames = cv2.VideoCapture(str(path)), []
+    while (r := cap.read())[0]:
+        frames.append(r[1])
+    return frames
+
+
+class FakeLiveCapture:
+    """A live source (cv2.VideoCapture's interface) that delivers `frames`, then stalls,
+    ends (the server went away: read() fails at once) or hands over None."""
+
+    def __init__(self, frames: list[np.ndarray], then: str, fps: float = 0.0) -> None:
+        self.frames, self.then, self.i, self.released, self.fps = frames, then, 0, False, fps
+
+    def isOpened(self) -> bool:
+        return True
+
+    def read(self):
+        if self.i < len(self.frames):
+            self.i += 1
+            time.sleep(0.01)
+            return True, self.frames[self.i - 1]
+        if self.then == "interrupt":
+            return True, None
+        if self.then == "end":
+            return False, None
+        while not self.released:  # a camera that stops sending
+            time.sleep(0.05)
+        return False, None
+
+    def get(self, prop: int) -> float:
+        return self.fps if prop == cv2.CAP_PROP_FPS else 0.0
+
+    def release(self) -> None:
+        self.released = True

@@ -42,6 +42,12 @@ def test_cli_run_prints_table_and_writes_log(tmp_path):
         (["--model", "ViT-Q-99"], "unknown model 'ViT-Q-99'"),
         (["--dataset", "ucf101"], "--dataset ucf101 needs --data-root"),
         (["--split", "4"], "4 is not in the range 1<=x<=3"),
+        (["--batch-size", "0"], "optim.batch_size=0 (must be >= 1)"),
+        (["--set", "optim.lr=-1"], "optim.lr=-1.0 (must be > 0)"),
+        (["--set", "data.num_frames=0"], "data.num_frames=0 (must be >= 1)"),
+        (["--set", "method.tau=0"], "method.tau=0.0 (must be > 0)"),
+        (["--set", "optim.lr=.nan"], "optim.lr=nan (must be > 0)"),
+        (["--set", "data.holdout=1"], "data.holdout=1.0 (must be > 0 and < 1)"),
     ],
 )
 def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, args, message):
@@ -83,3 +89,30 @@ def test_empty_class_is_refused_with_its_name(monkeypatch, tmp_path):
     monkeypatch.setitem(registry.DATASETS, "synthetic", without_class_3)
     with pytest.raises(StprError, match="'circle_moving_up' have no training videos"):
         R.run(fast_config(), tmp_path / "run")
+
+
+def test_out_into_a_folder_of_other_files_is_refused(tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    res = CliRunner().invoke(main, ["--out", str(out), *FAST_ARGS])
+    assert res.exit_code != 0 and "is not empty (notes.txt) and holds no run" in res.output
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]  # nothing written beside it
+
+
+@pytest.mark.parametrize("command, blocked, extra", [
+    ("stpr.train.cli", "torch", "train"),
+    ("stpr.export.cli", "onnx", "export"),
+])
+def test_missing_extra_is_one_line_naming_it(tmp_path, command, blocked, extra):
+    import subprocess
+    import sys
+
+    code = (f"import sys; sys.modules[{blocked!r}] = None\n"  # as on an install without the extra
+            f"from {command} import main\n"
+            f"main([{str(tmp_path / 'run')!r}, '--out', {str(tmp_path / 'b')!r}] if 'export' in {command!r} "
+            f"else ['--out', {str(tmp_path / 'run')!r}])\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert f"needs the [{extra}] install extra (Python module {blocked!r} is missing)" in res.stderr
+    assert f"pip install 'stpr[{extra}]'" in res.stderr and len(res.stderr.strip().splitlines()) == 1

@@ -286,6 +286,22 @@ def test_folder_dataset_holdout(tmp_path, records):
     assert tmp_path / "walk" / "4" in paths_tr | paths_te
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_folder_holdout_is_drawn_among_readable_videos(tmp_path, seed):
+    # "walk" has 3 files, one broken: its one test video must be a readable one, for
+    # every seed (the broken file used to be drawn as the only test video).
+    for v in range(3):
+        write_video(tmp_path / "jump" / f"{v}.avi", 6)
+    for v in range(2):
+        write_video(tmp_path / "walk" / f"{v}.avi", 6, tint=30)
+    corrupt(tmp_path / "walk" / "2.avi")
+    kw = dict(KW, max_unreadable=0.5, seed=seed)
+    te = folder_dataset(tmp_path, train=False, **kw)
+    tr = folder_dataset(tmp_path, train=True, **kw)
+    assert te.targets.count(1) == 1 and not te.skipped
+    assert tr.skipped == [(tmp_path / "walk" / "2.avi", "unreadable")]  # still reported and counted
+
+
 # ---- scripts/extract_frames.py ---------------------------------------------------------
 
 def test_extract_frames_resumes_and_matches_video(tmp_path, capsys):

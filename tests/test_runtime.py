@@ -12,46 +12,15 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from stpr.export import export_run
 from stpr.runtime import cli as run_cli
 from stpr.runtime.sampling import centre_indices
 from stpr.runtime.bundle import load_bundle
-from stpr.runtime.manifest import BundleError
+from stpr.runtime.manifest import BundleError, seal_manifest
 from stpr.runtime.preprocess import preprocess
 from stpr.runtime.stream import FeatureRing, LatestFrame, StreamStalled
-from stpr.train import run as R
-from stpr.train.data.synthetic import SyntheticActions
 from stpr.train.restore import restore
 
-from helpers import fast_config
-
-
-def write_video(path: Path, clips: list[np.ndarray], size: int | None = None) -> Path:
-    """RGB clips (T, H, W, 3) -> one MJPG .avi (lossy, but decoding is deterministic)."""
-    h, w = clips[0].shape[1:3]
-    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 8, (size or w, size or h))
-    for clip in clips:
-        for f in clip:
-            f = cv2.cvtColor(f, cv2.COLOR_RGB2BGR)
-            out.write(cv2.resize(f, (size, size)) if size else f)
-    out.release()
-    return path
-
-
-def decode(path: Path) -> list[np.ndarray]:
-    cap, frames = cv2.VideoCapture(str(path)), []
-    while (r := cap.read())[0]:
-        frames.append(r[1])
-    return frames
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    root = tmp_path_factory.mktemp("rt")
-    R.run(fast_config(), root / "run")
-    export_run(root / "run", root / "bundle", fp16=True)
-    test = SyntheticActions("test", clips_per_class=4, seed=0)
-    return root, root / "run", root / "bundle", test
+from helpers import FakeLiveCapture, decode, write_video
 
 
 def invoke(*args: str):
@@ -98,7 +67,8 @@ def test_streaming_gives_one_event_per_step(demo, tmp_path, stride):
         assert len(e["routing"]) == 3 and sum(e["routing"].values()) == pytest.approx(1.0, abs=1e-4)
         assert e["frame"] % stride == 0
     assert "predictions" in res.output and "p99" in res.output
-    assert out.stat().st_size > 0 and len(decode(out)) == len(lines)
+    # An annotated copy of the input: every frame (also with --stride 2), at the source's 8 fps.
+    assert len(decode(out)) == 32 and cv2.VideoCapture(str(out)).get(cv2.CAP_PROP_FPS) == pytest.approx(8)
 
 
 def test_max_frames_and_fp16(demo, tmp_path):
@@ -147,30 +117,6 @@ def test_truncated_video_keeps_events_and_fails(demo, tmp_path):
         assert len(events.read_text().splitlines()) > 0  # what was predicted is kept
 
 
-class FakeLiveCapture:
-    """A live source that delivers `n` frames, then stalls (or raises Ctrl-C)."""
-
-    def __init__(self, frames: list[np.ndarray], then: str) -> None:
-        self.frames, self.then, self.i, self.released = frames, then, 0, False
-
-    def isOpened(self) -> bool:
-        return True
-
-    def read(self):
-        if self.i < len(self.frames):
-            self.i += 1
-            time.sleep(0.01)
-            return True, self.frames[self.i - 1]
-        if self.then == "interrupt":
-            return True, None
-        while not self.released:  # a camera that stops sending
-            time.sleep(0.05)
-        return False, None
-
-    def release(self) -> None:
-        self.released = True
-
-
 def _frames_bgr(test, n: int) -> list[np.ndarray]:
     clips = np.concatenate([test.raw_clip(i) for i in range(0, 4 * ((n + 7) // 8), 4)])[:n]
     return [cv2.cvtColor(f, cv2.COLOR_RGB2BGR) for f in clips]
@@ -213,8 +159,9 @@ def test_ctrl_c_exits_cleanly_with_summary(demo, tmp_path, monkeypatch):
 @pytest.mark.parametrize("damage, message", [
     ("missing", "'expert_1.onnx' is missing"),
     ("altered", "'anchors.npy' does not match its sha256"),
-    ("mismatched", "inconsistent: text_embeddings is (12, 64), manifest says (13, 64)"),
+    ("mismatched", "inconsistent: text_embeddings is (12, 64), manifest says (12, 65)"),
     ("schema", "bundle schema 99"),
+    ("edited", "does not match its manifest_sha256"),
 ])
 def test_bad_bundle_is_refused_with_the_problem(demo, tmp_path, damage, message):
     bundle = tmp_path / "b"
@@ -225,10 +172,14 @@ def test_bad_bundle_is_refused_with_the_problem(demo, tmp_path, damage, message)
     elif damage == "altered":
         (bundle / "anchors.npy").write_bytes((bundle / "anchors.npy").read_bytes()[:-4] + b"\0\0\0\1")
     elif damage == "mismatched":
-        manifest["dims"]["C"] = 13
+        manifest["dims"]["D"] = 65
     elif damage == "schema":
         manifest["schema_version"] = 99
-    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    # A consistent but wrong manifest (an exporter bug) is resealed; "edited" is a hand edit.
+    sealed = manifest if damage == "edited" else seal_manifest(manifest)
+    if damage == "edited":
+        manifest["routing"]["tau"] = 0.5
+    (bundle / "manifest.json").write_text(json.dumps(sealed))
     with pytest.raises(BundleError, match=message.replace("(", "\\(").replace(")", "\\)")):
         load_bundle(bundle)
     res = CliRunner().invoke(run_cli.main, ["--bundle", str(bundle), "--camera", "0", "--headless"])

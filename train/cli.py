@@ -13,7 +13,9 @@ from typing import Any, Iterable
 
 import click
 
-from .errors import StprError
+from stpr.runtime.signals import EXIT_SIGTERM, Terminated, sigterm_as_interrupt
+
+from .errors import StprError, missing_extra
 
 log = logging.getLogger("stpr")
 
@@ -135,8 +137,11 @@ def format_report(metrics: dict[str, Any], run_dir: Path) -> str:
 def main(config_name: str | None, epochs: str | None, out: Path | None, resume: bool, sets: tuple[str, ...],
          quiet: bool, **opts: Any) -> None:
     """Train StPR task after task and evaluate every seen task after each one."""
-    from . import run as run_mod
-    from .config import load_config
+    try:
+        from . import run as run_mod
+        from .config import load_config
+    except ModuleNotFoundError as e:
+        raise click.ClickException(str(missing_extra(e, "stpr-train", "train"))) from None
 
     try:
         overrides = _overrides(opts, epochs, sets)
@@ -160,12 +165,13 @@ def main(config_name: str | None, epochs: str | None, out: Path | None, resume: 
             click.echo(f"stpr-train: run directory {out}", err=True)
         quiet = quiet or not main_rank
         progress = (lambda it, d, t: it) if quiet else _tqdm_progress
-        metrics = run_mod.run(cfg, out, resume=resume, progress=progress, device=overrides.get("device"))
+        with sigterm_as_interrupt():  # stopped by a service manager: same clean exit as Ctrl-C
+            metrics = run_mod.run(cfg, out, resume=resume, progress=progress, device=overrides.get("device"))
     except StprError as e:
         raise click.ClickException(str(e)) from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         click.echo(f"\ninterrupted; finished tasks are saved. Continue with: stpr-train --resume --out {out}", err=True)
-        sys.exit(130)
+        sys.exit(EXIT_SIGTERM if isinstance(e, Terminated) else 130)
     if main_rank:
         click.echo(format_report(metrics, out))
 

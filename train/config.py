@@ -6,6 +6,7 @@ shrinks them to the built-in synthetic demo.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +105,58 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "method.distill": ("fssd", "uniform", "none"),
     "method.text_candidates": ("seen", "batch"),
 }
+
+
+# key -> (lowest, highest, whether the bounds themselves are allowed). What a value
+# outside gives is a traceback deep in the run or NaN metrics, after the run folder
+# was written; checked before anything is.
+RANGES: dict[str, tuple[float, float, bool, bool]] = {
+    "model.adapter_bottleneck": (1, math.inf, True, False),
+    "model.adapter_scale": (0, math.inf, True, False),
+    "model.adapter_dropout": (0, 1, True, False),
+    "model.expert_layers": (1, math.inf, True, False),
+    "model.expert_heads": (1, math.inf, True, False),
+    "model.expert_mlp_ratio": (0, math.inf, False, False),
+    "model.logit_scale": (0, math.inf, False, False),
+    "data.num_frames": (1, math.inf, True, False),
+    "data.clips_per_class_train": (1, math.inf, True, False),
+    "data.clips_per_class_test": (1, math.inf, True, False),
+    "data.workers": (0, math.inf, True, False),
+    "data.split": (1, 3, True, True),
+    "data.max_unreadable": (0, 1, True, True),
+    "data.holdout": (0, 1, False, False),
+    "optim.lr": (0, math.inf, False, False),
+    "optim.momentum": (0, 1, True, False),
+    "optim.weight_decay": (0, math.inf, True, False),
+    "optim.batch_size": (1, math.inf, True, False),
+    "optim.eval_batch_size": (1, math.inf, True, False),
+    "optim.epochs_base": (1, math.inf, True, False),
+    "optim.epochs_incremental": (1, math.inf, True, False),
+    "method.tau": (0, math.inf, False, False),
+    "method.lambda_fssd": (0, math.inf, True, False),
+    "method.fssd_eps": (0, math.inf, False, False),
+}
+
+
+def _range_text(lo: float, hi: float, lo_ok: bool, hi_ok: bool) -> str:
+    low = f"{'>=' if lo_ok else '>'} {lo:g}"
+    return low if math.isinf(hi) else f"{low} and {'<=' if hi_ok else '<'} {hi:g}"
+
+
+def check_ranges(cfg: Config) -> None:
+    """Every numeric setting inside its valid range (finite), else one StprError listing
+    each offending key, its value and the range."""
+    problems = []
+    for key, (lo, hi, lo_ok, hi_ok) in RANGES.items():
+        section, leaf = key.split(".")
+        v = getattr(getattr(cfg, section), leaf)
+        inside = (v > lo or (lo_ok and v == lo)) and (v < hi or (hi_ok and v == hi))
+        if not math.isfinite(v) or not inside:
+            problems.append(f"{key}={v!r} (must be {_range_text(lo, hi, lo_ok, hi_ok)})")
+    if not cfg.model.templates or any("{}" not in t for t in cfg.model.templates):
+        problems.append(f"model.templates={cfg.model.templates!r} (each prompt needs a {{}} for the class name)")
+    if problems:
+        raise StprError("config values out of range: " + "; ".join(problems))
 
 
 def valid_keys(cfg: Config | None = None) -> list[str]:
@@ -213,7 +266,9 @@ def load_config(name_or_path: str | None = None, overrides: dict[str, Any] | Non
         if not isinstance(data, dict):
             raise StprError(f"config {str(path)!r} must be a mapping of sections to keys")
         apply_overrides(cfg, flatten_keys(data))
-    return apply_overrides(cfg, overrides or {})
+    apply_overrides(cfg, overrides or {})
+    check_ranges(cfg)
+    return cfg
 
 
 def dump_config(cfg: Config) -> str:

@@ -28,7 +28,7 @@ from . import metrics as M
 from . import plots
 from stpr.runtime.atomic import atomic_write_json, atomic_write_text
 from .checkpoint import check_same_model, checkpoint_path, finished_tasks, load_checkpoint, save_checkpoint
-from .config import Config, apply_overrides, dump_config, flatten_keys
+from .config import Config, apply_overrides, check_ranges, dump_config, flatten_keys
 from .data.protocol import build_tasks, class_order, load_task_file
 from .data.registry import Splits, build_splits, check_dataset
 from .data.tasks import TaskSubset, check_classes_present
@@ -245,8 +245,16 @@ def saved_config(run_dir: Path) -> Config:
 
 
 def check_fresh_run_dir(run_dir: Path) -> None:
+    """A new run goes into a new or empty folder, never beside someone's files."""
     if (run_dir / "config.yaml").exists() or finished_tasks(run_dir):
         raise StprError(f"{str(run_dir)!r} already holds a run; pass --resume to continue it, or choose another --out")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise StprError(f"--out {str(run_dir)!r} is a file; choose a new or empty folder")
+    # train.log alone is what a run refused while building leaves: still a fresh folder.
+    others = sorted(p.name for p in run_dir.iterdir() if p.name != "train.log") if run_dir.is_dir() else []
+    if others:
+        raise StprError(f"--out {str(run_dir)!r} is not empty ({', '.join(others[:3])}"
+                        f"{', ...' if len(others) > 3 else ''}) and holds no run; choose a new or empty folder")
 
 
 def _drop_stale_temp_files(run_dir: Path) -> None:
@@ -273,6 +281,7 @@ def run(
     else:
         if cfg is None:
             raise ValueError("a new run needs a config")
+        check_ranges(cfg)  # also for configs built in Python, not only through load_config
         check_fresh_run_dir(run_dir)
     if device is not None:
         cfg.device = device

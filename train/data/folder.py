@@ -7,14 +7,16 @@ class's videos between splits) and the first ``holdout`` fraction is the test sp
 from __future__ import annotations
 
 import logging
+import os
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import StprError
-from .videos import VIDEO_EXTS, VideoClips
+from .videos import VIDEO_EXTS, VideoClips, scan
 
 __all__ = ["folder_dataset", "list_class_samples"]
 
@@ -45,9 +47,12 @@ def list_class_samples(root: Path) -> dict[str, list[Path]]:
 def folder_dataset(root: Path, train: bool, holdout: float = 0.2, seed: int = 0, **kw: Any) -> VideoClips:
     """The train or test part of a ``root/<class>/<sample>`` tree; classes sorted, 0-based.
 
-    A class with at least 2 samples puts ``round(holdout * n)`` of them (at least 1, at most
-    n - 1) in the test split; a class with fewer goes wholly to train, with a warning.
-    ``kw`` goes to ``VideoClips``.
+    The holdout is drawn among the class's *readable* samples: a class with at least 2
+    puts ``round(holdout * n)`` of them (at least 1, at most n - 1) in the test split; a
+    class with fewer goes wholly to train, with a warning. Unreadable samples are listed
+    in the train split, where ``VideoClips`` skips them and counts them against
+    ``max_unreadable``; they can never be a class's only test video. ``kw`` goes to
+    ``VideoClips``.
     """
     if not 0.0 < holdout < 1.0:
         raise StprError(f"holdout must be in (0, 1), got {holdout!r}")
@@ -58,12 +63,17 @@ def folder_dataset(root: Path, train: bool, holdout: float = 0.2, seed: int = 0,
     if not per_class:
         raise StprError(f"no class folders with videos under {root}; expected ROOT/<class>/<video or frame folder>")
     classes = list(per_class)  # sorted by list_class_samples
+    all_items = [p for items in per_class.values() for p in items]
+    with ThreadPoolExecutor(min(32, 4 * (os.cpu_count() or 1))) as pool:  # cached: VideoClips reuses it
+        readable = {p for p, (_, reason) in zip(all_items, pool.map(scan, all_items)) if reason is None}
     samples = []
     for label, cls in enumerate(classes):
-        items = per_class[cls]
+        items = [p for p in per_class[cls] if p in readable]
+        if train:
+            samples += [(p, label) for p in per_class[cls] if p not in readable]
         if len(items) < 2:
             if train:  # warn once, from the train split
-                log.warning("class %r has %d sample(s): all used for training, none held out", cls, len(items))
+                log.warning("class %r has %d readable sample(s): all used for training, none held out", cls, len(items))
             n_test = 0
         else:
             n_test = min(max(1, round(holdout * len(items))), len(items) - 1)

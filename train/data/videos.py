@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from stpr.runtime.clip import fill_from_earlier, grab_frames
 from stpr.runtime.preprocess import preprocess
 
 from ..errors import StprError
@@ -100,29 +101,15 @@ def read_frames(path: Path, indices: Sequence[int]) -> list[np.ndarray]:
                 raise StprError(f"could not read frame {files[i]}; re-extract {path} or remove it")
             cache[i] = img
         return [cache[i] for i in indices]
-    wanted, last = set(int(i) for i in indices), int(max(indices))
-    cache = {}
     cap = cv2.VideoCapture(str(path))
     try:
-        k = 0
-        while k <= last and cap.grab():
-            if k in wanted:
-                ok, img = cap.retrieve()
-                if ok:
-                    cache[k] = img
-            k += 1
+        cache, _ = grab_frames(cap, indices)
     finally:
         cap.release()
     if not cache:
         raise StprError(f"could not decode {path}, which read fine when the dataset was built; has it changed? "
                         f"Re-download or re-extract it, or remove it")
-    # The header frame count may overstate the decodable frames by a few (common in mp4s):
-    # indices past the real end repeat the nearest earlier sampled frame.
-    out, prev = [], cache[min(cache)]
-    for i in indices:
-        prev = cache.get(int(i), prev)
-        out.append(prev)
-    return out
+    return fill_from_earlier(indices, cache)
 
 
 class VideoClips(Dataset):

@@ -1,0 +1,128 @@
+"""Field rules of the manifest: every nested value the runtime reads, type- and range-checked.
+
+A hand-edited or foreign manifest must fail here with a `BundleError` naming the
+field (`preprocess.size is missing`, `routing.tau is 0: must be > 0`), not later as
+a traceback or as NaN scores in the events.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import PurePosixPath
+from typing import Any
+
+from .manifest import BundleError
+from .router import BUNDLE_ROUTING_MODES
+
+_MISSING = object()
+
+
+def _get(m: dict[str, Any], field: str) -> Any:
+    value: Any = m
+    for part in field.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return _MISSING
+        value = value[part]
+    return value
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
+
+
+def _count(m: dict[str, Any], field: str, problems: list[str]) -> int | None:
+    """An integer >= 1 (a size or a count)."""
+    v = _get(m, field)
+    if v is _MISSING:
+        problems.append(f"{field} is missing")
+    elif not _is_int(v) or v < 1:
+        problems.append(f"{field} is {v!r}: must be an integer >= 1")
+    else:
+        return v
+    return None
+
+
+def _positive(m: dict[str, Any], field: str, problems: list[str]) -> None:
+    v = _get(m, field)
+    if v is _MISSING:
+        problems.append(f"{field} is missing")
+    elif not _is_number(v) or v <= 0:
+        problems.append(f"{field} is {v!r}: must be a finite number > 0")
+
+
+def _file_name(m: dict[str, Any], field: str, v: Any, problems: list[str]) -> None:
+    """A name relative to the bundle folder, listed (with its sha256) under `files`."""
+    p = PurePosixPath(v) if isinstance(v, str) and v else None
+    if p is None or p.is_absolute() or ".." in p.parts:
+        problems.append(f"{field} is {v!r}: must be a file name inside the bundle")
+    elif v not in (m.get("files") or {}):
+        problems.append(f"{field} names {v!r}, which is not listed (with its sha256) under files")
+
+
+def _channels(m: dict[str, Any], field: str, positive: bool, problems: list[str]) -> None:
+    v = _get(m, field)
+    ok = isinstance(v, list) and len(v) == 3 and all(_is_number(x) and (x > 0 or not positive) for x in v)
+    if not ok:
+        need = "3 finite numbers > 0" if positive else "3 finite numbers"
+        problems.append(f"{field} is {'missing' if v is _MISSING else repr(v)}: must be {need} (R, G, B)")
+
+
+def _classes(m: dict[str, Any], C: int | None, K: int | None, problems: list[str]) -> None:
+    names, c2e = m.get("classes"), m.get("class_to_expert")
+    if not isinstance(names, list) or not all(isinstance(c, str) and c for c in names):
+        problems.append("classes must be a list of non-empty class names")
+    elif C is not None and len(names) != C:
+        problems.append(f"classes has {len(names)} names but dims.C is {C}")
+    if not isinstance(c2e, list) or not all(_is_int(k) for k in c2e):
+        bad = next((k for k in c2e if not _is_int(k)), c2e) if isinstance(c2e, list) else c2e
+        problems.append(f"class_to_expert must be a list of integer expert indices, found {bad!r}")
+    elif C is not None and len(c2e) != C:
+        problems.append(f"class_to_expert has {len(c2e)} entries but dims.C is {C}")
+    elif K is not None and any(not 0 <= k < K for k in c2e):
+        problems.append(f"class_to_expert holds {sorted(set(k for k in c2e if not 0 <= k < K))}: "
+                        f"expert indices must be in 0..{K - 1} (dims.K is {K})")
+
+
+def _model_files(m: dict[str, Any], K: int | None, problems: list[str]) -> None:
+    for key in ("backbone", "text_embeddings", "anchors") + (("backbone_fp16",) if "backbone_fp16" in m else ()):
+        _file_name(m, key, m.get(key), problems)
+    for key in ("experts",) + (("experts_fp16",) if "experts_fp16" in m else ()):
+        names = m.get(key)
+        if not isinstance(names, list):
+            problems.append(f"{key} must be a list of file names, one per expert")
+            continue
+        if K is not None and len(names) != K:
+            problems.append(f"{key} lists {len(names)} files but dims.K is {K}")
+        for i, name in enumerate(names):
+            _file_name(m, f"{key}[{i}]", name, problems)
+
+
+def check_fields(m: dict[str, Any]) -> None:
+    """Raise one `BundleError` listing every invalid field of manifest `m`."""
+    problems: list[str] = []
+    files = m.get("files")
+    if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+        problems.append("files must map each file name to its sha256")
+    C, _, K, T = (_count(m, f"dims.{k}", problems) for k in ("C", "D", "K", "T"))
+    _count(m, "preprocess.size", problems)
+    frames = _count(m, "preprocess.frames", problems)
+    if frames is not None and T is not None and frames != T:
+        problems.append(f"preprocess.frames is {frames} but dims.T is {T}")
+    _channels(m, "preprocess.mean", False, problems)
+    _channels(m, "preprocess.std", True, problems)
+    mode = _get(m, "routing.mode")
+    if mode not in BUNDLE_ROUTING_MODES:
+        problems.append(f"routing.mode is {None if mode is _MISSING else mode!r}: "
+                        f"must be one of {', '.join(BUNDLE_ROUTING_MODES)}")
+    _positive(m, "routing.tau", problems)
+    if mode == "td":  # the calibrated router's per-expert statistics
+        _file_name(m, "td_calibration", m.get("td_calibration"), problems)
+    _positive(m, "logit_scale", problems)
+    _classes(m, C, K, problems)
+    _model_files(m, K, problems)
+    if problems:
+        raise BundleError("the bundle's manifest.json is invalid: " + "; ".join(problems) +
+                          "; re-export the bundle with stpr-export")

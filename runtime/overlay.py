@@ -1,0 +1,55 @@
+"""The annotation drawn on frames for the window and `--output`: label, score, fps and
+one labelled bar per expert's routing weight, each on a dark box so it stays
+readable over bright scenes."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+_BOX = (0, 0, 0)  # BGR: black behind every text
+_LABEL, _TEXT, _BAR = (0, 255, 0), (255, 255, 255), (0, 200, 255)
+
+
+def _text_box(img: np.ndarray, text: str, org: tuple[int, int], scale: float, colour: tuple[int, int, int],
+              thickness: int) -> int:
+    """Text with its filled background box; returns the box's bottom y."""
+    (w, h), base = cv2.getTextSize(text, _FONT, scale, thickness)
+    x, y = org
+    pad = max(2, int(4 * scale))
+    cv2.rectangle(img, (x - pad, y - h - pad), (x + w + pad, y + base + pad), _BOX, -1)
+    cv2.putText(img, text, (x, y), _FONT, scale, colour, thickness, cv2.LINE_AA)
+    return y + base + pad
+
+
+def _routing_bars(img: np.ndarray, weights: list[float], scale: float) -> None:
+    """Bottom-left panel: one bar per expert, its index under it, on a dark box."""
+    h = img.shape[0]
+    bar_w, gap, bar_h = int(10 * scale + 2), int(4 * scale + 3), int(60 * scale)
+    small = max(0.3, 0.4 * scale)
+    (_, th), _ = cv2.getTextSize("0", _FONT, small, 1)
+    step = bar_w + gap
+    x0, bottom = 8, h - 8 - th - 4  # bars stand on the index row
+    cv2.rectangle(img, (x0 - 4, bottom - bar_h - 4), (x0 + len(weights) * step, h - 4), _BOX, -1)
+    for k, w in enumerate(weights):
+        x = x0 + k * step
+        top = bottom - int(bar_h * float(np.clip(w, 0.0, 1.0)))
+        cv2.rectangle(img, (x, top), (x + bar_w, bottom), _BAR, -1)
+        cv2.putText(img, str(k), (x, h - 8), _FONT, small, _TEXT, 1, cv2.LINE_AA)
+
+
+def draw_overlay(frame: np.ndarray, event: dict | None, fps: float) -> np.ndarray:
+    """A copy of `frame` with the latest prediction (`event`; None before the first one),
+    the fps and the routing weights drawn on it."""
+    out = frame.copy()
+    scale = max(0.35, out.shape[0] / 720)
+    thick = max(1, int(2 * scale))
+    y = int(28 * scale) + 4
+    if event is None:
+        _text_box(out, "filling the window...", (8, y), scale * 0.8, _TEXT, 1)
+        return out
+    label, score = event["top"][0]
+    below = _text_box(out, f"{label} {score:.2f}", (8, y), scale, _LABEL, thick)
+    _text_box(out, f"{fps:.1f} fps", (8, below + int(22 * scale) + 4), scale * 0.8, _TEXT, 1)
+    _routing_bars(out, list(event["routing"].values()), scale)
+    return out

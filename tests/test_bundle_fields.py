@@ -1,0 +1,82 @@
+"""A bundle whose manifest fields or arrays are wrong is refused with the field named,
+never a traceback or NaN scores; also when whoever damaged it updated the hashes."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from stpr.runtime import cli as run_cli
+from stpr.runtime.bundle import load_bundle
+from stpr.runtime.manifest import BundleError, seal_manifest, sha256_file
+
+
+def damaged(src, dst, edit) -> None:
+    """Copy the bundle, apply `edit(manifest, folder)`, refresh the file hashes and reseal
+    the manifest: only the field checks can catch what is left."""
+    shutil.copytree(src, dst)
+    m = json.loads((dst / "manifest.json").read_text())
+    edit(m, dst)
+    m["files"] = {name: sha256_file(dst / name) for name in m["files"]}
+    (dst / "manifest.json").write_text(json.dumps(seal_manifest(m)))
+
+
+def _save(folder, name, fn):
+    a = np.load(folder / name, allow_pickle=False)
+    fn(a)
+    np.save(folder / name, a, allow_pickle=False)
+
+
+CASES = {
+    "no preprocess.size": (lambda m, d: m["preprocess"].pop("size"), "preprocess.size is missing"),
+    "tau 0": (lambda m, d: m["routing"].update(tau=0), "routing.tau is 0: must be a finite number > 0"),
+    "frames 0": (lambda m, d: m["preprocess"].update(frames=0), "preprocess.frames is 0: must be an integer >= 1"),
+    "float class_to_expert": (lambda m, d: m["class_to_expert"].__setitem__(0, 0.5),
+                              "class_to_expert must be a list of integer expert indices, found 0.5"),
+    "expert out of range": (lambda m, d: m["class_to_expert"].__setitem__(0, 7), "class_to_expert holds [7]"),
+    "std 0": (lambda m, d: m["preprocess"].update(std=[0, 1, 1]), "preprocess.std is [0, 1, 1]"),
+    "file outside": (lambda m, d: m["experts"].__setitem__(0, "../expert_0.onnx"),
+                     "experts[0] is '../expert_0.onnx': must be a file name inside the bundle"),
+    "NaN anchor": (lambda m, d: _save(d, "anchors.npy", lambda a: a.__setitem__((0, 0), np.nan)),
+                   "'anchors.npy' (anchors) holds 1 NaN or inf values"),
+    "inf text": (lambda m, d: _save(d, "text_embeddings.npy", lambda a: a.__setitem__((2, 3), np.inf)),
+                 "'text_embeddings.npy' (text_embeddings) holds 1 NaN or inf values"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_field_is_a_bundle_error_naming_it(demo, tmp_path, case):
+    edit, message = CASES[case]
+    damaged(demo[2], tmp_path / "b", edit)
+    with pytest.raises(BundleError, match=message.replace("[", "\\[").replace("(", "\\(").replace(")", "\\)")):
+        load_bundle(tmp_path / "b")
+    events = tmp_path / "ev.jsonl"
+    res = CliRunner().invoke(run_cli.main, ["--bundle", str(tmp_path / "b"), "--camera", "0", "--headless",
+                                            "--jsonl", str(events)])
+    assert res.exit_code == 1 and message in res.output and "Traceback" not in res.output
+    assert not events.exists()  # refused before a single event (no bare NaN can reach it)
+
+
+def test_corrupt_onnx_with_updated_hash_is_named(demo, tmp_path):
+    def corrupt(m, d):
+        (d / "expert_1.onnx").write_bytes(b"\x08\x07garbage" * 100)
+
+    damaged(demo[2], tmp_path / "b", corrupt)
+    res = CliRunner().invoke(run_cli.main, ["--bundle", str(tmp_path / "b"), "--camera", "0", "--headless"])
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert "onnxruntime cannot load 'expert_1.onnx'" in res.output and "re-export the bundle" in res.output
+
+
+def test_a_bundle_refused_for_its_manifest_can_be_replaced_with_force(demo, tmp_path):
+    from stpr.export import export_run
+
+    out = tmp_path / "b"
+    shutil.copytree(demo[2], out)
+    m = json.loads((out / "manifest.json").read_text())
+    m["routing"]["tau"] = 0.5  # hand edit: the manifest no longer matches its sha256
+    (out / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="does not match its manifest_sha256"):
+        load_bundle(out)
+    export_run(demo[1], out, task=0, force=True)
+    assert load_bundle(out).manifest["source"]["task"] == 0

@@ -1,0 +1,74 @@
+"""Clip mode's decoding keeps T frames, not the video; the overlay stays readable."""
+import tracemalloc
+
+import cv2
+import numpy as np
+import pytest
+
+from stpr.runtime.clip import clip_frames
+from stpr.runtime.overlay import draw_overlay
+from stpr.runtime.sampling import centre_indices
+from stpr.runtime.stream import SourceFailed
+
+
+class LongVideo:
+    """cv2.VideoCapture's file interface over `n` generated 240x320 frames (frame k is
+    filled with k % 256), made on demand like a decoder does."""
+
+    def __init__(self, n: int, header: int | None = None) -> None:
+        self.n, self.header, self.k = n, n if header is None else header, -1
+
+    def get(self, prop: int) -> float:
+        return float(self.header) if prop == cv2.CAP_PROP_FRAME_COUNT else 25.0
+
+    def grab(self) -> bool:
+        self.k += 1
+        return self.k < self.n
+
+    def retrieve(self):
+        return True, np.full((240, 320, 3), self.k % 256, np.uint8)
+
+    def read(self):
+        return (True, self.retrieve()[1]) if self.grab() else (False, None)
+
+    def release(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("header", [None, 0])  # 0: a container without a frame count
+def test_clip_mode_memory_does_not_grow_with_the_video(header):
+    tracemalloc.start()
+    frames, n = clip_frames(lambda: LongVideo(600, header), "long.mp4", 8)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    # 600 frames of 230 KB would be 138 MB; the 8 sampled ones are 1.8 MB.
+    assert peak < 8 * 2**20, f"peak {peak / 2**20:.1f} MiB"
+    assert n == 600 and [int(f[0, 0, 0]) for f in frames] == [i % 256 for i in centre_indices(600, 8)]
+
+
+def test_clip_of_a_truncated_file_is_a_source_failure():
+    with pytest.raises(SourceFailed, match="stopped at frame 100 of 600"):
+        clip_frames(lambda: LongVideo(100, header=600), "cut.mp4", 8)
+
+
+EVENT = {"top": [["circle moving up", 0.91]], "routing": {"expert_0": 0.1, "expert_1": 0.7, "expert_2": 0.2}}
+
+
+def test_label_has_a_dark_box_over_a_bright_scene():
+    white = np.full((240, 320, 3), 255, np.uint8)
+    out = draw_overlay(white, EVENT, 25.0)
+    box = out[4:16, 8:90]
+    assert (box < 60).all(axis=2).mean() > 0.5  # mostly dark behind the text
+    assert (box[:, :, 1] > 150).any()  # and the green label is on it
+
+
+def test_routing_bars_carry_their_expert_index():
+    white = np.full((240, 320, 3), 255, np.uint8)
+    out = draw_overlay(white, EVENT, 25.0)
+    weights_only = draw_overlay(white, {**EVENT, "routing": {"expert_0": 0.0, "expert_1": 0.0, "expert_2": 0.0}},
+                                25.0)
+    strip = out[-14:-4, 4:60]  # the index row under the bars
+    assert (strip > 200).all(axis=2).sum() > 5  # white digits on the dark panel
+    # The bar heights follow the weights: expert 1 (0.7) stands taller than expert 0 (0.1).
+    bars = (np.abs(out.astype(int) - weights_only).sum(axis=2) > 0)[:, :60].sum(axis=0)
+    assert bars.max() > 0 and bars[22:30].max() > bars[8:16].max()
