@@ -42,6 +42,9 @@ CASES = {
                    "'anchors.npy' (anchors) holds 1 NaN or inf values"),
     "inf text": (lambda m, d: _save(d, "text_embeddings.npy", lambda a: a.__setitem__((2, 3), np.inf)),
                  "'text_embeddings.npy' (text_embeddings) holds 1 NaN or inf values"),
+    "td without calibration": (lambda m, d: m.pop("td_calibration"), "td_calibration is None: must be a file name"),
+    "calibration spread 0": (lambda m, d: _save(d, "td_calibration.npy", lambda a: a.__setitem__((0, -1), 0.0)),
+                             "a score spread <= 0"),
 }
 
 
