@@ -122,8 +122,9 @@ def format_report(metrics: dict[str, Any], run_dir: Path) -> str:
 @click.option("--split", type=click.IntRange(1, 3), help="UCF101/HMDB51 official split [1].")
 @click.option("--protocol", help="Tasks as 'A+BxC' (base A, then C tasks of B classes) or 'BxC'.")
 @click.option("--model", help="open_clip model: ViT-B-16-quickgelu (paper), stpr-tiny (demo).")
-@click.option("--pretrained", help="none | openai | PATH to a local weights file.")
-@click.option("--routing", type=click.Choice(["td", "avg", "clip", "adapter", "oracle"]), help="Expert routing.")
+@click.option("--pretrained", help="none | openai | synthetic-shapes (stpr-tiny, packaged) | PATH to a weights file.")
+@click.option("--routing", type=click.Choice(["td", "td-raw", "avg", "clip", "adapter", "oracle"]),
+              help="Expert routing: td (calibrated), td-raw (the paper's Eq. 11), avg, clip, adapter, oracle (analysis).")
 @click.option("--distill", type=click.Choice(["fssd", "uniform", "none"]), help="Adapter distillation.")
 @click.option("--lambda", "lambda_", type=float, help="Weight of the FSSD loss.")
 @click.option("--epochs", help="Epochs: N for every task, or BASE,INCREMENTAL (paper: 60,30).")
