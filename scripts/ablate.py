@@ -182,11 +182,12 @@ def _stat(values: Sequence[float | None]) -> tuple[float | None, float | None]:
     return float(np.mean(v)), float(np.std(v))  # population std over seeds
 
 
-def row(table: str, variant: str, per_seed: Sequence[dict[str, Any]]) -> Row:
+def row(table: str, variant: str, per_seed: Sequence[dict[str, Any]], routed: bool = True) -> Row:
     """One table row: mean and std over seeds of Acc, BWF and (where routed) task identification."""
     out: Row = {"table": table, "variant": variant, "seeds": len(per_seed)}
-    for key in ("acc", "bwf", "task_id_accuracy"):
-        out[f"{key}_mean"], out[f"{key}_std"] = _stat([m.get(key) for m in per_seed])
+    for key in ("acc", "bwf", "task_id_accuracy", "drift"):
+        vals = [m.get(key) for m in per_seed] if routed or key != "task_id_accuracy" else []
+        out[f"{key}_mean"], out[f"{key}_std"] = _stat(vals)
     return out
 
 
@@ -196,12 +197,13 @@ def build_rows(seeds: Sequence[dict[str, Any]]) -> list[Row]:
     def each(get) -> list[dict[str, Any]]:  # noqa: ANN001
         return [get(r) for r in seeds]
 
-    rows = [row("components", "frame mean only", each(lambda r: r["distill"]["fssd"]["spatial_only"])),
+    rows = [row("components", "frame mean only", each(lambda r: r["distill"]["fssd"]["spatial_only"]), routed=False),
             row("components", "adapters + TD-MoE, no distillation", each(lambda r: r["distill"]["none"])),
             row("components", "FSSD + avg routing", each(lambda r: r["routing"]["avg"])),
-            row("components", "full StPR (FSSD + TD-MoE)", each(lambda r: r["routing"]["td"]))]
+            row("components", "full StPR (FSSD + TD-MoE)",  # the fssd run itself: its drift too
+                each(lambda r: {**r["routing"]["td"], "drift": r["distill"]["fssd"].get("drift")}))]
     if all("joint" in r for r in seeds):
-        rows.append(row("components", JOINT_LABEL, each(lambda r: r["joint"])))
+        rows.append(row("components", JOINT_LABEL, each(lambda r: r["joint"]), routed=False))  # one task: no routing
     rows += [row("routing", mode, each(lambda r, m=mode: r["routing"][m])) for mode in ROUTINGS]
     rows += [row("routing", ORACLE_LABEL, each(lambda r: r["routing"][ORACLE]))]
     rows += [row("distillation", d, each(lambda r, d=d: r["distill"][d])) for d in DISTILLS]
@@ -212,7 +214,7 @@ def build_rows(seeds: Sequence[dict[str, Any]]) -> list[Row]:
 
 JOINT_LABEL = "joint training (upper bound: every class in one task)"
 FIELDS = ["table", "variant", "seeds", "acc_mean", "acc_std", "bwf_mean", "bwf_std",
-          "task_id_accuracy_mean", "task_id_accuracy_std"]
+          "task_id_accuracy_mean", "task_id_accuracy_std", "drift_mean", "drift_std"]
 
 
 def to_csv(rows: list[Row]) -> str:
@@ -240,12 +242,14 @@ def to_markdown(rows: list[Row], cfg: Config, seeds: Sequence[int], command: str
              f"model {cfg.model.name} (pretrained {cfg.model.pretrained}), epochs {o.epochs_base}/"
              f"{o.epochs_incremental} (base/incremental), seeds {' '.join(map(str, seeds))}: mean ± std over "
              "seeds. Acc: class-weighted top-1 (%) after the last task; BWF: backward forgetting (lower is "
-             "better); task id: share of test videos whose top-weighted expert is their task's.",
+             "better); task id: share of test videos whose top-weighted expert is their task's; drift: "
+             "mean relative change (%) of old tasks' test-frame features since the end of their task "
+             "(a property of the trained run, so n/a where only the routing changes).",
              "", f"Command: `{command}`", ""]
     for table, (title, label) in TITLES.items():
-        lines += [f"## {title}", "", f"| {label} | Acc | BWF | task id |", "|---|---:|---:|---:|"]
-        lines += [f"| {r['variant']} | {_fmt(r, 'acc')} | {_fmt(r, 'bwf')} | {_fmt(r, 'task_id_accuracy')} |"
-                  for r in rows if r["table"] == table]
+        lines += [f"## {title}", "", f"| {label} | Acc | BWF | task id | drift |", "|---|---:|---:|---:|---:|"]
+        lines += [f"| {r['variant']} | {_fmt(r, 'acc')} | {_fmt(r, 'bwf')} | {_fmt(r, 'task_id_accuracy')} "
+                  f"| {_fmt(r, 'drift')} |" for r in rows if r["table"] == table]
         lines.append("")
     return "\n".join(lines)
 

@@ -52,7 +52,7 @@ def test_ablation_tables_and_reuse(ablate, tmp_path, capsys):
         got.setdefault(r["table"], []).append(r["variant"])
         assert r["seeds"] == "2" and 0 <= float(r["acc_mean"]) <= 100 and float(r["acc_std"]) >= 0
         if r["variant"].startswith("joint"):
-            assert r["bwf_mean"] == ""  # one task: nothing to forget
+            assert r["bwf_mean"] == "" and r["task_id_accuracy_mean"] == ""  # one task: nothing to forget or route
         else:
             assert -100 <= float(r["bwf_mean"]) <= 100
         assert f"| {r['variant']} | {float(r['acc_mean']):.1f} ± {float(r['acc_std']):.1f} |" in md
