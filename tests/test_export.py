@@ -207,3 +207,26 @@ def test_cli_prints_files_and_parity(demo_run, tmp_path):
     assert "backbone.onnx" in res.output and "Parity fp32: top-1 agreement 100.00%" in res.output
     bad = CliRunner().invoke(export_main, [str(demo_run), "--out", str(tmp_path / "b"), "--opset", "13"])
     assert bad.exit_code != 0 and "LayerNormalization needs opset >= 17" in bad.output
+
+
+def test_bundle_router_matches_pytorch_with_its_calibration(demo_run, demo_bundle):
+    """The calibrated td router as the device runs it (bundle arrays, NumPy) against the
+    trained model's PyTorch router, on the same features: weights and logits to 1e-5."""
+    from stpr.runtime.bundle import load_bundle
+    from stpr.runtime.router import classify
+    from stpr.train.restore import restore
+
+    r = restore(demo_run, None)
+    m = r.learner.model.eval()
+    b = load_bundle(demo_bundle.bundle)
+    assert b.routing == "td" and b.calibration is not None
+    feats = torch.randn(6, 8, m.dim, generator=torch.Generator().manual_seed(0))  # (B, T, D)
+    with torch.no_grad():
+        ref = m.classify_features(feats, "td", r.cfg.method.td_tau)
+        z = m.expert_outputs(feats)
+    out = classify(feats.numpy(), z.numpy(), b.text_embeddings, b.class_to_expert, b.anchors, b.routing, b.tau,
+                   b.logit_scale, b.calibration)
+    np.testing.assert_allclose(out["weights"], ref["weights"].numpy(), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(out["logits"], ref["logits"].numpy(), atol=1e-5 * m.logit_scale, rtol=1e-5)
+    # and the weights are not trivially uniform: the calibration is doing something
+    assert float(np.abs(out["weights"] - 1.0 / z.shape[1]).max()) > 0.05
