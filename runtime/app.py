@@ -7,7 +7,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Iterable, Iterator
+from typing import IO, TYPE_CHECKING, Iterable, Iterator
 
 import cv2
 import numpy as np
@@ -16,6 +16,9 @@ from .preprocess import preprocess
 from .recognizer import Recognizer
 from .sampling import centre_indices
 from .stream import FeatureRing
+
+if TYPE_CHECKING:
+    from .watch import BundleWatcher
 
 STAGES = ("preprocess", "backbone", "experts", "router", "total")
 
@@ -88,11 +91,14 @@ def draw_overlay(frame: np.ndarray, event: dict, fps: float) -> np.ndarray:
 
 
 def stream(rec: Recognizer, frames: Iterable[tuple[int, np.ndarray]], *, stride: int, smooth: int, topk: int,
-           events: EventLog, summary: Summary, on_event=None, max_frames: int | None = None) -> None:
-    """Run the backbone once per frame entering the ring; predict once the ring is full."""
+           events: EventLog, summary: Summary, on_event=None, max_frames: int | None = None,
+           watcher: "BundleWatcher | None" = None) -> None:
+    """Run the backbone once per frame entering the ring; predict once the ring is full.
+    With a `watcher`, a new bundle it offers is swapped in between two steps."""
     b = rec.bundle
     ring = FeatureRing(b.frames, b.dim)
     recent: deque[np.ndarray] = deque(maxlen=max(1, smooth))
+    inputs: deque[np.ndarray] = deque(maxlen=b.frames)  # the ring's frames, preprocessed: a swap re-encodes them
     for index, frame in frames:
         summary.frames += 1
         if max_frames is not None and summary.frames > max_frames:
@@ -100,8 +106,15 @@ def stream(rec: Recognizer, frames: Iterable[tuple[int, np.ndarray]], *, stride:
             break
         if index % stride:
             continue
+        if watcher is not None:
+            rec, new_ring = watcher.between_steps(rec, inputs, index, events.write, summary.started)
+            if new_ring is not None:
+                b, ring = rec.bundle, new_ring
+                recent.clear()  # scores of another class list cannot be averaged in
         t0 = time.perf_counter()
         x = preprocess(frame, b.size, b.mean, b.std)[None]
+        if watcher is not None:
+            inputs.append(x[0])
         t1 = time.perf_counter()
         ring.push(rec.frame_features(x)[0])
         t2 = time.perf_counter()

@@ -12,9 +12,11 @@ import numpy as np
 
 from .app import EventLog, Summary, classify_clip, draw_overlay, stream
 from .backends import DeviceUnavailable
-from .bundle import load_bundle
+from .bundle import Bundle, load_bundle
+from .experts import EXPERT_VARIANTS
 from .manifest import BundleError
 from .recognizer import Recognizer
+from .watch import BundleWatcher
 from .stream import LatestFrame, SourceError, StreamStalled, frames_from_capture, frames_from_folder, open_capture
 
 EXIT_STREAM = 3  # the source failed mid-way (stalled, truncated): results so far are kept
@@ -59,6 +61,11 @@ def _source(camera: int | None, video: Path | None, frames: Path | None, url: st
 @click.option("--backend", type=click.Choice(["ort", "trt"]), default="ort", show_default=True)
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--fp16", is_flag=True, help="Use the bundle's fp16 files / engines.")
+@click.option("--experts", "experts_variant", type=click.Choice(EXPERT_VARIANTS),
+              help="Expert weights: fp32, fp16 (GPU), int8 (CPU, from stpr-export --int8) [that of the backbone].")
+@click.option("--watch", is_flag=True, help="Follow --bundle (a symlink from stpr-export --publish) and swap in "
+              "each new bundle between two steps.")
+@click.option("--watch-interval", type=float, default=2.0, show_default=True, help="Seconds between --watch checks.")
 @click.option("--stride", type=int, default=1, show_default=True, help="A frame enters the window every S frames.")
 @click.option("--smooth", type=int, default=1, show_default=True, help="Average scores over the last N steps.")
 @click.option("--topk", type=int, default=3, show_default=True)
@@ -69,17 +76,26 @@ def _source(camera: int | None, video: Path | None, frames: Path | None, url: st
 @click.option("--max-frames", type=int, help="Stop after N source frames.")
 @click.option("--timeout", type=float, default=5.0, show_default=True, help="Seconds without a live frame = stalled.")
 def main(url: str | None, bundle_dir: Path, camera: int | None, video: Path | None, frames_dir: Path | None,
-         backend: str, device: str, fp16: bool, stride: int, smooth: int, topk: int, clip: bool, headless: bool,
+         backend: str, device: str, fp16: bool, experts_variant: str | None, watch: bool, watch_interval: float,
+         stride: int, smooth: int, topk: int, clip: bool, headless: bool,
          output: Path | None, jsonl: Path | None, max_frames: int | None, timeout: float) -> None:
     """Recognise actions from a camera, video, frame folder or stream URL."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     logging.getLogger("stpr.runtime.backends").setLevel(logging.INFO)
+    logging.getLogger("stpr.runtime.watch").setLevel(logging.INFO)
     source = _source(camera, video, frames_dir, url)
     if stride < 1 or smooth < 1 or topk < 1:
         raise click.UsageError("--stride, --smooth and --topk must be at least 1")
+    if watch and (clip or watch_interval <= 0):
+        raise click.UsageError("--watch follows a bundle while streaming: not with --clip, and --watch-interval > 0")
+
+    def start_recognizer(b: Bundle) -> Recognizer:
+        return Recognizer(b, backend, device, fp16, experts_variant).__enter__()
+
+    watcher = BundleWatcher(bundle_dir, start_recognizer, watch_interval) if watch else None
     try:
-        bundle = load_bundle(bundle_dir)
-        recognizer = Recognizer(bundle, backend, device, fp16)
+        bundle = load_bundle(watcher.resolved if watcher else bundle_dir)  # watching: the folder the link names now
+        recognizer = Recognizer(bundle, backend, device, fp16, experts_variant)
     except (BundleError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     if not headless and not os.environ.get("DISPLAY") and sys.platform.startswith("linux"):
@@ -88,17 +104,23 @@ def main(url: str | None, bundle_dir: Path, camera: int | None, video: Path | No
     code = 0
     try:
         with recognizer as rec:
-            click.echo(f"stpr-run: {len(bundle.classes)} classes, {len(rec.experts)} experts, "
+            click.echo(f"stpr-run: {len(bundle.classes)} classes, {len(bundle.manifest['experts'])} experts "
+                       f"({rec.variant}{', fused' if rec.experts.fused else ''}), "
                        f"backend {backend} on {rec.providers}", err=True)
             if clip:
                 code = _run_clip(rec, source, topk, events, summary)
             else:
+                if watcher is not None:
+                    watcher.serving_bundle = bundle
+                    watcher.start()
                 code = _run_stream(rec, source, stride, smooth, topk, events, summary, output, headless,
-                                   max_frames, timeout)
+                                   max_frames, timeout, watcher)
     except (SourceError, DeviceUnavailable, BundleError) as e:
         events.close()
         raise click.ClickException(str(e)) from None
     finally:
+        if watcher is not None:
+            watcher.stop()
         events.close()
     click.echo(summary.text(), err=True)
     sys.exit(code)
@@ -133,7 +155,8 @@ def _frames(source, timeout: float) -> tuple[Iterator[tuple[int, np.ndarray]], L
 
 
 def _run_stream(rec: Recognizer, source, stride: int, smooth: int, topk: int, events: EventLog, summary: Summary,
-                output: Path | None, headless: bool, max_frames: int | None, timeout: float) -> int:
+                output: Path | None, headless: bool, max_frames: int | None, timeout: float,
+                watcher: BundleWatcher | None = None) -> int:
     import cv2
 
     frames, grabber = _frames(source, timeout)
@@ -150,7 +173,7 @@ def _run_stream(rec: Recognizer, source, stride: int, smooth: int, topk: int, ev
 
     try:
         stream(rec, frames, stride=stride, smooth=smooth, topk=topk, events=events, summary=summary,
-               on_event=show, max_frames=max_frames)
+               on_event=show, max_frames=max_frames, watcher=watcher)
     except KeyboardInterrupt:
         click.echo("\ninterrupted", err=True)
         return 130
