@@ -109,3 +109,27 @@ def test_missing_variant_says_how_to_export_it(variants, tmp_path):
     res = CliRunner().invoke(run_cli.main, ["--bundle", str(variants[1].bundle), "--camera", "0", "--headless",
                                             "--experts", "int8", "--backend", "trt"])
     assert res.exit_code != 0 and "with --backend trt use --experts fp16" in res.output
+
+
+def test_tensorrt_path_builds_and_serves_the_fused_fp16_graph(variants, tmp_path, monkeypatch):
+    """Engines are built for the fused fp16 graph too, and --backend trt --fp16 serves it
+    (checked without TensorRT: the runner is lazy until entered, the build is recorded)."""
+    from stpr.export.bundle import ExportResult, write_engines
+    from stpr.runtime import trt_build
+
+    root, res = variants
+    b = load_bundle(res.bundle)
+    rec = Recognizer(b, backend="trt", fp16=True)
+    spec = rec.experts.runners[0].spec
+    assert rec.experts.fused and spec.onnx_path.name == "experts.fp16.onnx" and spec.fp16
+    assert (spec.input_name, spec.max_shape) == ("features", (8, 8, 64))
+    built = []
+
+    def fake_build(spec, engine_dir, cache):
+        built.append(spec.onnx_path.name)
+        return res.bundle / spec.onnx_path.name  # a path inside the bundle, as a real engine would be
+
+    monkeypatch.setattr(trt_build, "build_engine", fake_build)
+    engines = write_engines(res.bundle, b.manifest, ExportResult(bundle=res.bundle))["engines"]
+    assert "experts.fp16.onnx" in built and set(engines) == set(built)
+    assert len(built) == 1 + 3 + 1  # backbone, each expert, the fused graph
