@@ -7,12 +7,13 @@ fp16 twins), then on onnxruntime CPU, in ONE process and against the SAME backbo
 session, times alternately:
   - one backbone frame (preprocess + backbone): the denominator;
   - a streaming step (one new frame + the K experts on the T-frame window + router)
-    with the experts as fp32 per-expert files, the fused fp32 graph, the fused int8 graph.
+    with the experts as fp32 per-expert files, the fused fp32 graph, the fused int8 graph,
+in a shuffled order each round.
 Reports step / frame per variant (target <= 1.15 with 26 experts), the experts alone,
 the bundle size per variant, and the peak RSS of a process serving each variant alone
 (measured in a child process each, so the variants do not add up).
 
-    python scripts/bench_runtime.py [--experts 26] [--repeats 20] [--model ViT-B-16]
+    python scripts/bench_runtime.py [--experts 26] [--repeats 20] [--model ViT-B-16] [--keep DIR]
 """
 from __future__ import annotations
 
@@ -123,28 +124,37 @@ def measure(bundle_dir: Path, repeats: int, threads: int) -> dict:
         def backbone_frame() -> None:
             rec.frame_features(preprocess(camera, b.size, b.mean, b.std)[None])
 
-        def step(name: str) -> float:
+        def step(name: str) -> tuple[float, float]:
             rec.experts = runners[name]
+            t0 = time.perf_counter()
             ring.push(rec.frame_features(preprocess(camera, b.size, b.mean, b.std)[None])[0])
-            return rec.classify(ring.window()[None])["experts_ms"]
+            frame_ms = 1000 * (time.perf_counter() - t0)
+            return rec.classify(ring.window()[None])["experts_ms"], frame_ms
 
         fns = {"backbone_frame": backbone_frame, **{f"step_{n}": (lambda n=n: step(n)) for n in runners}}
         for fn in fns.values():
             fn()  # warm-up
         times: dict[str, list[float]] = {k: [] for k in fns}
         experts_ms: dict[str, list[float]] = {n: [] for n in runners}
+        frame_in_step_ms: dict[str, list[float]] = {n: [] for n in runners}
+        order = np.random.default_rng(2)
         for _ in range(repeats):
-            for name, fn in fns.items():
+            # A new order every round: what ran just before a call changes its time (by up
+            # to 10 % here), and a fixed order would hand that bias to one variant.
+            for name in order.permutation(list(fns)):
+                fn = fns[name]
                 t0 = time.perf_counter()
                 got = fn()
                 times[name].append(1000 * (time.perf_counter() - t0))
                 if name.startswith("step_"):
-                    experts_ms[name[5:]].append(got)
+                    experts_ms[name[5:]].append(got[0])
+                    frame_in_step_ms[name[5:]].append(got[1])
         for r in runners.values():
             r.__exit__(None)
     med = {k: round(statistics.median(v), 2) for k, v in times.items()}
     frame = med["backbone_frame"]
     return {"median_ms": med, "experts_only_median_ms": {n: round(statistics.median(v), 2) for n, v in experts_ms.items()},
+            "frame_within_step_median_ms": {n: round(statistics.median(v), 2) for n, v in frame_in_step_ms.items()},
             "step_over_backbone_frame": {n: round(med[f"step_{n}"] / frame, 3) for n in runners},
             "target_step_over_frame": TARGET,
             "target_met": {n: med[f"step_{n}"] / frame <= TARGET for n in runners}}
@@ -176,6 +186,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--model", default="ViT-B-16")
     ap.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: its default)")
+    ap.add_argument("--keep", type=Path, help="Build the bundle into this folder and keep it; reuse it if there.")
     ap.add_argument("--rss-child", nargs=3, metavar=("BUNDLE", "VARIANT", "FUSED"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -187,7 +198,10 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        bundle = make_bundle(Path(tmp), args.model, args.experts)
+        root = args.keep or Path(tmp)
+        bundle = root / f"{args.model}-{args.experts}"
+        if not (bundle / "manifest.json").exists():
+            bundle = make_bundle(root, args.model, args.experts)
         build_s = round(time.perf_counter() - t0, 1)
         result = measure(bundle, args.repeats, args.threads)
         rss = {}
