@@ -85,8 +85,17 @@ def sizes_mib(bundle: Path) -> dict:
     """On-disk size per variant: the files a device serving it loads, and the whole bundle."""
     from stpr.runtime.experts import expert_files
 
+    import onnx
+
     m = json.loads((bundle / "manifest.json").read_text())
-    mib = lambda names: round(sum((bundle / n).stat().st_size for n in names) / 2**20, 1)  # noqa: E731
+
+    def mib(names: list[str]) -> float:  # the files and the external weight files they point at, each once
+        files = set(names)
+        for n in (n for n in names if n.endswith(".onnx")):
+            model = onnx.load(str(bundle / n), load_external_data=False)
+            files |= {e.value for t in model.graph.initializer for e in t.external_data if e.key == "location"}
+        return round(sum((bundle / n).stat().st_size for n in files) / 2**20, 1)
+
     out = {}
     for name, backbone, variant, fused in (("fp32_per_expert", "backbone", "fp32", False),
                                            ("fp32_fused", "backbone", "fp32", True),
@@ -94,7 +103,7 @@ def sizes_mib(bundle: Path) -> dict:
                                            ("int8_fused", "backbone", "int8", True)):
         files = expert_files(m, variant, fused)[0]
         out[name] = {"experts_mib": mib(files), "with_backbone_mib": mib([m[backbone], *files])}
-    out["whole_bundle_mib (stpr-export --fp16 --int8)"] = mib(m["files"])
+    out["whole_bundle_mib (stpr-export --fp16 --int8)"] = mib(list(m["files"]))
     return out
 
 

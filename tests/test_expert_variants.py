@@ -1,5 +1,6 @@
 """Fused experts graph and the fp16 / int8 expert variants: export, parity gate, stpr-run --experts."""
 import json
+import os
 
 import numpy as np
 import onnx
@@ -59,8 +60,23 @@ def test_every_variant_passes_the_parity_gate(variants):
     assert report["fp32_fused"]["top1_agreement"] == 1.0 and report["fp32_fused"]["logit_max_abs_diff"] < 1e-3
     for name in ("fp16", "fp16_fused", "int8"):
         assert report[name]["top1_agreement"] >= 0.99, name
-    int8, fp32 = (res.bundle / "experts.int8.onnx").stat().st_size, (res.bundle / "experts.onnx").stat().st_size
-    assert int8 < 0.5 * fp32  # int8 weights: a quarter of the MatMul bytes, plus float32 norms and biases
+    size = lambda name: (res.bundle / name).stat().st_size  # noqa: E731
+    fp32 = size("experts.onnx") + size("experts.onnx.data")
+    assert size("experts.int8.onnx") < 0.5 * fp32  # int8 weights: a quarter of the MatMul bytes, plus norms, biases
+
+
+def test_expert_weights_are_stored_once(variants):
+    """The per-expert files point at the fused graph's weight file instead of repeating it."""
+    root, res = variants
+    out = res.bundle
+    data = (out / "experts.onnx.data").stat().st_size
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (out / "experts.onnx.data").stat().st_mode & 0o777 == 0o666 & ~umask  # readable as open() makes it
+    assert sum((out / f"expert_{k}.onnx").stat().st_size for k in range(3)) < 0.1 * data
+    for name, data in (("expert_1.onnx", "experts.onnx.data"), ("expert_1.fp16.onnx", "experts.fp16.onnx.data")):
+        model = onnx.load(str(out / name), load_external_data=False)
+        assert {e.value for t in model.graph.initializer for e in t.external_data if e.key == "location"} == {data}
 
 
 def test_failing_int8_parity_writes_nothing(variants, tmp_path, monkeypatch):
