@@ -133,12 +133,16 @@ def measure(bundle_dir: Path, repeats: int, threads: int) -> dict:
         def backbone_frame() -> None:
             rec.frame_features(preprocess(camera, b.size, b.mean, b.std)[None])
 
+        router_ms: dict[str, list[float]] = {n: [] for n in runners}
+
         def step(name: str) -> tuple[float, float]:
             rec.experts = runners[name]
             t0 = time.perf_counter()
             ring.push(rec.frame_features(preprocess(camera, b.size, b.mean, b.std)[None])[0])
             frame_ms = 1000 * (time.perf_counter() - t0)
-            return rec.classify(ring.window()[None])["experts_ms"], frame_ms
+            out = rec.classify(ring.window()[None])
+            router_ms[name].append(out["router_ms"])
+            return out["experts_ms"], frame_ms
 
         fns = {"backbone_frame": backbone_frame, **{f"step_{n}": (lambda n=n: step(n)) for n in runners}}
         for fn in fns.values():
@@ -146,6 +150,8 @@ def measure(bundle_dir: Path, repeats: int, threads: int) -> dict:
         times: dict[str, list[float]] = {k: [] for k in fns}
         experts_ms: dict[str, list[float]] = {n: [] for n in runners}
         frame_in_step_ms: dict[str, list[float]] = {n: [] for n in runners}
+        for v in router_ms.values():
+            v.clear()  # drop the warm-up
         order = np.random.default_rng(2)
         for _ in range(repeats):
             # A new order every round: what ran just before a call changes its time (by up
@@ -164,6 +170,7 @@ def measure(bundle_dir: Path, repeats: int, threads: int) -> dict:
     frame = med["backbone_frame"]
     return {"median_ms": med, "experts_only_median_ms": {n: round(statistics.median(v), 2) for n, v in experts_ms.items()},
             "frame_within_step_median_ms": {n: round(statistics.median(v), 2) for n, v in frame_in_step_ms.items()},
+            "router_median_ms": {n: round(statistics.median(v), 2) for n, v in router_ms.items()},
             "step_over_backbone_frame": {n: round(med[f"step_{n}"] / frame, 3) for n in runners},
             "target_step_over_frame": TARGET,
             "target_met": {n: med[f"step_{n}"] / frame <= TARGET for n in runners}}
