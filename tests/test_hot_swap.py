@@ -1,5 +1,6 @@
 """stpr-run --watch: a bundle published mid-stream is swapped in without a gap; a bad one is refused."""
 import json
+import logging
 import os
 import shutil
 import time
@@ -112,7 +113,12 @@ def test_bad_bundle_is_refused_and_the_stream_goes_on(bundles, tmp_path, monkeyp
             os.symlink(bundle, f"{link}.tmp")
             os.replace(f"{link}.tmp", link)
     events = tmp_path / "ev.jsonl"
-    res = _stream_publishing(monkeypatch, link, bad, video, events, publish_with)
+    watch_log = logging.getLogger("stpr.runtime.watch")  # directly: other tests may stop "stpr" propagating
+    watch_log.addHandler(caplog.handler)
+    try:
+        res = _stream_publishing(monkeypatch, link, bad, video, events, publish_with)
+    finally:
+        watch_log.removeHandler(caplog.handler)
     assert res.exit_code == 0, res.output
     predictions, notes = _read(events)
     assert [e["frame"] for e in predictions] == list(range(7, 32))  # the old bundle kept serving
