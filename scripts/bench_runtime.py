@@ -29,7 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as stpr-run sets it (runtime/entry.py), before numpy loads
+import numpy as np  # noqa: E402
 
 TARGET = 1.15
 VARIANTS = {"fp32_per_expert": ("fp32", False), "fp32_fused": ("fp32", True), "int8_fused": ("int8", True)}
