@@ -27,12 +27,15 @@ from stpr.runtime.atomic import atomic_write_json, make_temp_dir
 from stpr.runtime.manifest import (MANIFEST_NAME, SCHEMA_VERSION, BundleError, read_manifest, seal_manifest,
                                    sha256_file)
 from stpr.runtime.router import BUNDLE_ROUTING_MODES
+from stpr.runtime.experts import FUSED_FILE, FUSED_KEY
 from stpr.train.config import routing_tau
 from stpr.train.errors import StprError
 from stpr.train.restore import Restored, restore
 
 from . import parity
 from .fp16 import to_fp16
+from .fuse import fuse_experts
+from .int8 import to_int8
 from .onnx_export import MIN_OPSET, export_backbone, export_expert, finish_onnx
 
 log = logging.getLogger(__name__)
@@ -133,6 +136,20 @@ def write_fp16(tmp: Path, names: dict[str, Any], res: ExportResult) -> dict[str,
     return out
 
 
+def write_fused(tmp: Path, names: dict[str, Any], int8: bool, res: ExportResult) -> dict[str, Any]:
+    """The fused experts graph of each precision present, built from the per-expert files."""
+    out: dict[str, Any] = {}
+    with _step(res, "experts fused"):
+        out[FUSED_KEY["fp32"]] = fuse_experts([tmp / e for e in names["experts"]], tmp / FUSED_FILE["fp32"]).name
+        if "experts_fp16" in names:
+            out[FUSED_KEY["fp16"]] = fuse_experts([tmp / e for e in names["experts_fp16"]],
+                                                  tmp / FUSED_FILE["fp16"]).name
+    if int8:
+        with _step(res, "experts int8"):
+            out[FUSED_KEY["int8"]] = to_int8(tmp / out[FUSED_KEY["fp32"]], tmp / FUSED_FILE["int8"]).name
+    return out
+
+
 def write_engines(tmp: Path, manifest: dict[str, Any], res: ExportResult) -> dict[str, Any]:
     """TensorRT engines from the fp16 ONNX, named by GPU and TensorRT version."""
     from stpr.runtime.trt_build import EngineSpec, build_engine
@@ -144,7 +161,7 @@ def write_engines(tmp: Path, manifest: dict[str, Any], res: ExportResult) -> dic
         specs = [EngineSpec(tmp / manifest["backbone_fp16"], "frames", (1, 3, size, size), (T, 3, size, size),
                             (4 * T, 3, size, size), fp16=True)]
         specs += [EngineSpec(tmp / e, "features", (1, T, D), (1, T, D), (8, T, D), fp16=True)
-                  for e in manifest["experts_fp16"]]
+                  for e in [*manifest["experts_fp16"], manifest[FUSED_KEY["fp16"]]]]
         for spec in specs:
             engines[spec.onnx_path.name] = str(build_engine(spec, tmp / "engines", cache).relative_to(tmp))
     return {"engines": engines}
@@ -169,6 +186,7 @@ def _prepare_target(out: Path, force: bool) -> None:
 def export_run(
     run_dir: str | Path, out: str | Path, *, fp16: bool = False, task: int | None = None,
     opset: int = MIN_OPSET, engine: bool = False, force: bool = False, parity_clips: int = 16,
+    int8: bool = False,
 ) -> ExportResult:
     """Export the model after `task` (default: the last) of `run_dir` to the bundle `out`."""
     out = Path(out)
@@ -202,9 +220,10 @@ def export_run(
         manifest = {**meta, **write_onnx(r, tmp, meta, opset, res), **write_arrays(r, tmp, res)}
         if fp16:
             manifest.update(write_fp16(tmp, manifest, res))
+        manifest.update(write_fused(tmp, manifest, int8, res))
         if engine:
             manifest.update(write_engines(tmp, manifest, res))
-        res.parity = run_parity(r, tmp, manifest, fp16, parity_clips, res)
+        res.parity = run_parity(r, tmp, manifest, parity_clips, res)
         atomic_write_json(tmp / "parity.json", res.parity)
         manifest["files"] = {p.relative_to(tmp).as_posix(): sha256_file(p)
                              for p in sorted(tmp.rglob("*")) if p.is_file() and p.name != "timing.cache"}
@@ -217,21 +236,21 @@ def export_run(
     return res
 
 
-def run_parity(r: Restored, tmp: Path, manifest: dict[str, Any], fp16: bool, count: int,
-               res: ExportResult) -> dict[str, Any]:
+def run_parity(r: Restored, tmp: Path, manifest: dict[str, Any], count: int, res: ExportResult) -> dict[str, Any]:
+    """PyTorch against every variant in the bundle (fp32, fp16, int8; per expert and fused)."""
     with _step(res, "parity"):
         clips, source = parity.parity_clips(r, count)
         ref = parity.torch_outputs(r, clips)
         report: dict[str, Any] = {"clips": int(clips.shape[0]), "source": source,
                                   "thresholds": {"fp32_min_top1_agreement": parity.FP32_MIN_AGREEMENT,
                                                  "fp32_max_feature_abs_diff": parity.FP32_MAX_FEATURE_DIFF,
-                                                 "fp16_min_top1_agreement": parity.FP16_MIN_AGREEMENT}}
-        report["fp32"] = parity.compare(ref, parity.onnx_outputs(tmp, manifest, clips.numpy(), fp16=False))
-        if fp16:
-            report["fp16"] = parity.compare(ref, parity.onnx_outputs(tmp, manifest, clips.numpy(), fp16=True))
+                                                 "fp16_min_top1_agreement": parity.FP16_MIN_AGREEMENT,
+                                                 "int8_min_top1_agreement": parity.INT8_MIN_AGREEMENT}}
+        for name, got in parity.onnx_outputs(tmp, manifest, clips.numpy()).items():
+            report[name] = parity.compare(ref, got)
         problems = parity.check(report)
         report["passed"] = not problems
-    log.info("parity: %s", json.dumps({k: report[k] for k in ("fp32", "fp16") if k in report}))
+    log.info("parity: %s", json.dumps({k: v for k, v in report.items() if isinstance(v, dict) and "top1_agreement" in v}))
     if problems:
         raise StprError("export failed its parity check: " + "; ".join(problems) +
                         " (see the numbers above; nothing was written)")

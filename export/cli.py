@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from stpr.runtime.manifest import BundleError
 from stpr.runtime.signals import EXIT_SIGTERM, Terminated, sigterm_as_interrupt
 from stpr.train.errors import StprError, missing_extra
 
@@ -20,8 +21,11 @@ from stpr.train.errors import StprError, missing_extra
 @click.option("--engine", is_flag=True, help="Build TensorRT engines here (needs tensorrt and a GPU; with --fp16).")
 @click.option("--force", is_flag=True, help="Replace a bundle already in --out.")
 @click.option("--parity-clips", type=int, default=16, show_default=True, help="Clips in the parity check.")
+@click.option("--int8", is_flag=True, help="Also write int8 experts for CPUs (experts.int8.onnx, parity-checked).")
+@click.option("--publish", type=click.Path(path_type=Path),
+              help="Then point this symlink at the bundle, atomically (what `stpr-run --watch` follows).")
 def main(run_dir: Path, out: Path, fp16: bool, task: int | None, opset: int, engine: bool, force: bool,
-         parity_clips: int) -> None:
+         parity_clips: int, int8: bool, publish: Path | None) -> None:
     """Export a trained run to an ONNX bundle that stpr-run serves without PyTorch.
 
     Needs the [export] install extra (torch, open_clip_torch and onnx)."""
@@ -30,6 +34,9 @@ def main(run_dir: Path, out: Path, fp16: bool, task: int | None, opset: int, eng
     except ModuleNotFoundError as e:
         raise click.ClickException(str(missing_extra(e, "stpr-export", "export"))) from None
 
+    if publish is not None and publish.exists() and not publish.is_symlink():  # before minutes of export
+        raise click.ClickException(f"--publish {str(publish)!r} exists and is not a symlink; pick a new path "
+                                   "(it becomes a symlink to the bundle)")
     logger = logging.getLogger("stpr")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
@@ -39,7 +46,7 @@ def main(run_dir: Path, out: Path, fp16: bool, task: int | None, opset: int, eng
     try:
         with sigterm_as_interrupt():  # a stopped export still removes its temp folder
             res = export_run(run_dir, out, fp16=fp16, task=task, opset=opset, engine=engine, force=force,
-                             parity_clips=parity_clips)
+                             parity_clips=parity_clips, int8=int8)
     except StprError as e:
         raise click.ClickException(str(e)) from None
     except KeyboardInterrupt as e:
@@ -48,13 +55,21 @@ def main(run_dir: Path, out: Path, fp16: bool, task: int | None, opset: int, eng
     click.echo(f"Bundle: {res.bundle}")
     for name, path in sorted(res.files.items()):
         click.echo(f"  {name:<28} {path.stat().st_size / 2**20:9.2f} MiB")
-    for prec in ("fp32", "fp16"):
+    for prec in ("fp32", "fp32_fused", "fp16", "fp16_fused", "int8"):
         if prec in res.parity:
             p = res.parity[prec]
             click.echo(f"Parity {prec}: top-1 agreement {p['top1_agreement']:.2%}, feature max |diff| "
                        f"{p['feature_max_abs_diff']:.2e}, logit max |diff| {p['logit_max_abs_diff']:.2e} "
                        f"({res.parity['clips']} {res.parity['source']})")
     click.echo(f"Total export time: {sum(res.timings_s.values()):.1f} s")
+    if publish is not None:
+        from stpr.runtime.publish import publish as publish_bundle
+
+        try:
+            publish_bundle(res.bundle, publish)
+        except (OSError, BundleError) as e:
+            raise click.ClickException(f"the bundle is written, but --publish failed: {e}") from None
+        click.echo(f"Published: {publish} -> {res.bundle}")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from stpr.runtime.backends import OrtRunner
+from stpr.runtime.experts import FUSED_KEY, PER_EXPERT_KEY, ExpertsRunner, expert_files
 from stpr.runtime.router import calibration_from_array, classify
 from stpr.train.data.registry import build_splits
 from stpr.train.config import routing_tau
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 FP32_MIN_AGREEMENT = 1.0  # top-1 agreement required of the fp32 bundle
 FP32_MAX_FEATURE_DIFF = 1e-3  # max abs difference of frame features
 FP16_MIN_AGREEMENT = 0.99
+INT8_MIN_AGREEMENT = 0.99  # the int8 experts against the PyTorch fp32 model, like fp16
 
 
 def parity_clips(r: Restored, count: int = 16) -> tuple[torch.Tensor, str]:
@@ -46,26 +48,43 @@ def torch_outputs(r: Restored, clips: torch.Tensor) -> dict[str, np.ndarray]:
     return {"features": feats.numpy(), "logits": out["logits"].numpy()}
 
 
-def onnx_outputs(bundle: Path, manifest: dict[str, Any], clips: np.ndarray, fp16: bool) -> dict[str, np.ndarray]:
-    """The device's path: the runtime's onnxruntime backend and NumPy router."""
-    key = "_fp16" if fp16 else ""
+def variants(manifest: dict[str, Any]) -> dict[str, tuple[str, list[str], bool]]:
+    """Each precision the bundle holds -> (backbone file, expert files, fused): what parity runs."""
+    out = {}
+    for name, backbone, variant, fused in (("fp32", "backbone", "fp32", False), ("fp32_fused", "backbone", "fp32", True),
+                                           ("fp16", "backbone_fp16", "fp16", False),
+                                           ("fp16_fused", "backbone_fp16", "fp16", True),
+                                           ("int8", "backbone", "int8", True)):
+        key = FUSED_KEY[variant] if fused else PER_EXPERT_KEY.get(variant)
+        if backbone in manifest and key in manifest:
+            out[name] = (manifest[backbone], *expert_files(manifest, variant, fused))
+    return out
+
+
+def onnx_outputs(bundle: Path, manifest: dict[str, Any], clips: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
+    """The device's path for every variant: the runtime's onnxruntime backend and NumPy router."""
     B, T = clips.shape[:2]
-    with OrtRunner(bundle / manifest[f"backbone{key}"]) as backbone:
-        feats = backbone.infer({"frames": clips.reshape(B * T, *clips.shape[2:])})["features"].reshape(B, T, -1)
-    z = []
-    for name in manifest[f"experts{key}"]:
-        with OrtRunner(bundle / name) as expert:
-            z.append(expert.infer({"features": feats})["z"])
+    feats_of: dict[str, np.ndarray] = {}  # backbone file -> (B, T, D): each backbone runs once
     calibration = None
     if "td_calibration" in manifest:
         arr = np.load(bundle / manifest["td_calibration"], allow_pickle=False)
-        calibration = calibration_from_array(arr, len(z), feats.shape[-1])
-    out = classify(
-        feats, np.stack(z, axis=1), np.load(bundle / manifest["text_embeddings"], allow_pickle=False),
-        np.asarray(manifest["class_to_expert"]), np.load(bundle / manifest["anchors"], allow_pickle=False),
-        manifest["routing"]["mode"], manifest["routing"]["tau"], manifest["logit_scale"], calibration,
-    )
-    return {"features": feats, "logits": out["logits"]}
+        calibration = calibration_from_array(arr, manifest["dims"]["K"], manifest["dims"]["D"])
+    out = {}
+    for name, (backbone, files, fused) in variants(manifest).items():
+        if backbone not in feats_of:
+            with OrtRunner(bundle / backbone) as runner:
+                flat = clips.reshape(B * T, *clips.shape[2:])
+                feats_of[backbone] = runner.infer({"frames": flat})["features"].reshape(B, T, -1)
+        feats = feats_of[backbone]
+        with ExpertsRunner([OrtRunner(bundle / f) for f in files], fused) as experts:
+            z = experts.infer(feats)  # (B, K, D)
+        logits = classify(
+            feats, z, np.load(bundle / manifest["text_embeddings"], allow_pickle=False),
+            np.asarray(manifest["class_to_expert"]), np.load(bundle / manifest["anchors"], allow_pickle=False),
+            manifest["routing"]["mode"], manifest["routing"]["tau"], manifest["logit_scale"], calibration,
+        )["logits"]
+        out[name] = {"features": feats, "logits": logits}
+    return out
 
 
 def compare(ref: dict[str, np.ndarray], got: dict[str, np.ndarray]) -> dict[str, float]:
@@ -79,13 +98,15 @@ def compare(ref: dict[str, np.ndarray], got: dict[str, np.ndarray]) -> dict[str,
 
 
 def check(report: dict[str, Any]) -> list[str]:
-    """What fails the export (an empty list means it passes)."""
+    """What fails the export (an empty list means it passes). Every variant meets its
+    precision's gate: the fused graphs the same as their per-expert files."""
     problems = []
-    fp32 = report["fp32"]
-    if fp32["top1_agreement"] < FP32_MIN_AGREEMENT:
-        problems.append(f"fp32 top-1 agreement {fp32['top1_agreement']:.2%} < {FP32_MIN_AGREEMENT:.0%}")
-    if fp32["feature_max_abs_diff"] > FP32_MAX_FEATURE_DIFF:
-        problems.append(f"fp32 feature max abs diff {fp32['feature_max_abs_diff']:.2e} > {FP32_MAX_FEATURE_DIFF:.0e}")
-    if "fp16" in report and report["fp16"]["top1_agreement"] < FP16_MIN_AGREEMENT:
-        problems.append(f"fp16 top-1 agreement {report['fp16']['top1_agreement']:.2%} < {FP16_MIN_AGREEMENT:.0%}")
+    for name, got in report.items():
+        if not isinstance(got, dict) or "top1_agreement" not in got:
+            continue
+        need = {"fp32": FP32_MIN_AGREEMENT, "fp16": FP16_MIN_AGREEMENT, "int8": INT8_MIN_AGREEMENT}[name.split("_")[0]]
+        if got["top1_agreement"] < need:
+            problems.append(f"{name} top-1 agreement {got['top1_agreement']:.2%} < {need:.0%}")
+        if name.startswith("fp32") and got["feature_max_abs_diff"] > FP32_MAX_FEATURE_DIFF:
+            problems.append(f"{name} feature max abs diff {got['feature_max_abs_diff']:.2e} > {FP32_MAX_FEATURE_DIFF:.0e}")
     return problems

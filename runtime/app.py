@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import numpy as np
 
@@ -13,6 +13,9 @@ from .outputs import EventLog
 from .preprocess import preprocess
 from .recognizer import Recognizer
 from .stream import FeatureRing
+
+if TYPE_CHECKING:
+    from .watch import BundleWatcher
 
 STAGES = ("preprocess", "backbone", "experts", "router", "total")
 
@@ -62,22 +65,31 @@ FrameHook = Callable[[np.ndarray, "dict | None"], None]
 
 def stream(rec: Recognizer, frames: Iterable[tuple[int, np.ndarray]], *, stride: int, smooth: int, topk: int,
            events: EventLog, summary: Summary, on_frame: FrameHook | None = None,
-           max_frames: int | None = None) -> None:
+           max_frames: int | None = None, watcher: "BundleWatcher | None" = None) -> None:
     """Run the backbone once per frame entering the ring; predict once the ring is full.
 
     `on_frame(frame, latest_event)` sees every source frame (not only the predicting
-    ones), with the latest prediction so far or None, so `--output` is a full copy."""
+    ones), with the latest prediction so far or None, so `--output` is a full copy.
+    With a `watcher`, a new bundle it offers is swapped in between two steps."""
     b = rec.bundle
     ring = FeatureRing(b.frames, b.dim)
     recent: deque[np.ndarray] = deque(maxlen=max(1, smooth))
+    inputs: deque[np.ndarray] = deque(maxlen=b.frames)  # the ring's frames, preprocessed: a swap re-encodes them
     latest: dict | None = None
     for index, frame in frames:
         if max_frames is not None and summary.frames >= max_frames:
             break
         summary.frames += 1
         if index % stride == 0:
+            if watcher is not None:
+                rec, new_ring = watcher.between_steps(rec, inputs, index, events.write, summary.started)
+                if new_ring is not None:
+                    b, ring = rec.bundle, new_ring
+                    recent.clear()  # scores of another class list cannot be averaged in
             t0 = time.perf_counter()
             x = preprocess(frame, b.size, b.mean, b.std)[None]
+            if watcher is not None:
+                inputs.append(x[0])
             t1 = time.perf_counter()
             ring.push(rec.frame_features(x)[0])
             t2 = time.perf_counter()

@@ -13,8 +13,9 @@ import numpy as np
 
 from .app import Summary, classify_clip, stream
 from .backends import DeviceUnavailable
-from .bundle import load_bundle
+from .bundle import Bundle, load_bundle
 from .clip import clip_frames
+from .experts import EXPERT_VARIANTS
 from .manifest import BundleError
 from .outputs import EventLog, VideoOut, check_writable
 from .overlay import draw_overlay
@@ -24,6 +25,7 @@ from .signals import EXIT_SIGTERM, Terminated, sigterm_as_interrupt
 from .stream import (LatestFrame, SourceError, SourceFailed, frames_from_capture, frames_from_folder, live_frames,
                      open_capture, source_fps)
 from .trt_build import TensorRTUnavailable
+from .watch import BundleWatcher
 
 EXIT_ERROR = 1  # refused before running: bad bundle, source that does not open, missing backend
 EXIT_STREAM = 3  # the source failed mid-way (stalled, ended live stream, truncated file): results so far kept
@@ -76,6 +78,11 @@ def _check_outputs(kind: str, clip: bool, output: Path | None, jsonl: Path | Non
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="Where onnxruntime runs; cuda that does not come up is an error, not a silent CPU run.")
 @click.option("--fp16", is_flag=True, help="Use the bundle's fp16 files / engines.")
+@click.option("--experts", "experts_variant", type=click.Choice(EXPERT_VARIANTS),
+              help="Expert weights: fp32, fp16 (GPU), int8 (CPU, from stpr-export --int8) [that of the backbone].")
+@click.option("--watch", is_flag=True, help="Follow --bundle (a symlink from stpr-export --publish) and swap in "
+              "each new bundle between two steps.")
+@click.option("--watch-interval", type=float, default=2.0, show_default=True, help="Seconds between --watch checks.")
 @click.option("--stride", type=click.IntRange(min=1), default=1, show_default=True,
               help="A frame enters the window every S frames.")
 @click.option("--smooth", type=click.IntRange(min=1), default=1, show_default=True,
@@ -91,19 +98,28 @@ def _check_outputs(kind: str, clip: bool, output: Path | None, jsonl: Path | Non
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True,
               help="Seconds without a live frame = stalled (exit 3).")
 def main(url: str | None, bundle_dir: Path, camera: int | None, video: Path | None, frames_dir: Path | None,
-         backend: str, device: str, fp16: bool, stride: int, smooth: int, topk: int, clip: bool, headless: bool,
+         backend: str, device: str, fp16: bool, experts_variant: str | None, watch: bool, watch_interval: float,
+         stride: int, smooth: int, topk: int, clip: bool, headless: bool,
          output: Path | None, jsonl: Path | None, max_frames: int | None, timeout: float) -> None:
     """Recognise actions from a camera, video, frame folder or stream URL."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     logging.getLogger("stpr.runtime.backends").setLevel(logging.INFO)
+    logging.getLogger("stpr.runtime.watch").setLevel(logging.INFO)
     kind, source = _source(camera, video, frames_dir, url)
     _check_outputs(kind, clip, output, jsonl)
+    if watch and (clip or watch_interval <= 0):
+        raise click.UsageError("--watch follows a bundle while streaming: not with --clip, and --watch-interval > 0")
     window = not headless and not clip  # clip mode prints one result: nothing to show
     if window and not os.environ.get("DISPLAY") and sys.platform.startswith("linux"):
         raise click.ClickException("no display to show the window on; pass --headless (and --output/--jsonl)")
+
+    def start_recognizer(b: Bundle) -> Recognizer:
+        return Recognizer(b, backend, device, fp16, experts_variant).__enter__()
+
+    watcher = BundleWatcher(bundle_dir, start_recognizer, watch_interval) if watch else None
     try:
-        bundle = load_bundle(bundle_dir)
-        recognizer = Recognizer(bundle, backend, device, fp16)
+        bundle = load_bundle(watcher.resolved if watcher else bundle_dir)  # watching: the folder the link names now
+        recognizer = Recognizer(bundle, backend, device, fp16, experts_variant)
     except (BundleError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     summary, events, video_out = Summary(), EventLog(jsonl), VideoOut(output)
@@ -111,13 +127,17 @@ def main(url: str | None, bundle_dir: Path, camera: int | None, video: Path | No
     with sigterm_as_interrupt():
         try:
             with recognizer as rec:
-                click.echo(f"stpr-run: {len(bundle.classes)} classes, {len(rec.experts)} experts, "
+                click.echo(f"stpr-run: {len(bundle.classes)} classes, {len(bundle.manifest['experts'])} experts "
+                           f"({rec.variant}{', fused' if rec.experts.fused else ''}), "
                            f"backend {backend} on {rec.providers}", err=True)
                 if clip:
                     _run_clip(rec, Path(str(source)), topk, events, summary)
                 else:
+                    if watcher is not None:
+                        watcher.serving_bundle = bundle
+                        watcher.start()
                     _run_stream(rec, kind, source, stride, smooth, topk, events, summary, video_out, window,
-                                max_frames, timeout)
+                                max_frames, timeout, watcher)
         except KeyboardInterrupt as e:  # Ctrl-C, the window's q/Esc, or SIGTERM (Terminated)
             terminated = isinstance(e, Terminated)
             click.echo("\nterminated (SIGTERM)" if terminated else "\ninterrupted", err=True)
@@ -128,6 +148,8 @@ def main(url: str | None, bundle_dir: Path, camera: int | None, video: Path | No
         except (SourceError, DeviceUnavailable, BundleError, TensorRTUnavailable, OSError) as e:
             failure = str(e)
         finally:
+            if watcher is not None:
+                watcher.stop()
             events.close()
             video_out.close()
     if failure is not None:
@@ -173,7 +195,7 @@ def _frames(kind: str, source: object, timeout: float
 
 def _run_stream(rec: Recognizer, kind: str, source: object, stride: int, smooth: int, topk: int,
                 events: EventLog, summary: Summary, video_out: VideoOut, window: bool, max_frames: int | None,
-                timeout: float) -> None:
+                timeout: float, watcher: BundleWatcher | None = None) -> None:
     import cv2
 
     frames, grabber, fps = _frames(kind, source, timeout)
@@ -191,7 +213,7 @@ def _run_stream(rec: Recognizer, kind: str, source: object, stride: int, smooth:
     drawn = video_out.active or window  # nobody sees the overlay otherwise: do not draw it
     try:
         stream(rec, frames, stride=stride, smooth=smooth, topk=topk, events=events, summary=summary,
-               on_frame=on_frame if drawn else None, max_frames=max_frames)
+               on_frame=on_frame if drawn else None, max_frames=max_frames, watcher=watcher)
     finally:
         if grabber is not None:
             summary.dropped = grabber.dropped

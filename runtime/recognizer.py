@@ -8,6 +8,7 @@ import numpy as np
 
 from .backends import OrtRunner
 from .bundle import Bundle
+from .experts import ExpertsRunner, expert_files
 from .router import classify, softmax
 
 
@@ -28,23 +29,37 @@ def make_runner(bundle: Bundle, file: str, backend: str, device: str, input_name
 
 
 class Recognizer:
-    """Context manager owning one runner for the backbone and one per expert."""
+    """Context manager owning the backbone's runner and the experts' (fused: one; else one each).
 
-    def __init__(self, bundle: Bundle, backend: str = "ort", device: str = "cpu", fp16: bool = False) -> None:
+    `experts` picks the expert precision (fp32, fp16, int8; default: that of the
+    backbone); `fused=False` keeps the per-expert files even when the fused graph exists.
+    """
+
+    def __init__(self, bundle: Bundle, backend: str = "ort", device: str = "cpu", fp16: bool = False,
+                 experts: str | None = None, fused: bool = True) -> None:
         self.bundle = bundle
-        backbone, experts = bundle.model_files(fp16)
+        self.variant = experts or ("fp16" if fp16 else "fp32")
+        if self.variant == "int8" and backend != "ort":
+            raise ValueError("--experts int8 runs on onnxruntime (it is the CPU variant); "
+                             "with --backend trt use --experts fp16")
+        backbone = bundle.model_files(fp16)[0]
+        files, is_fused = expert_files(bundle.manifest, self.variant, fused)
         self.backbone = make_runner(bundle, backbone, backend, device, "frames", 4 * bundle.frames)
-        self.experts = [make_runner(bundle, f, backend, device, "features", 8) for f in experts]
+        self.experts = ExpertsRunner([make_runner(bundle, f, backend, device, "features", 8) for f in files],
+                                     is_fused)
 
     def __enter__(self) -> "Recognizer":
         self.backbone.__enter__()
-        for e in self.experts:
-            e.__enter__()
+        try:
+            self.experts.__enter__()
+        except BaseException:
+            self.backbone.__exit__(None, None, None)
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for r in [self.backbone, *self.experts]:
-            r.__exit__(*exc)
+        self.backbone.__exit__(*exc)
+        self.experts.__exit__(*exc)
 
     @property
     def providers(self) -> list[str]:
@@ -59,7 +74,7 @@ class Recognizer:
         and the time spent in the experts and in the router + classifier."""
         b = self.bundle
         t0 = time.perf_counter()
-        z = np.stack([e.infer({"features": window})["z"] for e in self.experts], axis=1)  # (B, K, D)
+        z = self.experts.infer(window)  # (B, K, D)
         t1 = time.perf_counter()
         out = classify(window, z, b.text_embeddings, b.class_to_expert, b.anchors, b.routing, b.tau, b.logit_scale,
                        b.calibration)

@@ -63,12 +63,12 @@ def test_bad_field_is_a_bundle_error_naming_it(demo, tmp_path, case):
 
 def test_corrupt_onnx_with_updated_hash_is_named(demo, tmp_path):
     def corrupt(m, d):
-        (d / "expert_1.onnx").write_bytes(b"\x08\x07garbage" * 100)
+        (d / "experts.onnx").write_bytes(b"\x08\x07garbage" * 100)  # the fused graph: what stpr-run loads
 
     damaged(demo[2], tmp_path / "b", corrupt)
     res = CliRunner().invoke(run_cli.main, ["--bundle", str(tmp_path / "b"), "--camera", "0", "--headless"])
     assert res.exit_code == 1 and "Traceback" not in res.output
-    assert "onnxruntime cannot load 'expert_1.onnx'" in res.output and "re-export the bundle" in res.output
+    assert "onnxruntime cannot load 'experts.onnx'" in res.output and "re-export the bundle" in res.output
 
 
 def test_a_bundle_refused_for_its_manifest_can_be_replaced_with_force(demo, tmp_path):
