@@ -133,6 +133,7 @@ RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "optim.epochs_base": (1, math.inf, True, False),
     "optim.epochs_incremental": (1, math.inf, True, False),
     "method.tau": (0, math.inf, False, False),
+    "method.td_tau": (0, math.inf, False, False),
     "method.lambda_fssd": (0, math.inf, True, False),
     "method.fssd_eps": (0, math.inf, False, False),
 }
