@@ -104,10 +104,12 @@ def auroc(known: np.ndarray, unknown: np.ndarray) -> float:
 
 
 def threshold_at_tpr(known: np.ndarray, tpr: float = TARGET_TPR) -> float:
-    """The threshold that keeps (score >= threshold) a fraction `tpr` of known clips."""
+    """The highest threshold that keeps (score >= threshold) at least a fraction `tpr` of
+    the known clips: the k-th lowest score, k = floor((1 - tpr) n)."""
     if not 0 < tpr <= 1:
         raise ValueError(f"tpr {tpr} must be in (0, 1]")
-    return float(np.quantile(np.asarray(known, np.float64), 1.0 - tpr, method="lower"))
+    s = np.sort(np.asarray(known, np.float64))
+    return float(s[int(np.floor((1.0 - tpr) * s.size + 1e-9))])
 
 
 def fpr_at(unknown: np.ndarray, threshold: float) -> float:
