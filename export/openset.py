@@ -115,7 +115,7 @@ def openset_report(r: Restored, bundle: Path, manifest: dict[str, Any]) -> dict[
                        for n, t in thresholds.items()},
     }
     groups = unknown_clips(r)
-    if groups is None:
+    if not groups:
         report["unknown_eval"] = "none: only the synthetic dataset renders classes the run never trained"
         return report
     all_unknown: dict[str, list[np.ndarray]] = {n: [] for n in cal_scores}
