@@ -168,3 +168,17 @@ def test_overlay_shows_unknown():
 
     assert has_orange(draw_overlay(frame, {**event, "unknown": True}, 10.0))
     assert not has_orange(draw_overlay(frame, {**event, "unknown": False}, 10.0))
+
+
+def test_export_without_readable_data_has_no_threshold(demo, tmp_path, monkeypatch):
+    from stpr.export import export_run
+    from stpr.export import openset
+
+    def unreadable(*a, **k):
+        raise OSError("no dataset on this machine")
+
+    monkeypatch.setattr(openset, "build_splits", unreadable)
+    res = export_run(demo[1], tmp_path / "b")
+    m = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert "unknown" not in m and "openset.json" not in m["files"] and res.openset == {}
+    assert load_bundle(tmp_path / "b").unknown is None  # a valid bundle that never says unknown
