@@ -33,16 +33,15 @@ def unknown_threshold_for(bundle: Bundle, override: float | None) -> float | Non
     """The threshold below which a clip is `unknown`: `--unknown-threshold`, else the
     bundle's calibrated one; None (no rejection) for a bundle without a calibrated score.
     An override on such a bundle is refused: its scale belongs to the bundle's score."""
-    if override is not None:
-        override = check_threshold(override, "--unknown-threshold")
-        if bundle.unknown is not None:
-            check_threshold(override, "--unknown-threshold", bundle.unknown["score"])
-        if bundle.unknown is None:
+    if bundle.unknown is None:
+        if override is not None:
             raise ValueError(f"--unknown-threshold: bundle {str(bundle.path)!r} has no calibrated unknown score "
                              "(exported without the run's held-out clips, or by an older stpr-export); "
                              "re-export it where the run's data can be read, or drop --unknown-threshold")
-        return override
-    return None if bundle.unknown is None else float(bundle.unknown["threshold"])
+        return None
+    if override is not None:  # finite, and inside the range of the bundle's score where it has one
+        return check_threshold(override, "--unknown-threshold", bundle.unknown["score"])
+    return float(bundle.unknown["threshold"])
 
 
 class Recognizer:
