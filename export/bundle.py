@@ -33,6 +33,7 @@ from stpr.train.errors import StprError
 from stpr.train.restore import Restored, restore
 
 from . import parity
+from .openset import OPENSET_FILE, openset_report
 from .fp16 import to_fp16
 from .fuse import fuse_experts
 from .int8 import to_int8
@@ -46,6 +47,7 @@ class ExportResult:
     bundle: Path
     files: dict[str, Path] = field(default_factory=dict)  # bundle file name -> final path
     parity: dict[str, Any] = field(default_factory=dict)
+    openset: dict[str, Any] = field(default_factory=dict)  # empty: no open-set calibration
     timings_s: dict[str, float] = field(default_factory=dict)
 
 
@@ -225,6 +227,7 @@ def export_run(
             manifest.update(write_engines(tmp, manifest, res))
         res.parity = run_parity(r, tmp, manifest, parity_clips, res)
         atomic_write_json(tmp / "parity.json", res.parity)
+        manifest.update(write_openset(r, tmp, manifest, res))
         manifest["files"] = {p.relative_to(tmp).as_posix(): sha256_file(p)
                              for p in sorted(tmp.rglob("*")) if p.is_file() and p.name != "timing.cache"}
         manifest = seal_manifest(manifest)
@@ -255,6 +258,19 @@ def run_parity(r: Restored, tmp: Path, manifest: dict[str, Any], count: int, res
         raise StprError("export failed its parity check: " + "; ".join(problems) +
                         " (see the numbers above; nothing was written)")
     return report
+
+
+def write_openset(r: Restored, tmp: Path, manifest: dict[str, Any], res: ExportResult) -> dict[str, Any]:
+    """`openset.json` and the manifest's `unknown` field (score, calibrated threshold);
+    nothing when the run's held-out clips cannot be read here."""
+    with _step(res, "openset"):
+        report = openset_report(r, tmp, manifest)
+    if report is None:
+        return {}
+    res.openset = report
+    atomic_write_json(tmp / OPENSET_FILE, report)
+    keep = ("score", "threshold", "target_tpr", "standardise")
+    return {"unknown": {**{k: report[k] for k in keep if k in report}, "report": OPENSET_FILE}}
 
 
 def _pid_alive(pid: int) -> bool:

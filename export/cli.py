@@ -61,6 +61,15 @@ def main(run_dir: Path, out: Path, fp16: bool, task: int | None, opset: int, eng
             click.echo(f"Parity {prec}: top-1 agreement {p['top1_agreement']:.2%}, feature max |diff| "
                        f"{p['feature_max_abs_diff']:.2e}, logit max |diff| {p['logit_max_abs_diff']:.2e} "
                        f"({res.parity['clips']} {res.parity['source']})")
+    if res.openset:
+        o = res.openset
+        measured = (f"; AUROC {o['auroc']:.3f}, FPR {o['fpr_at_tpr']:.3f} at {o['target_tpr']:.0%} TPR on "
+                    f"{sum(o['unknown_clips'].values())} clips of never-trained classes" if "auroc" in o else "")
+        click.echo(f"Unknown: {o['score']} < {o['threshold']:.4g} (keeps {o['target_tpr']:.0%} of held-out known "
+                   f"clips){measured} (openset.json)")
+    else:
+        click.echo("Unknown: not calibrated (the run's held-out clips could not be read); stpr-run will not "
+                   "report unknown")
     click.echo(f"Total export time: {sum(res.timings_s.values()):.1f} s")
     if publish is not None:
         from stpr.runtime.publish import publish as publish_bundle

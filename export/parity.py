@@ -61,14 +61,29 @@ def variants(manifest: dict[str, Any]) -> dict[str, tuple[str, list[str], bool]]
     return out
 
 
+def load_calibration(bundle: Path, manifest: dict[str, Any]) -> dict[str, np.ndarray] | None:
+    """The calibrated td router's statistics, as the runtime reads them (None for other routers)."""
+    if "td_calibration" not in manifest:
+        return None
+    arr = np.load(bundle / manifest["td_calibration"], allow_pickle=False)
+    return calibration_from_array(arr, manifest["dims"]["K"], manifest["dims"]["D"])
+
+
+def route_and_classify(bundle: Path, manifest: dict[str, Any], feats: np.ndarray, z: np.ndarray,
+                       calibration: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+    """The runtime's NumPy router and classifier on a bundle's arrays: logits, weights, route scores."""
+    return classify(
+        feats, z, np.load(bundle / manifest["text_embeddings"], allow_pickle=False),
+        np.asarray(manifest["class_to_expert"]), np.load(bundle / manifest["anchors"], allow_pickle=False),
+        manifest["routing"]["mode"], manifest["routing"]["tau"], manifest["logit_scale"], calibration,
+    )
+
+
 def onnx_outputs(bundle: Path, manifest: dict[str, Any], clips: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
     """The device's path for every variant: the runtime's onnxruntime backend and NumPy router."""
     B, T = clips.shape[:2]
     feats_of: dict[str, np.ndarray] = {}  # backbone file -> (B, T, D): each backbone runs once
-    calibration = None
-    if "td_calibration" in manifest:
-        arr = np.load(bundle / manifest["td_calibration"], allow_pickle=False)
-        calibration = calibration_from_array(arr, manifest["dims"]["K"], manifest["dims"]["D"])
+    calibration = load_calibration(bundle, manifest)
     out = {}
     for name, (backbone, files, fused) in variants(manifest).items():
         if backbone not in feats_of:
@@ -78,12 +93,7 @@ def onnx_outputs(bundle: Path, manifest: dict[str, Any], clips: np.ndarray) -> d
         feats = feats_of[backbone]
         with ExpertsRunner([OrtRunner(bundle / f) for f in files], fused) as experts:
             z = experts.infer(feats)  # (B, K, D)
-        logits = classify(
-            feats, z, np.load(bundle / manifest["text_embeddings"], allow_pickle=False),
-            np.asarray(manifest["class_to_expert"]), np.load(bundle / manifest["anchors"], allow_pickle=False),
-            manifest["routing"]["mode"], manifest["routing"]["tau"], manifest["logit_scale"], calibration,
-        )["logits"]
-        out[name] = {"features": feats, "logits": logits}
+        out[name] = {"features": feats, "logits": route_and_classify(bundle, manifest, feats, z, calibration)["logits"]}
     return out
 
 

@@ -46,10 +46,16 @@ class Summary:
 
 
 def make_event(frame: int, t: float, top: list[tuple[str, float]], weights: np.ndarray,
-               latency: dict[str, float]) -> dict:
-    return {"frame": frame, "time": round(t, 4), "top": [[c, round(p, 6)] for c, p in top],
-            "routing": {f"expert_{k}": round(float(w), 6) for k, w in enumerate(weights)},
-            "latency_ms": {k: round(v, 3) for k, v in latency.items()}}
+               latency: dict[str, float], fit: float | None = None, threshold: float | None = None) -> dict:
+    """One prediction; with a calibrated open-set score (`fit`, `threshold`) it also says
+    whether the clip is `unknown` (fit below the threshold) beside `top`, which still
+    names the nearest known classes."""
+    event: dict = {"frame": frame, "time": round(t, 4), "top": [[c, round(p, 6)] for c, p in top]}
+    if fit is not None and threshold is not None:
+        event.update({"unknown": bool(fit < threshold), "unknown_score": round(float(fit), 6)})
+    event.update({"routing": {f"expert_{k}": round(float(w), 6) for k, w in enumerate(weights)},
+                  "latency_ms": {k: round(v, 3) for k, v in latency.items()}})
+    return event
 
 
 def _check_finite(probs: np.ndarray) -> None:
@@ -74,6 +80,7 @@ def stream(rec: Recognizer, frames: Iterable[tuple[int, np.ndarray]], *, stride:
     b = rec.bundle
     ring = FeatureRing(b.frames, b.dim)
     recent: deque[np.ndarray] = deque(maxlen=max(1, smooth))
+    recent_fit: deque[float] = deque(maxlen=max(1, smooth))  # the open-set score, smoothed like the scores
     inputs: deque[np.ndarray] = deque(maxlen=b.frames)  # the ring's frames, preprocessed: a swap re-encodes them
     latest: dict | None = None
     for index, frame in frames:
@@ -86,6 +93,7 @@ def stream(rec: Recognizer, frames: Iterable[tuple[int, np.ndarray]], *, stride:
                 if new_ring is not None:
                     b, ring = rec.bundle, new_ring
                     recent.clear()  # scores of another class list cannot be averaged in
+                    recent_fit.clear()
             t0 = time.perf_counter()
             x = preprocess(frame, b.size, b.mean, b.std)[None]
             if watcher is not None:
@@ -97,6 +105,8 @@ def stream(rec: Recognizer, frames: Iterable[tuple[int, np.ndarray]], *, stride:
                 out = rec.classify(ring.window()[None])
                 recent.append(out["probs"][0])
                 probs = np.mean(recent, axis=0)
+                if out["unknown_score"] is not None:
+                    recent_fit.append(float(out["unknown_score"][0]))
                 _check_finite(probs)
                 total = 1000 * (time.perf_counter() - t0)
                 latency = {"preprocess": 1000 * (t1 - t0), "backbone": 1000 * (t2 - t1),
@@ -104,8 +114,9 @@ def stream(rec: Recognizer, frames: Iterable[tuple[int, np.ndarray]], *, stride:
                 for k, v in latency.items():
                     summary.latency_ms[k].append(v)
                 summary.predictions += 1
+                fit = float(np.mean(recent_fit)) if recent_fit else None
                 latest = make_event(index, time.perf_counter() - summary.started, rec.topk(probs, topk),
-                                    out["weights"][0], latency)
+                                    out["weights"][0], latency, fit, rec.unknown_threshold)
                 events.write(latest)
         if on_frame:
             on_frame(frame, latest)
@@ -124,4 +135,6 @@ def classify_clip(rec: Recognizer, frames: list[np.ndarray], topk: int, last_ind
     _check_finite(out["probs"][0])
     latency = {"preprocess": 1000 * (t1 - t0), "backbone": 1000 * (t2 - t1), "experts": out["experts_ms"],
                "router": out["router_ms"], "total": 1000 * (time.perf_counter() - t0)}
-    return make_event(last_index, 0.0, rec.topk(out["probs"][0], topk), out["weights"][0], latency)
+    fit = None if out["unknown_score"] is None else float(out["unknown_score"][0])
+    return make_event(last_index, 0.0, rec.topk(out["probs"][0], topk), out["weights"][0], latency, fit,
+                      rec.unknown_threshold)

@@ -28,6 +28,7 @@ class Bundle:
     std: np.ndarray  # (3,)
     frames: int  # T
     dim: int  # D
+    unknown: dict[str, Any] | None = None  # manifest's open-set score and threshold; None: not calibrated
 
     def model_files(self, fp16: bool) -> tuple[str, list[str]]:
         """(backbone file, expert files) for the chosen precision."""
@@ -84,5 +85,5 @@ def load_bundle(path: str | Path) -> Bundle:
         routing=m["routing"]["mode"], tau=float(m["routing"]["tau"]), calibration=calibration,
         logit_scale=float(m["logit_scale"]),
         size=int(pp["size"]), mean=np.asarray(pp["mean"], np.float32), std=np.asarray(pp["std"], np.float32),
-        frames=int(pp["frames"]), dim=int(D),
+        frames=int(pp["frames"]), dim=int(D), unknown=m.get("unknown"),
     )

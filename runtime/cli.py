@@ -18,6 +18,7 @@ from .clip import clip_frames
 from .experts import EXPERT_VARIANTS
 from .manifest import BundleError
 from .outputs import EventLog, VideoOut, check_writable
+from .openset import check_threshold
 from .overlay import draw_overlay
 from .recognizer import Recognizer
 from .sampling import centre_indices
@@ -66,6 +67,16 @@ def _check_outputs(kind: str, clip: bool, output: Path | None, jsonl: Path | Non
             raise click.BadParameter(str(e), param_hint=option) from None
 
 
+def _finite_threshold(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """Refuse NaN and inf at parsing time (float() accepts both): they would accept or reject everything."""
+    if value is None:
+        return None
+    try:
+        return check_threshold(value, "--unknown-threshold")
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}, epilog=EPILOG)
 @click.argument("url", required=False)
 @click.option("--bundle", "bundle_dir", required=True, type=click.Path(path_type=Path), help="Bundle from stpr-export.")
@@ -95,12 +106,16 @@ def _check_outputs(kind: str, clip: bool, output: Path | None, jsonl: Path | Non
               help="Write an annotated copy of the input (every frame, source fps; .mp4 or .avi).")
 @click.option("--jsonl", type=click.Path(path_type=Path), help="Write one JSON event per prediction.")
 @click.option("--max-frames", type=click.IntRange(min=1), help="Stop after N source frames.")
+@click.option("--unknown-threshold", type=float, callback=_finite_threshold,
+              help="Report `unknown` when the open-set score is below this [the bundle's calibrated threshold, "
+                   "which keeps 95 % of held-out clips of the known classes; see openset.json].")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True,
               help="Seconds without a live frame = stalled (exit 3).")
 def main(url: str | None, bundle_dir: Path, camera: int | None, video: Path | None, frames_dir: Path | None,
          backend: str, device: str, fp16: bool, experts_variant: str | None, watch: bool, watch_interval: float,
          stride: int, smooth: int, topk: int, clip: bool, headless: bool,
-         output: Path | None, jsonl: Path | None, max_frames: int | None, timeout: float) -> None:
+         output: Path | None, jsonl: Path | None, max_frames: int | None, unknown_threshold: float | None,
+         timeout: float) -> None:
     """Recognise actions from a camera, video, frame folder or stream URL."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     logging.getLogger("stpr.runtime.backends").setLevel(logging.INFO)
@@ -114,12 +129,12 @@ def main(url: str | None, bundle_dir: Path, camera: int | None, video: Path | No
         raise click.ClickException("no display to show the window on; pass --headless (and --output/--jsonl)")
 
     def start_recognizer(b: Bundle) -> Recognizer:
-        return Recognizer(b, backend, device, fp16, experts_variant).__enter__()
+        return Recognizer(b, backend, device, fp16, experts_variant, unknown_threshold=unknown_threshold).__enter__()
 
     watcher = BundleWatcher(bundle_dir, start_recognizer, watch_interval) if watch else None
     try:
         bundle = load_bundle(watcher.resolved if watcher else bundle_dir)  # watching: the folder the link names now
-        recognizer = Recognizer(bundle, backend, device, fp16, experts_variant)
+        recognizer = Recognizer(bundle, backend, device, fp16, experts_variant, unknown_threshold=unknown_threshold)
     except (BundleError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     summary, events, video_out = Summary(), EventLog(jsonl), VideoOut(output)
@@ -130,6 +145,7 @@ def main(url: str | None, bundle_dir: Path, camera: int | None, video: Path | No
                 click.echo(f"stpr-run: {len(bundle.classes)} classes, {len(bundle.manifest['experts'])} experts "
                            f"({rec.variant}{', fused' if rec.experts.fused else ''}), "
                            f"backend {backend} on {rec.providers}", err=True)
+                _say_unknown(rec)
                 if clip:
                     _run_clip(rec, Path(str(source)), topk, events, summary)
                 else:
@@ -158,6 +174,16 @@ def main(url: str | None, bundle_dir: Path, camera: int | None, video: Path | No
     sys.exit(code)
 
 
+def _say_unknown(rec: Recognizer) -> None:
+    """One line on how `unknown` is decided for this run, so a bundle without it is not a surprise."""
+    u = rec.bundle.unknown
+    if u is None:
+        click.echo("stpr-run: this bundle has no calibrated unknown score (exported without the run's held-out "
+                   "clips): every prediction names a known class", err=True)
+    else:
+        click.echo(f"stpr-run: unknown when the {u['score']} score < {rec.unknown_threshold:.4g}", err=True)
+
+
 def _run_clip(rec: Recognizer, path: Path, topk: int, events: EventLog, summary: Summary) -> None:
     if not path.is_file():
         raise SourceError(f"--video {str(path)!r} is not a file")
@@ -171,6 +197,9 @@ def _run_clip(rec: Recognizer, path: Path, topk: int, events: EventLog, summary:
     for k, v in event["latency_ms"].items():
         summary.latency_ms[k].append(v)
     events.write(event)
+    if event.get("unknown"):
+        click.echo(f"unknown  (open-set score {event['unknown_score']:.4f} < threshold {rec.unknown_threshold:.4f}); "
+                   "nearest known classes:")
     for cls, p in event["top"]:
         click.echo(f"{p:7.4f}  {cls}")
 

@@ -11,6 +11,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from .manifest import BundleError
+from .openset import COMBINED, COMBINED_PARTS, SCORE_NAMES
 from .router import BUNDLE_ROUTING_MODES
 
 _MISSING = object()
@@ -100,6 +101,35 @@ def _model_files(m: dict[str, Any], K: int | None, problems: list[str]) -> None:
             _file_name(m, f"{key}[{i}]", name, problems)
 
 
+def _unknown(m: dict[str, Any], problems: list[str]) -> None:
+    """Optional (bundles exported without held-out clips have none): the open-set score's
+    name, its calibrated threshold, the true-positive rate it was set at, its report, and
+    for the combination each part's calibration mean and spread."""
+    u = m.get("unknown", _MISSING)
+    if u is _MISSING:
+        return
+    if not isinstance(u, dict):
+        problems.append(f"unknown is {u!r}: must be an object (score, threshold, target_tpr, report)")
+        return
+    if u.get("score") not in SCORE_NAMES:
+        problems.append(f"unknown.score is {u.get('score')!r}: must be one of {', '.join(SCORE_NAMES)}")
+    elif u["score"] in ("route", COMBINED) and _get(m, "routing.mode") == "avg":
+        problems.append(f"unknown.score is {u['score']!r} but routing.mode avg scores no expert")
+    if u.get("score") == COMBINED:
+        st = u.get("standardise")
+        if not isinstance(st, dict) or not all(
+                isinstance(st.get(p), list) and len(st[p]) == 2 and all(_is_number(x) for x in st[p])
+                and st[p][1] > 0 for p in COMBINED_PARTS):
+            problems.append(f"unknown.standardise is {st!r}: must give [mean, spread > 0] for "
+                            f"{', '.join(COMBINED_PARTS)}")
+    if not _is_number(u.get("threshold")):
+        problems.append(f"unknown.threshold is {u.get('threshold')!r}: must be a finite number")
+    tpr = u.get("target_tpr")
+    if not _is_number(tpr) or not 0 < tpr <= 1:
+        problems.append(f"unknown.target_tpr is {tpr!r}: must be a number in (0, 1]")
+    _file_name(m, "unknown.report", u.get("report"), problems)
+
+
 def check_fields(m: dict[str, Any]) -> None:
     """Raise one `BundleError` listing every invalid field of manifest `m`."""
     problems: list[str] = []
@@ -123,6 +153,7 @@ def check_fields(m: dict[str, Any]) -> None:
     _positive(m, "logit_scale", problems)
     _classes(m, C, K, problems)
     _model_files(m, K, problems)
+    _unknown(m, problems)
     if problems:
         raise BundleError("the bundle's manifest.json is invalid: " + "; ".join(problems) +
                           "; re-export the bundle with stpr-export")

@@ -1,4 +1,5 @@
-"""The annotation drawn on frames for the window and `--output`: label, score, fps and
+"""The annotation drawn on frames for the window and `--output`: label (or `unknown` and
+the nearest class), score, fps and
 one labelled bar per expert's routing weight, each on a dark box so it stays
 readable over bright scenes."""
 from __future__ import annotations
@@ -9,6 +10,7 @@ import numpy as np
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _BOX = (0, 0, 0)  # BGR: black behind every text
 _LABEL, _TEXT, _BAR = (0, 255, 0), (255, 255, 255), (0, 200, 255)
+_UNKNOWN = (0, 140, 255)  # BGR orange: no known action fits
 
 
 def _text_box(img: np.ndarray, text: str, org: tuple[int, int], scale: float, colour: tuple[int, int, int],
@@ -49,7 +51,12 @@ def draw_overlay(frame: np.ndarray, event: dict | None, fps: float) -> np.ndarra
         _text_box(out, "filling the window...", (8, y), scale * 0.8, _TEXT, 1)
         return out
     label, score = event["top"][0]
-    below = _text_box(out, f"{label} {score:.2f}", (8, y), scale, _LABEL, thick)
+    if event.get("unknown"):  # name the nearest class too, smaller: it is not a claim
+        below = _text_box(out, "unknown", (8, y), scale, _UNKNOWN, thick)
+        below = _text_box(out, f"nearest: {label} {score:.2f}", (8, below + int(22 * scale) + 4), scale * 0.7,
+                          _TEXT, 1)
+    else:
+        below = _text_box(out, f"{label} {score:.2f}", (8, y), scale, _LABEL, thick)
     _text_box(out, f"{fps:.1f} fps", (8, below + int(22 * scale) + 4), scale * 0.8, _TEXT, 1)
     _routing_bars(out, list(event["routing"].values()), scale)
     return out

@@ -9,6 +9,7 @@ import numpy as np
 from .backends import OrtRunner
 from .bundle import Bundle
 from .experts import ExpertsRunner, expert_files
+from .openset import check_threshold, unknown_score
 from .router import classify, softmax
 
 
@@ -28,6 +29,21 @@ def make_runner(bundle: Bundle, file: str, backend: str, device: str, input_name
     raise ValueError(f"--backend {backend!r} is not valid; choose ort or trt")
 
 
+def unknown_threshold_for(bundle: Bundle, override: float | None) -> float | None:
+    """The threshold below which a clip is `unknown`: `--unknown-threshold`, else the
+    bundle's calibrated one; None (no rejection) for a bundle without a calibrated score.
+    An override on such a bundle is refused: its scale belongs to the bundle's score."""
+    if bundle.unknown is None:
+        if override is not None:
+            raise ValueError(f"--unknown-threshold: bundle {str(bundle.path)!r} has no calibrated unknown score "
+                             "(exported without the run's held-out clips, or by an older stpr-export); "
+                             "re-export it where the run's data can be read, or drop --unknown-threshold")
+        return None
+    if override is not None:  # finite, and inside the range of the bundle's score where it has one
+        return check_threshold(override, "--unknown-threshold", bundle.unknown["score"])
+    return float(bundle.unknown["threshold"])
+
+
 class Recognizer:
     """Context manager owning the backbone's runner and the experts' (fused: one; else one each).
 
@@ -36,8 +52,9 @@ class Recognizer:
     """
 
     def __init__(self, bundle: Bundle, backend: str = "ort", device: str = "cpu", fp16: bool = False,
-                 experts: str | None = None, fused: bool = True) -> None:
+                 experts: str | None = None, fused: bool = True, unknown_threshold: float | None = None) -> None:
         self.bundle = bundle
+        self.unknown_threshold = unknown_threshold_for(bundle, unknown_threshold)
         self.variant = experts or ("fp16" if fp16 else "fp32")
         if self.variant == "int8" and backend != "ort":
             raise ValueError("--experts int8 runs on onnxruntime (it is the CPU variant); "
@@ -79,8 +96,10 @@ class Recognizer:
         out = classify(window, z, b.text_embeddings, b.class_to_expert, b.anchors, b.routing, b.tau, b.logit_scale,
                        b.calibration)
         probs = softmax(out["logits"].astype(np.float64))
+        fit = None if b.unknown is None else unknown_score(b.unknown["score"], out, b.logit_scale,
+                                                          b.unknown.get("standardise"))
         t2 = time.perf_counter()
-        return {"probs": probs, "weights": out["weights"], "logits": out["logits"],
+        return {"probs": probs, "weights": out["weights"], "logits": out["logits"], "unknown_score": fit,
                 "experts_ms": 1000 * (t1 - t0), "router_ms": 1000 * (t2 - t1)}
 
     def topk(self, probs: np.ndarray, k: int) -> list[tuple[str, float]]:

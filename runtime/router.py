@@ -53,18 +53,20 @@ def softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def routing_weights(
-    mode: str, fbar: np.ndarray, z: np.ndarray, class_to_expert: np.ndarray, tau: float,
+def routing_scores(
+    mode: str, fbar: np.ndarray, z: np.ndarray, class_to_expert: np.ndarray,
     anchors: np.ndarray | None = None, calibration: dict[str, np.ndarray] | None = None,
-) -> np.ndarray:
-    """Weights `(B, K)` over experts; `anchors` are td anchors (td, td-raw) or adapted
-    prototypes (adapter). td is calibrated: the residual is centred by each expert's
-    `calibration["center"] (K, D)`, scored by `td_distance_scores` against the class means
-    with the expert's channel spreads `var (K, D)`, and standardised by `score_mean (K,)`
-    and `score_std (K,)`; td-raw is the paper's form (cosine, Eq. 11)."""
-    B, K, _ = z.shape
+) -> np.ndarray | None:
+    """Per-expert routing scores `(B, K)` before the softmax (None for avg, which scores
+    nothing); `anchors` are td anchors (td, td-raw) or adapted prototypes (adapter). td is
+    calibrated: the residual is centred by each expert's `calibration["center"] (K, D)`,
+    scored by `td_distance_scores` against the class means with the expert's channel
+    spreads `var (K, D)`, and standardised by `score_mean (K,)` and `score_std (K,)`;
+    td-raw is the paper's form (cosine, Eq. 11). Kept apart from the softmax because the
+    open-set score (`runtime.openset`) reads how typical the best expert finds the clip."""
+    K = z.shape[1]
     if mode == "avg":
-        return np.full((B, K), 1.0 / K, dtype=z.dtype)
+        return None
     if mode not in BUNDLE_ROUTING_MODES:
         raise ValueError(f"routing {mode!r} cannot run from a bundle; valid: {', '.join(BUNDLE_ROUTING_MODES)}")
     if anchors is None:
@@ -74,10 +76,24 @@ def routing_weights(
             raise ValueError("routing 'td' needs its per-expert calibration")
         d = z - fbar[:, None, :] - calibration["center"][None]  # (B, K, D) centred residual
         raw = td_distance_scores(d, anchors, class_to_expert, calibration["var"])
-        scores = (raw - calibration["score_mean"]) / calibration["score_std"]
-    else:
-        query = z - fbar[:, None, :] if mode == "td-raw" else fbar  # td-raw: d_e = z_e - fbar (Eq. 10)
-        scores = expert_scores(query, anchors, class_to_expert, K)
+        return (raw - calibration["score_mean"]) / calibration["score_std"]
+    query = z - fbar[:, None, :] if mode == "td-raw" else fbar  # td-raw: d_e = z_e - fbar (Eq. 10)
+    return expert_scores(query, anchors, class_to_expert, K)
+
+
+def routing_weights(
+    mode: str, fbar: np.ndarray, z: np.ndarray, class_to_expert: np.ndarray, tau: float,
+    anchors: np.ndarray | None = None, calibration: dict[str, np.ndarray] | None = None,
+) -> np.ndarray:
+    """Weights `(B, K)` over experts: `softmax(routing_scores / tau)`, equal for avg."""
+    return weights_from_scores(routing_scores(mode, fbar, z, class_to_expert, anchors, calibration), z, tau)
+
+
+def weights_from_scores(scores: np.ndarray | None, z: np.ndarray, tau: float) -> np.ndarray:
+    """`softmax(scores / tau)` in z's dtype; equal weights where nothing was scored (avg)."""
+    if scores is None:
+        B, K, _ = z.shape
+        return np.full((B, K), 1.0 / K, dtype=z.dtype)
     return softmax(scores / tau).astype(z.dtype)
 
 
@@ -86,9 +102,11 @@ def classify(
     class_to_expert: np.ndarray, anchors: np.ndarray, mode: str, tau: float, logit_scale: float,
     calibration: dict[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Frame features `(B, T, D)` and expert outputs `(B, K, D)` -> logits `(B, C)` and weights `(B, K)`."""
+    """Frame features `(B, T, D)` and expert outputs `(B, K, D)` -> logits `(B, C)`, weights
+    `(B, K)`, `v (B, D)` and the routing scores `(B, K)` (None for avg)."""
     fbar = frame_features.mean(axis=1)  # (B, D) Eq. 8
-    w = routing_weights(mode, fbar, expert_outputs, class_to_expert, tau, anchors, calibration)
+    scores = routing_scores(mode, fbar, expert_outputs, class_to_expert, anchors, calibration)
+    w = weights_from_scores(scores, expert_outputs, tau)
     v = fbar + np.einsum("bk,bkd->bd", w, expert_outputs)  # (B, D) Eq. 12
     logits = logit_scale * normalize(v) @ normalize(text_embeddings).T
-    return {"logits": logits.astype(np.float32), "weights": w, "v": v}
+    return {"logits": logits.astype(np.float32), "weights": w, "v": v, "route_scores": scores}

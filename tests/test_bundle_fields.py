@@ -45,6 +45,13 @@ CASES = {
     "td without calibration": (lambda m, d: m.pop("td_calibration"), "td_calibration is None: must be a file name"),
     "calibration spread 0": (lambda m, d: _save(d, "td_calibration.npy", lambda a: a.__setitem__((0, -1), 0.0)),
                              "a score spread <= 0"),
+    "unknown threshold text": (lambda m, d: m["unknown"].update(threshold="high"),
+                               "unknown.threshold is 'high': must be a finite number"),
+    "unknown score foreign": (lambda m, d: m["unknown"].update(score="vibes"), "unknown.score is 'vibes': must be one of"),
+    "unknown spread 0": (lambda m, d: m["unknown"]["standardise"]["margin"].__setitem__(1, 0.0),
+                         "unknown.standardise is"),
+    "unknown report outside": (lambda m, d: m["unknown"].update(report="../openset.json"),
+                               "unknown.report is '../openset.json': must be a file name inside the bundle"),
 }
 
 

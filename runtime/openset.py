@@ -1,0 +1,134 @@
+"""Open-set rejection: how well a clip fits the known classes, and the threshold below
+which `stpr-run` reports it as `unknown`.
+
+Every score here is "higher = more like a known class", computed from the arrays the
+NumPy router already returns (`router.classify`), so the export's calibration and the
+device read the very same numbers. The export compares the candidates on held-out
+classes (`export.openset`); `UNKNOWN_SCORE` is the one the runtime uses.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+TARGET_TPR = 0.95  # the threshold keeps 95 % of held-out clips of known classes
+
+
+def _logsumexp(x: np.ndarray) -> np.ndarray:
+    m = x.max(axis=-1)
+    return m + np.log(np.exp(x - m[:, None]).sum(axis=-1))
+
+
+def _top2(logits: np.ndarray) -> np.ndarray:
+    return -np.sort(-logits, axis=-1)[:, :2]
+
+
+def max_cosine(out: dict, logit_scale: float) -> np.ndarray:
+    """Best cosine of v with a class text: logits are `logit_scale * cos`."""
+    return out["logits"].astype(np.float64).max(axis=-1) / logit_scale
+
+
+def margin(out: dict, logit_scale: float) -> np.ndarray:
+    """Gap between the two best logits (one class -> no rival: the max logit itself)."""
+    t = _top2(out["logits"].astype(np.float64))
+    return t[:, 0] - t[:, 1] if t.shape[1] > 1 else t[:, 0]
+
+
+def energy(out: dict, logit_scale: float) -> np.ndarray:
+    """Negative free energy, `logsumexp(logits)` (Liu et al. 2020)."""
+    return _logsumexp(out["logits"].astype(np.float64))
+
+
+def max_softmax(out: dict, logit_scale: float) -> np.ndarray:
+    """The top class probability (the usual baseline)."""
+    x = out["logits"].astype(np.float64)
+    return np.exp(x.max(axis=-1) - _logsumexp(x))
+
+
+def route(out: dict, logit_scale: float) -> np.ndarray:
+    """Best standardised routing score: how typical the best expert finds the clip's
+    dynamics, in units of that expert's own-task spread (routing td; None otherwise)."""
+    if out.get("route_scores") is None:
+        raise ValueError("the route score needs a router that scores experts (td, td-raw, adapter), not avg")
+    return out["route_scores"].astype(np.float64).max(axis=-1)
+
+
+SCORES: dict[str, Callable[[dict, float], np.ndarray]] = {
+    "max_cosine": max_cosine, "margin": margin, "energy": energy, "max_softmax": max_softmax, "route": route,
+}
+# The combination: each part standardised by its mean and spread on the calibration
+# clips, then the smaller one. A clip is unknown when its class decision is ambiguous
+# (margin) or no expert finds its dynamics typical (route): the two fail on different
+# clips, so the minimum beats either alone (README, "Unknown actions").
+COMBINED = "margin_route"
+COMBINED_PARTS = ("margin", "route")
+SCORE_NAMES = (*SCORES, COMBINED)
+UNKNOWN_SCORE = COMBINED  # chosen by AUROC on held-out classes
+FALLBACK_SCORE = "margin"  # a router that scores no expert (avg): the best single score without route
+
+
+def standardisation(out: dict, logit_scale: float) -> dict[str, list[float]]:
+    """Mean and spread of each part of the combination over calibration clips."""
+    stats = {}
+    for part in COMBINED_PARTS:
+        s = SCORES[part](out, logit_scale)
+        stats[part] = [float(s.mean()), float(max(s.std(), 1e-6))]  # a spread of 0 would divide by 0
+    return stats
+
+
+def unknown_score(name: str, out: dict, logit_scale: float,
+                  standardise: dict[str, list[float]] | None = None) -> np.ndarray:
+    """Score `name` of each clip `(B,)` from `router.classify`'s output; the combination
+    needs the calibration's `standardise` (part -> [mean, spread])."""
+    if name == COMBINED:
+        if standardise is None:
+            raise ValueError(f"the {COMBINED!r} score needs its calibration statistics")
+        return np.min([(SCORES[p](out, logit_scale) - standardise[p][0]) / standardise[p][1]
+                       for p in COMBINED_PARTS], axis=0)
+    if name not in SCORES:
+        raise ValueError(f"unknown-score {name!r} is not one this stpr computes ({', '.join(SCORE_NAMES)}); "
+                         "re-export the bundle or update stpr")
+    return SCORES[name](out, logit_scale)
+
+
+def auroc(known: np.ndarray, unknown: np.ndarray) -> float:
+    """P(score of a known clip > score of an unknown clip), ties counted half
+    (the Mann-Whitney form of the area under the ROC curve): 0.5 is chance."""
+    k, u = np.asarray(known, np.float64), np.asarray(unknown, np.float64)
+    if k.size == 0 or u.size == 0:
+        raise ValueError("AUROC needs at least one known and one unknown score")
+    # all pairs at once: the report's few hundred clips a side make a small matrix
+    diff = k[:, None] - u[None, :]
+    return float((diff > 0).mean() + 0.5 * (diff == 0).mean())
+
+
+def threshold_at_tpr(known: np.ndarray, tpr: float = TARGET_TPR) -> float:
+    """The highest threshold that keeps (score >= threshold) at least a fraction `tpr` of
+    the known clips: the k-th lowest score, k = floor((1 - tpr) n)."""
+    if not 0 < tpr <= 1:
+        raise ValueError(f"tpr {tpr} must be in (0, 1]")
+    s = np.sort(np.asarray(known, np.float64))
+    return float(s[int(np.floor((1.0 - tpr) * s.size + 1e-9))])
+
+
+def fpr_at(unknown: np.ndarray, threshold: float) -> float:
+    """Fraction of unknown clips accepted as known at `threshold`."""
+    return float((np.asarray(unknown) >= threshold).mean())
+
+
+# Where each bounded score lives: a threshold outside would reject every clip or none.
+SCORE_RANGE: dict[str, tuple[float, float]] = {"max_cosine": (-1.0, 1.0), "max_softmax": (0.0, 1.0),
+                                               "margin": (0.0, float("inf"))}
+
+
+def check_threshold(value: float, source: str, score: str | None = None) -> float:
+    """A usable threshold: a finite number (a NaN would silently accept or reject all),
+    inside the range of `score` where it has one."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+        raise ValueError(f"{source} is {value!r}: must be a finite number")
+    lo, hi = SCORE_RANGE.get(score or "", (-np.inf, np.inf))
+    if not lo <= value <= hi:
+        raise ValueError(f"{source} is {value!r}: the bundle's {score!r} score lies in [{lo}, {hi}], so it would "
+                         "reject every clip or none")
+    return float(value)
