@@ -37,6 +37,10 @@ from .fp16 import to_fp16
 from .fuse import fuse_experts
 from .int8 import to_int8
 from .onnx_export import MIN_OPSET, export_backbone, export_expert, finish_onnx
+from .text_export import (TEXT_TOWER_FILE, TOKENIZER_FILE, export_text_tower, text_manifest, text_parity,
+                          text_problems, write_tokenizer)
+
+TEXT_FP16_KEEP_FP32 = ("Transpose",)
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +171,21 @@ def write_engines(tmp: Path, manifest: dict[str, Any], res: ExportResult) -> dic
     return {"engines": engines}
 
 
+def write_text(r: Restored, tmp: Path, meta: dict[str, Any], opset: int, fp16: bool,
+               res: ExportResult) -> dict[str, Any]:
+    """The frozen text tower (and its fp16 twin), the tokenizer and the run's prompt templates:
+    what `stpr-classes` needs to add a class by name on the device."""
+    clip = r.learner.clip_model
+    with _step(res, "text tower"):
+        finish_onnx(export_text_tower(clip, tmp / TEXT_TOWER_FILE, opset), meta)
+        write_tokenizer(tmp / TOKENIZER_FILE)
+        # Transpose stays float32: onnxruntime's transpose optimiser crashes (SIGSEGV) on
+        # the text tower's fp16 attention transposes when it loads the graph (1.32 here).
+        half = to_fp16(tmp / TEXT_TOWER_FILE, tmp / TEXT_TOWER_FILE.replace(".onnx", ".fp16.onnx"),
+                       keep_fp32=TEXT_FP16_KEEP_FP32).name if fp16 else None
+    return {"text": text_manifest(clip, r.cfg.model.templates, half)}
+
+
 def _prepare_target(out: Path, force: bool) -> None:
     """Refuse to overwrite anything but a bundle, and a bundle only with --force."""
     if not out.exists() or (out.is_dir() and not any(out.iterdir())):
@@ -217,7 +236,8 @@ def export_run(
     tmp = make_temp_dir(out.parent, f".tmp-{out.name}-{os.getpid()}-")
     try:
         meta = base_metadata(r, opset)
-        manifest = {**meta, **write_onnx(r, tmp, meta, opset, res), **write_arrays(r, tmp, res)}
+        manifest = {**meta, **write_onnx(r, tmp, meta, opset, res), **write_arrays(r, tmp, res),
+                    **write_text(r, tmp, meta, opset, fp16, res)}
         if fp16:
             manifest.update(write_fp16(tmp, manifest, res))
         manifest.update(write_fused(tmp, manifest, int8, res))
@@ -248,7 +268,8 @@ def run_parity(r: Restored, tmp: Path, manifest: dict[str, Any], count: int, res
                                                  "int8_min_top1_agreement": parity.INT8_MIN_AGREEMENT}}
         for name, got in parity.onnx_outputs(tmp, manifest, clips.numpy()).items():
             report[name] = parity.compare(ref, got)
-        problems = parity.check(report)
+        report["text_tower"] = text_parity(r, tmp, manifest["text"])
+        problems = parity.check(report) + text_problems(report["text_tower"])
         report["passed"] = not problems
     log.info("parity: %s", json.dumps({k: v for k, v in report.items() if isinstance(v, dict) and "top1_agreement" in v}))
     if problems:

@@ -100,6 +100,23 @@ def _model_files(m: dict[str, Any], K: int | None, problems: list[str]) -> None:
             _file_name(m, f"{key}[{i}]", name, problems)
 
 
+def _text(m: dict[str, Any], problems: list[str]) -> None:
+    """The optional `text` section (bundles that can add classes by name; older ones lack it)."""
+    text = m["text"]
+    if not isinstance(text, dict):
+        problems.append("text must be an object (tower, tokenizer, context_length, templates)")
+        return
+    for key in ("tower", "tokenizer") + (("tower_fp16",) if "tower_fp16" in text else ()):
+        _file_name(m, f"text.{key}", text.get(key), problems)
+    _count(m, "text.context_length", problems)
+    templates = text.get("templates")
+    if not isinstance(templates, list) or not templates or \
+            not all(isinstance(t, str) and t.count("{}") == 1 for t in templates):
+        problems.append(f"text.templates is {templates!r}: must be a non-empty list of prompts, each with one '{{}}'")
+    if text.get("clean") != "lower":
+        problems.append(f"text.clean is {text.get('clean')!r}: this stpr-run tokenizes with open_clip's 'lower'")
+
+
 def check_fields(m: dict[str, Any]) -> None:
     """Raise one `BundleError` listing every invalid field of manifest `m`."""
     problems: list[str] = []
@@ -123,6 +140,8 @@ def check_fields(m: dict[str, Any]) -> None:
     _positive(m, "logit_scale", problems)
     _classes(m, C, K, problems)
     _model_files(m, K, problems)
+    if "text" in m:
+        _text(m, problems)
     if problems:
         raise BundleError("the bundle's manifest.json is invalid: " + "; ".join(problems) +
                           "; re-export the bundle with stpr-export")
