@@ -104,8 +104,8 @@ def stream(rec: Recognizer, frames: Iterable[tuple[int, np.ndarray]], *, stride:
                 for k, v in latency.items():
                     summary.latency_ms[k].append(v)
                 summary.predictions += 1
-                latest = make_event(index, time.perf_counter() - summary.started, rec.topk(probs, topk),
-                                    out["weights"][0], latency)
+                latest = rec.mark(make_event(index, time.perf_counter() - summary.started, rec.topk(probs, topk),
+                                             out["weights"][0], latency))
                 events.write(latest)
         if on_frame:
             on_frame(frame, latest)
@@ -124,4 +124,4 @@ def classify_clip(rec: Recognizer, frames: list[np.ndarray], topk: int, last_ind
     _check_finite(out["probs"][0])
     latency = {"preprocess": 1000 * (t1 - t0), "backbone": 1000 * (t2 - t1), "experts": out["experts_ms"],
                "router": out["router_ms"], "total": 1000 * (time.perf_counter() - t0)}
-    return make_event(last_index, 0.0, rec.topk(out["probs"][0], topk), out["weights"][0], latency)
+    return rec.mark(make_event(last_index, 0.0, rec.topk(out["probs"][0], topk), out["weights"][0], latency))

@@ -26,6 +26,7 @@ from .stream import (LatestFrame, SourceError, SourceFailed, frames_from_capture
                      open_capture, source_fps)
 from .trt_build import TensorRTUnavailable
 from .watch import BundleWatcher
+from .zero_shot import load_zero_shot
 
 EXIT_ERROR = 1  # refused before running: bad bundle, source that does not open, missing backend
 EXIT_STREAM = 3  # the source failed mid-way (stalled, ended live stream, truncated file): results so far kept
@@ -95,12 +96,16 @@ def _check_outputs(kind: str, clip: bool, output: Path | None, jsonl: Path | Non
               help="Write an annotated copy of the input (every frame, source fps; .mp4 or .avi).")
 @click.option("--jsonl", type=click.Path(path_type=Path), help="Write one JSON event per prediction.")
 @click.option("--max-frames", type=click.IntRange(min=1), help="Stop after N source frames.")
+@click.option("--classes", "classes_file", type=click.Path(path_type=Path),
+              help="Zero-shot classes added by name (stpr-classes add) [BUNDLE.classes.json beside the bundle, "
+                   "if present].")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True,
               help="Seconds without a live frame = stalled (exit 3).")
 def main(url: str | None, bundle_dir: Path, camera: int | None, video: Path | None, frames_dir: Path | None,
          backend: str, device: str, fp16: bool, experts_variant: str | None, watch: bool, watch_interval: float,
          stride: int, smooth: int, topk: int, clip: bool, headless: bool,
-         output: Path | None, jsonl: Path | None, max_frames: int | None, timeout: float) -> None:
+         output: Path | None, jsonl: Path | None, max_frames: int | None, classes_file: Path | None,
+         timeout: float) -> None:
     """Recognise actions from a camera, video, frame folder or stream URL."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     logging.getLogger("stpr.runtime.backends").setLevel(logging.INFO)
@@ -114,12 +119,14 @@ def main(url: str | None, bundle_dir: Path, camera: int | None, video: Path | No
         raise click.ClickException("no display to show the window on; pass --headless (and --output/--jsonl)")
 
     def start_recognizer(b: Bundle) -> Recognizer:
-        return Recognizer(b, backend, device, fp16, experts_variant).__enter__()
+        return Recognizer(b, backend, device, fp16, experts_variant,
+                          zero_shot=load_zero_shot(b, classes_file)).__enter__()
 
     watcher = BundleWatcher(bundle_dir, start_recognizer, watch_interval) if watch else None
     try:
         bundle = load_bundle(watcher.resolved if watcher else bundle_dir)  # watching: the folder the link names now
-        recognizer = Recognizer(bundle, backend, device, fp16, experts_variant)
+        recognizer = Recognizer(bundle, backend, device, fp16, experts_variant,
+                                zero_shot=load_zero_shot(bundle, classes_file))
     except (BundleError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     summary, events, video_out = Summary(), EventLog(jsonl), VideoOut(output)
@@ -127,7 +134,9 @@ def main(url: str | None, bundle_dir: Path, camera: int | None, video: Path | No
     with sigterm_as_interrupt():
         try:
             with recognizer as rec:
-                click.echo(f"stpr-run: {len(bundle.classes)} classes, {len(bundle.manifest['experts'])} experts "
+                zs = f" + {len(rec.zero_shot.names)} zero-shot from {str(rec.zero_shot.source)!r}" \
+                    if rec.zero_shot else ""
+                click.echo(f"stpr-run: {len(bundle.classes)} classes{zs}, {len(bundle.manifest['experts'])} experts "
                            f"({rec.variant}{', fused' if rec.experts.fused else ''}), "
                            f"backend {backend} on {rec.providers}", err=True)
                 if clip:

@@ -10,6 +10,7 @@ from .backends import OrtRunner
 from .bundle import Bundle
 from .experts import ExpertsRunner, expert_files
 from .router import classify, softmax
+from .zero_shot import ZeroShot, zero_shot_logits
 
 
 def make_runner(bundle: Bundle, file: str, backend: str, device: str, input_name: str,
@@ -33,11 +34,14 @@ class Recognizer:
 
     `experts` picks the expert precision (fp32, fp16, int8; default: that of the
     backbone); `fused=False` keeps the per-expert files even when the fused graph exists.
+    `zero_shot`: classes added by name (`runtime.zero_shot`), scored after the trained ones.
     """
 
     def __init__(self, bundle: Bundle, backend: str = "ort", device: str = "cpu", fp16: bool = False,
-                 experts: str | None = None, fused: bool = True) -> None:
+                 experts: str | None = None, fused: bool = True, zero_shot: ZeroShot | None = None) -> None:
         self.bundle = bundle
+        self.zero_shot = zero_shot
+        self.names = list(bundle.classes) + (zero_shot.names if zero_shot else [])
         self.variant = experts or ("fp16" if fp16 else "fp32")
         if self.variant == "int8" and backend != "ort":
             raise ValueError("--experts int8 runs on onnxruntime (it is the CPU variant); "
@@ -78,11 +82,26 @@ class Recognizer:
         t1 = time.perf_counter()
         out = classify(window, z, b.text_embeddings, b.class_to_expert, b.anchors, b.routing, b.tau, b.logit_scale,
                        b.calibration)
-        probs = softmax(out["logits"].astype(np.float64))
+        logits = out["logits"]
+        if self.zero_shot is not None:
+            zs = zero_shot_logits(window.mean(axis=1), self.zero_shot.embeddings, b.logit_scale)
+            logits = np.concatenate([logits, zs], axis=1)
+        probs = softmax(logits.astype(np.float64))
         t2 = time.perf_counter()
-        return {"probs": probs, "weights": out["weights"], "logits": out["logits"],
+        return {"probs": probs, "weights": out["weights"], "logits": logits,
                 "experts_ms": 1000 * (t1 - t0), "router_ms": 1000 * (t2 - t1)}
 
     def topk(self, probs: np.ndarray, k: int) -> list[tuple[str, float]]:
         order = np.argsort(-probs)[:k]
-        return [(self.bundle.classes[i], float(probs[i])) for i in order]
+        return [(self.names[i], float(probs[i])) for i in order]
+
+    def zero_shot_flags(self, top: list[tuple[str, float]]) -> list[bool]:
+        """Per entry of `top`: is it a class added by name (no expert)?"""
+        added = set(self.zero_shot.names) if self.zero_shot else set()
+        return [name in added for name, _ in top]
+
+    def mark(self, event: dict) -> dict:
+        """Add `zero_shot` (one flag per `top` entry) to an event when classes were added by name."""
+        if self.zero_shot is not None:
+            event["zero_shot"] = self.zero_shot_flags([(c, p) for c, p in event["top"]])
+        return event
