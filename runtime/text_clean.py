@@ -33,10 +33,26 @@ _CONTROL = str.maketrans(dict.fromkeys([*range(0x00, 0x09), 0x0B, *range(0x0E, 0
                                         *range(0x206A, 0x2070), 0xFEFF, *range(0xFFF9, 0xFFFD)]))
 
 
+def _html_entities() -> dict[str, str]:
+    """ftfy's table: the HTML5 entities that end in ';', plus the all-lowercase ones written in
+    capitals where that is unambiguous (`&EACUTE;` -> 'É')."""
+    out = {}
+    for name, char in html.entities.html5.items():
+        if name.endswith(";"):
+            out["&" + name] = char
+            upper = "&" + name.upper()
+            if name == name.lower() and html.unescape(upper) == upper:
+                out[upper] = char.upper()
+    return out
+
+
+_ENTITIES = _html_entities()
+
+
 def _entity(match: re.Match[str]) -> str:
     text = match.group(0)
-    if text[1:] in html.entities.html5:
-        return html.entities.html5[text[1:]]
+    if text in _ENTITIES:
+        return _ENTITIES[text]
     if text.startswith("&#"):
         out = html.unescape(text)
         return text if ";" in out else out  # only a fully decoded reference counts
