@@ -37,7 +37,7 @@ from .fp16 import to_fp16
 from .fuse import fuse_experts
 from .int8 import to_int8
 from .onnx_export import MIN_OPSET, export_backbone, export_expert, finish_onnx
-from .text_export import (TEXT_TOWER_FILE, TOKENIZER_FILE, export_text_tower, text_manifest, text_parity,
+from .text_export import (CLIP_IMAGE_FILE, TEXT_TOWER_FILE, TOKENIZER_FILE, export_text_tower, text_manifest, text_parity,
                           text_problems, write_tokenizer)
 
 TEXT_FP16_KEEP_FP32 = ("Transpose",)
@@ -179,11 +179,17 @@ def write_text(r: Restored, tmp: Path, meta: dict[str, Any], opset: int, fp16: b
     with _step(res, "text tower"):
         finish_onnx(export_text_tower(clip, tmp / TEXT_TOWER_FILE, opset), meta)
         write_tokenizer(tmp / TOKENIZER_FILE)
+        # The frozen image tower without adapters: the adapters, trained on the seen classes
+        # only, erase what the tower knew of unseen ones (README, "Add an action by name").
+        finish_onnx(export_backbone(r.learner.model.backbone, tmp / CLIP_IMAGE_FILE, r.preprocess.size, opset,
+                                    adapters=False), meta)
         # Transpose stays float32: onnxruntime's transpose optimiser crashes (SIGSEGV) on
         # the text tower's fp16 attention transposes when it loads the graph (1.32 here).
-        half = to_fp16(tmp / TEXT_TOWER_FILE, tmp / TEXT_TOWER_FILE.replace(".onnx", ".fp16.onnx"),
-                       keep_fp32=TEXT_FP16_KEEP_FP32).name if fp16 else None
-    return {"text": text_manifest(clip, r.cfg.model.templates, half)}
+        half = {"tower_fp16": to_fp16(tmp / TEXT_TOWER_FILE, tmp / TEXT_TOWER_FILE.replace(".onnx", ".fp16.onnx"),
+                                      keep_fp32=TEXT_FP16_KEEP_FP32).name,
+                "image_tower_fp16": to_fp16(tmp / CLIP_IMAGE_FILE, tmp / CLIP_IMAGE_FILE.replace(".onnx", ".fp16.onnx")
+                                            ).name} if fp16 else {}
+    return {"text": {**text_manifest(clip, r.cfg.model.templates), **half}}
 
 
 def _prepare_target(out: Path, force: bool) -> None:

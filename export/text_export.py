@@ -25,6 +25,7 @@ from stpr.runtime.tokenizer import MERGES_USED, SPECIAL_TOKENS, byte_vocab
 
 TEXT_TOWER_FILE = "text_tower.onnx"
 TOKENIZER_FILE = "tokenizer.json"
+CLIP_IMAGE_FILE = "clip_backbone.onnx"  # the image tower without adapters
 
 
 class _TextTower(nn.Module):
@@ -74,13 +75,9 @@ def torch_text_embeddings(clip_model: nn.Module, model_name: str, prompts: Seque
     return F.normalize(clip_model.encode_text(tokens).float(), dim=-1).numpy()
 
 
-def text_manifest(clip_model: nn.Module, templates: Sequence[str], fp16_file: str | None) -> dict[str, Any]:
-    out: dict[str, Any] = {"tower": TEXT_TOWER_FILE, "tokenizer": TOKENIZER_FILE,
-                           "context_length": context_length(clip_model), "templates": list(templates),
-                           "clean": "lower"}
-    if fp16_file:
-        out["tower_fp16"] = fp16_file
-    return out
+def text_manifest(clip_model: nn.Module, templates: Sequence[str]) -> dict[str, Any]:
+    return {"tower": TEXT_TOWER_FILE, "tokenizer": TOKENIZER_FILE, "image_tower": CLIP_IMAGE_FILE,
+            "context_length": context_length(clip_model), "templates": list(templates), "clean": "lower"}
 
 
 TEXT_FP32_MAX_ABS_DIFF = 1e-4  # the ONNX tower against PyTorch, per embedding value

@@ -72,7 +72,7 @@ def stream(rec: Recognizer, frames: Iterable[tuple[int, np.ndarray]], *, stride:
     ones), with the latest prediction so far or None, so `--output` is a full copy.
     With a `watcher`, a new bundle it offers is swapped in between two steps."""
     b = rec.bundle
-    ring = FeatureRing(b.frames, b.dim)
+    ring = FeatureRing(b.frames, rec.feature_dim)
     recent: deque[np.ndarray] = deque(maxlen=max(1, smooth))
     inputs: deque[np.ndarray] = deque(maxlen=b.frames)  # the ring's frames, preprocessed: a swap re-encodes them
     latest: dict | None = None

@@ -10,6 +10,7 @@ from .backends import OrtRunner
 from .bundle import Bundle
 from .experts import ExpertsRunner, expert_files
 from .router import classify, softmax
+from .text import text_section
 from .zero_shot import ZeroShot, zero_shot_logits
 
 
@@ -49,42 +50,62 @@ class Recognizer:
         backbone = bundle.model_files(fp16)[0]
         files, is_fused = expert_files(bundle.manifest, self.variant, fused)
         self.backbone = make_runner(bundle, backbone, backend, device, "frames", 4 * bundle.frames)
+        # Added classes are scored on the frozen image tower: its features ride beside the
+        # adapted ones in the same window (`feature_dim` = 2D), so streaming keeps one ring.
+        self.clip_image = None
+        if zero_shot is not None:
+            text = text_section(bundle.manifest, bundle.path)
+            self.clip_image = make_runner(bundle, text["image_tower_fp16" if fp16 else "image_tower"], backend,
+                                          device, "frames", 4 * bundle.frames)
+        self.feature_dim = bundle.dim * (2 if zero_shot is not None else 1)
         self.experts = ExpertsRunner([make_runner(bundle, f, backend, device, "features", 8) for f in files],
                                      is_fused)
 
+    def _runners(self) -> list:
+        return [self.backbone, self.experts] + ([self.clip_image] if self.clip_image is not None else [])
+
     def __enter__(self) -> "Recognizer":
-        self.backbone.__enter__()
+        entered = []
         try:
-            self.experts.__enter__()
+            for runner in self._runners():
+                runner.__enter__()
+                entered.append(runner)
         except BaseException:
-            self.backbone.__exit__(None, None, None)
+            for runner in entered:
+                runner.__exit__(None, None, None)
             raise
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.backbone.__exit__(*exc)
-        self.experts.__exit__(*exc)
+        for runner in self._runners():
+            runner.__exit__(*exc)
 
     @property
     def providers(self) -> list[str]:
         return list(self.backbone.providers)
 
     def frame_features(self, frames: np.ndarray) -> np.ndarray:
-        """`(N, 3, H, W)` preprocessed frames -> `(N, D)` features."""
-        return self.backbone.infer({"frames": frames})["features"]
+        """`(N, 3, H, W)` preprocessed frames -> `(N, feature_dim)` features: the adapted ones, then
+        (with added classes) the frozen tower's."""
+        feats = self.backbone.infer({"frames": frames})["features"]
+        if self.clip_image is None:
+            return feats
+        return np.concatenate([feats, self.clip_image.infer({"frames": frames})["features"]], axis=-1)
 
     def classify(self, window: np.ndarray) -> dict[str, Any]:
-        """`(B, T, D)` frame features -> probabilities `(B, C)`, routing weights `(B, K)`,
+        """`(B, T, feature_dim)` frame features -> probabilities `(B, C + Z)`, routing weights `(B, K)`,
         and the time spent in the experts and in the router + classifier."""
         b = self.bundle
         t0 = time.perf_counter()
+        window, frozen = window[..., :b.dim], window[..., b.dim:]
         z = self.experts.infer(window)  # (B, K, D)
         t1 = time.perf_counter()
         out = classify(window, z, b.text_embeddings, b.class_to_expert, b.anchors, b.routing, b.tau, b.logit_scale,
                        b.calibration)
         logits = out["logits"]
         if self.zero_shot is not None:
-            zs = zero_shot_logits(window.mean(axis=1), self.zero_shot.embeddings, b.logit_scale)
+            zs = zero_shot_logits(frozen.mean(axis=1), b.text_embeddings, self.zero_shot.embeddings, logits,
+                                  b.logit_scale)
             logits = np.concatenate([logits, zs], axis=1)
         probs = softmax(logits.astype(np.float64))
         t2 = time.perf_counter()

@@ -1,10 +1,17 @@
-"""Scoring classes added by name (no expert, no anchor): the frame-mean feature against
-their text embedding, at the bundle's logit scale, appended after the trained logits.
+"""Scoring classes added by name, which have no expert and no anchor.
 
-Why `fbar` and not `v`: a zero-shot class owns no expert, and `v = fbar + sum_k w_k z_k`
-moves the feature toward the trained class the router picked; `fbar` is the adapted
-image feature the spatial loss aligns with the class texts (docs/method.md), so it
-compares with a new text on the same terms. scripts/zero_shot_demo.py measures both.
+An added class is scored on the frozen CLIP image tower (the bundle's `clip_backbone.onnx`,
+no adapters): its frame-mean feature `g` against the class texts. The adapters, trained on
+the seen classes only, erase what the tower knew of unseen ones (on the demo, the adapted
+frame mean puts 3 % of ring clips nearest a ring text, the frozen tower 100 %), and the
+trained classes' logits come from the routed feature `v`, on another scale. So an added
+class competes by rank, not by raw cosine:
+
+    logit_z = max_c logit_c + logit_scale * (cos(g, t_z) - max_c cos(g, t_c))
+
+It takes top-1 exactly when the frozen tower puts its text above every trained class's
+text, and then by the margin it wins by; the trained logits are unchanged.
+scripts/zero_shot_demo.py measures this rule against the raw cosines.
 """
 from __future__ import annotations
 
@@ -18,8 +25,6 @@ from .class_overlay import default_overlay_path, read_overlay
 from .router import normalize
 from .text import TextEncoder, text_section
 
-ZERO_SHOT_QUERIES = ("fbar", "v")
-
 
 @dataclass
 class ZeroShot:
@@ -28,9 +33,13 @@ class ZeroShot:
     source: Path  # the overlay file
 
 
-def zero_shot_logits(fbar: np.ndarray, embeddings: np.ndarray, logit_scale: float) -> np.ndarray:
-    """`logit_scale * cos(fbar, t_z)`: `(B, D) x (Z, D) -> (B, Z)`, as the trained logits."""
-    return (logit_scale * normalize(fbar) @ normalize(embeddings).T).astype(np.float32)
+def zero_shot_logits(g: np.ndarray, trained_text: np.ndarray, added_text: np.ndarray, trained_logits: np.ndarray,
+                     logit_scale: float) -> np.ndarray:
+    """Frozen-tower frame means `g (B, D)`, texts `(C, D)` and `(Z, D)`, trained logits `(B, C)` -> `(B, Z)`."""
+    g = normalize(g)
+    cos_added, cos_trained = g @ normalize(added_text).T, g @ normalize(trained_text).T
+    margin = cos_added - cos_trained.max(axis=1, keepdims=True)
+    return (trained_logits.max(axis=1, keepdims=True) + logit_scale * margin).astype(np.float32)
 
 
 def load_zero_shot(bundle: Bundle, overlay: str | Path | None) -> ZeroShot | None:
