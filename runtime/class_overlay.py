@@ -18,7 +18,7 @@ from .text import clean_class_name
 OVERLAY_KIND = "stpr zero-shot classes"
 OVERLAY_VERSION = 1
 OVERLAY_HASH_KEY = "overlay_sha256"
-SCORING = "fbar"  # docs/bundle.md: logit_scale * cos(frame-mean feature, class text embedding)
+SCORING = "frozen-rank"  # runtime/zero_shot.py: frozen image tower, ranked against the trained classes
 
 
 class OverlayError(BundleError):
