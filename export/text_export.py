@@ -22,6 +22,7 @@ from torch import nn
 
 from stpr.runtime.atomic import atomic_write_text
 from stpr.runtime.tokenizer import MERGES_USED, SPECIAL_TOKENS, byte_vocab
+from stpr.train.restore import Restored
 
 TEXT_TOWER_FILE = "text_tower.onnx"
 TOKENIZER_FILE = "tokenizer.json"
@@ -38,6 +39,7 @@ class _TextTower(nn.Module):
 
 
 def context_length(clip_model: nn.Module) -> int:
+    """The token count the model's text tower takes (open_clip pads and cuts to it)."""
     return int(clip_model.context_length)
 
 
@@ -84,7 +86,7 @@ TEXT_FP32_MAX_ABS_DIFF = 1e-4  # the ONNX tower against PyTorch, per embedding v
 TEXT_FP16_MIN_TOP1 = 1.0  # every class prompt's fp16 embedding is nearest its own fp32 one
 
 
-def text_parity(r: Any, tmp: Path, text: dict[str, Any]) -> dict[str, Any]:
+def text_parity(r: Restored, tmp: Path, text: dict[str, Any]) -> dict[str, Any]:
     """The bundle's text tower(s), fed by the runtime tokenizer, against open_clip + PyTorch on
     the run's own class prompts (every template)."""
     from stpr.runtime.text import TextEncoder
