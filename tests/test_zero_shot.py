@@ -127,7 +127,10 @@ def test_bad_names_and_overlays_get_one_clear_line(demo, tmp_path):
     root, run, bundle, test = demo
     overlay = tmp_path / "added.json"
     other = _resealed_copy(bundle, tmp_path / "other", lambda m: m.update(created="another export"))
-    old = _resealed_copy(bundle, tmp_path / "old", lambda m: m.pop("text"))
+    from stpr.export import export_run
+
+    old = export_run(run, tmp_path / "old", text=False).bundle  # as bundles from before this stpr
+    assert not (old / "text_tower.onnx").exists()
     tampered = tmp_path / "tampered.json"
     video = write_video(tmp_path / "v.avi", [test.raw_clip(0)])
     add = ["add", str(bundle), "--classes", str(overlay)]
