@@ -40,7 +40,7 @@ from .onnx_export import MIN_OPSET, export_backbone, export_expert, finish_onnx
 from .text_export import (CLIP_IMAGE_FILE, TEXT_TOWER_FILE, TOKENIZER_FILE, export_text_tower, text_manifest, text_parity,
                           text_problems, write_tokenizer)
 
-TEXT_FP16_KEEP_FP32 = ("Transpose",)
+PLAIN_TOWERS_FP16_KEEP_FP32 = ("Transpose",)
 
 log = logging.getLogger(__name__)
 
@@ -183,12 +183,12 @@ def write_text(r: Restored, tmp: Path, meta: dict[str, Any], opset: int, fp16: b
         # only, erase what the tower knew of unseen ones (README, "Add an action by name").
         finish_onnx(export_backbone(r.learner.model.backbone, tmp / CLIP_IMAGE_FILE, r.preprocess.size, opset,
                                     adapters=False), meta)
-        # Transpose stays float32: onnxruntime's transpose optimiser crashes (SIGSEGV) on
-        # the text tower's fp16 attention transposes when it loads the graph (1.32 here).
+        # Transpose stays float32: onnxruntime's transpose optimiser crashes (SIGSEGV) on the
+        # plain towers' fp16 attention transposes when it loads the graph (1.32 here).
         half = {"tower_fp16": to_fp16(tmp / TEXT_TOWER_FILE, tmp / TEXT_TOWER_FILE.replace(".onnx", ".fp16.onnx"),
-                                      keep_fp32=TEXT_FP16_KEEP_FP32).name,
-                "image_tower_fp16": to_fp16(tmp / CLIP_IMAGE_FILE, tmp / CLIP_IMAGE_FILE.replace(".onnx", ".fp16.onnx")
-                                            ).name} if fp16 else {}
+                                      keep_fp32=PLAIN_TOWERS_FP16_KEEP_FP32).name,
+                "image_tower_fp16": to_fp16(tmp / CLIP_IMAGE_FILE, tmp / CLIP_IMAGE_FILE.replace(".onnx", ".fp16.onnx"),
+                                            keep_fp32=PLAIN_TOWERS_FP16_KEEP_FP32).name} if fp16 else {}
     return {"text": {**text_manifest(clip, r.cfg.model.templates), **half}}
 
 

@@ -3,7 +3,7 @@
 An added class is scored on the frozen CLIP image tower (the bundle's `clip_backbone.onnx`,
 no adapters): its frame-mean feature `g` against the class texts. The adapters, trained on
 the seen classes only, erase what the tower knew of unseen ones (on the demo, the adapted
-frame mean puts 3 % of ring clips nearest a ring text, the frozen tower 100 %), and the
+frame mean puts 1.6 % of ring clips nearest a ring text, the frozen tower 100 %), and the
 trained classes' logits come from the routed feature `v`, on another scale. So an added
 class competes by rank, not by raw cosine:
 

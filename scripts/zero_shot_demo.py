@@ -87,6 +87,12 @@ def main() -> None:
               "clips_per_class": args.clips_per_class, "runs": []}
     base = labels_all < C
     report["without_added"] = evaluate(logits[base], None, labels_all[base], C, [])
+    # Which feature still knows the unseen classes: held-out clips whose frame mean is nearest
+    # a held-out class's text among all the texts (trained and held out).
+    texts = np.concatenate([b.text_embeddings, np.stack([emb_of[n] for n in held_out])])
+    report["held_out_clips_nearest_a_held_out_text"] = {
+        name: round(float(((normalize(q[~base]) @ texts.T).argmax(1) >= C).mean()), 4)
+        for name, q in (("adapted_frame_mean", fbar), ("frozen_frame_mean", g))}
     for names in groups:
         keep = base | np.isin(labels_all, [order.index(n) for n in names])
         labels = labels_all[keep].copy()
