@@ -37,8 +37,8 @@ from .fp16 import to_fp16
 from .fuse import fuse_experts
 from .int8 import to_int8
 from .onnx_export import MIN_OPSET, export_backbone, export_expert, finish_onnx
-from .text_export import (CLIP_IMAGE_FILE, TEXT_TOWER_FILE, TOKENIZER_FILE, export_text_tower, text_manifest, text_parity,
-                          text_problems, write_tokenizer)
+from .text_export import (CLIP_IMAGE_FILE, TEXT_TOWER_FILE, TOKENIZER_FILE, export_text_tower, text_manifest,
+                          text_parity, text_problems, write_tokenizer)
 
 PLAIN_TOWERS_FP16_KEEP_FP32 = ("Transpose",)
 

@@ -54,7 +54,8 @@ def read_overlay(path: str | Path, manifest: dict[str, Any]) -> list[str]:
     if data.get("bundle_manifest_sha256") != manifest[MANIFEST_HASH_KEY]:
         raise OverlayError(f"class overlay {str(path)!r} was written for another bundle (manifest_sha256 "
                            f"{str(data.get('bundle_manifest_sha256'))[:12]}..., this bundle's is "
-                           f"{manifest[MANIFEST_HASH_KEY][:12]}...); add the classes to this bundle with stpr-classes add")
+                           f"{manifest[MANIFEST_HASH_KEY][:12]}...); add the classes to this bundle with "
+                           "stpr-classes add")
     return [str(n) for n in names]
 
 

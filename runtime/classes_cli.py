@@ -23,7 +23,8 @@ _OVERLAY = click.option("--classes", "overlay", type=click.Path(path_type=Path),
 def _open(bundle: Path, overlay: Path | None) -> tuple[dict, Path, list[str]]:
     """The verified manifest, the overlay path and the names already in it."""
     if not bundle.is_dir():
-        raise click.ClickException(f"bundle folder {str(bundle)!r} does not exist; pass the --out folder of stpr-export")
+        raise click.ClickException(f"bundle folder {str(bundle)!r} does not exist; "
+                                   "pass the --out folder of stpr-export")
     try:
         manifest = verify_bundle(bundle)
         path = overlay or default_overlay_path(bundle)

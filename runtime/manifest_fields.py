@@ -106,7 +106,8 @@ def _text(m: dict[str, Any], problems: list[str]) -> None:
     if not isinstance(text, dict):
         problems.append("text must be an object (tower, tokenizer, context_length, templates)")
         return
-    for key in ("tower", "tokenizer", "image_tower") + tuple(k for k in ("tower_fp16", "image_tower_fp16") if k in text):
+    optional = tuple(k for k in ("tower_fp16", "image_tower_fp16") if k in text)
+    for key in ("tower", "tokenizer", "image_tower") + optional:
         _file_name(m, f"text.{key}", text.get(key), problems)
     _count(m, "text.context_length", problems)
     templates = text.get("templates")

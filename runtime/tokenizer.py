@@ -26,7 +26,7 @@ _FOLD = {"ſ": "s"}  # the pattern is case-insensitive: long s matches 's
 @lru_cache(maxsize=1)
 def _byte_encoder() -> dict[int, str]:
     """CLIP's reversible byte -> printable character table (`bytes_to_unicode`)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
     cs, n = bs[:], 0
     for b in range(256):
         if b not in bs:
