@@ -38,6 +38,10 @@ from .fp16 import to_fp16
 from .fuse import fuse_experts
 from .int8 import to_int8
 from .onnx_export import MIN_OPSET, export_backbone, export_expert, finish_onnx
+from .text_export import (CLIP_IMAGE_FILE, TEXT_TOWER_FILE, TOKENIZER_FILE, export_text_tower, text_manifest,
+                          text_parity, text_problems, write_tokenizer)
+
+PLAIN_TOWERS_FP16_KEEP_FP32 = ("Transpose",)
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +173,27 @@ def write_engines(tmp: Path, manifest: dict[str, Any], res: ExportResult) -> dic
     return {"engines": engines}
 
 
+def write_text(r: Restored, tmp: Path, meta: dict[str, Any], opset: int, fp16: bool,
+               res: ExportResult) -> dict[str, Any]:
+    """The frozen text tower (and its fp16 twin), the tokenizer and the run's prompt templates:
+    what `stpr-classes` needs to add a class by name on the device."""
+    clip = r.learner.clip_model
+    with _step(res, "text tower"):
+        finish_onnx(export_text_tower(clip, tmp / TEXT_TOWER_FILE, opset), meta)
+        write_tokenizer(tmp / TOKENIZER_FILE)
+        # The frozen image tower without adapters: the adapters, trained on the seen classes
+        # only, erase what the tower knew of unseen ones (README, "Add an action by name").
+        finish_onnx(export_backbone(r.learner.model.backbone, tmp / CLIP_IMAGE_FILE, r.preprocess.size, opset,
+                                    adapters=False), meta)
+        # Transpose stays float32: onnxruntime's transpose optimiser crashes (SIGSEGV) on the
+        # plain towers' fp16 attention transposes when it loads the graph (1.32 here).
+        half = {"tower_fp16": to_fp16(tmp / TEXT_TOWER_FILE, tmp / TEXT_TOWER_FILE.replace(".onnx", ".fp16.onnx"),
+                                      keep_fp32=PLAIN_TOWERS_FP16_KEEP_FP32).name,
+                "image_tower_fp16": to_fp16(tmp / CLIP_IMAGE_FILE, tmp / CLIP_IMAGE_FILE.replace(".onnx", ".fp16.onnx"),
+                                            keep_fp32=PLAIN_TOWERS_FP16_KEEP_FP32).name} if fp16 else {}
+    return {"text": {**text_manifest(clip, r.cfg.model.templates), **half}}
+
+
 def _prepare_target(out: Path, force: bool) -> None:
     """Refuse to overwrite anything but a bundle, and a bundle only with --force."""
     if not out.exists() or (out.is_dir() and not any(out.iterdir())):
@@ -188,9 +213,11 @@ def _prepare_target(out: Path, force: bool) -> None:
 def export_run(
     run_dir: str | Path, out: str | Path, *, fp16: bool = False, task: int | None = None,
     opset: int = MIN_OPSET, engine: bool = False, force: bool = False, parity_clips: int = 16,
-    int8: bool = False,
+    int8: bool = False, text: bool = True,
 ) -> ExportResult:
-    """Export the model after `task` (default: the last) of `run_dir` to the bundle `out`."""
+    """Export the model after `task` (default: the last) of `run_dir` to the bundle `out`.
+    `text=False` leaves out what adding classes by name needs (text tower, frozen image
+    tower, tokenizer): a smaller bundle that cannot add classes on the device."""
     out = Path(out)
     if opset < MIN_OPSET:
         raise StprError(f"--opset {opset} is too old: LayerNormalization needs opset >= {MIN_OPSET}")
@@ -220,6 +247,8 @@ def export_run(
     try:
         meta = base_metadata(r, opset)
         manifest = {**meta, **write_onnx(r, tmp, meta, opset, res), **write_arrays(r, tmp, res)}
+        if text:
+            manifest.update(write_text(r, tmp, meta, opset, fp16, res))
         if fp16:
             manifest.update(write_fp16(tmp, manifest, res))
         manifest.update(write_fused(tmp, manifest, int8, res))
@@ -252,6 +281,9 @@ def run_parity(r: Restored, tmp: Path, manifest: dict[str, Any], count: int, res
         for name, got in parity.onnx_outputs(tmp, manifest, clips.numpy()).items():
             report[name] = parity.compare(ref, got)
         problems = parity.check(report)
+        if "text" in manifest:
+            report["text_tower"] = text_parity(r, tmp, manifest["text"])
+            problems += text_problems(report["text_tower"])
         report["passed"] = not problems
     log.info("parity: %s", json.dumps({k: v for k, v in report.items() if isinstance(v, dict) and "top1_agreement" in v}))
     if problems:

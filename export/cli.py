@@ -22,10 +22,12 @@ from stpr.train.errors import StprError, missing_extra
 @click.option("--force", is_flag=True, help="Replace a bundle already in --out.")
 @click.option("--parity-clips", type=int, default=16, show_default=True, help="Clips in the parity check.")
 @click.option("--int8", is_flag=True, help="Also write int8 experts for CPUs (experts.int8.onnx, parity-checked).")
+@click.option("--no-text", is_flag=True, help="Leave out the text tower, frozen image tower and tokenizer "
+              "(smaller bundle; stpr-classes cannot add classes by name to it).")
 @click.option("--publish", type=click.Path(path_type=Path),
               help="Then point this symlink at the bundle, atomically (what `stpr-run --watch` follows).")
 def main(run_dir: Path, out: Path, fp16: bool, task: int | None, opset: int, engine: bool, force: bool,
-         parity_clips: int, int8: bool, publish: Path | None) -> None:
+         parity_clips: int, int8: bool, no_text: bool, publish: Path | None) -> None:
     """Export a trained run to an ONNX bundle that stpr-run serves without PyTorch.
 
     Needs the [export] install extra (torch, open_clip_torch and onnx)."""
@@ -46,7 +48,7 @@ def main(run_dir: Path, out: Path, fp16: bool, task: int | None, opset: int, eng
     try:
         with sigterm_as_interrupt():  # a stopped export still removes its temp folder
             res = export_run(run_dir, out, fp16=fp16, task=task, opset=opset, engine=engine, force=force,
-                             parity_clips=parity_clips, int8=int8)
+                             parity_clips=parity_clips, int8=int8, text=not no_text)
     except StprError as e:
         raise click.ClickException(str(e)) from None
     except KeyboardInterrupt as e:
@@ -70,6 +72,11 @@ def main(run_dir: Path, out: Path, fp16: bool, task: int | None, opset: int, eng
     else:
         click.echo("Unknown: not calibrated (the run's held-out clips could not be read); stpr-run will not "
                    "report unknown")
+    if "text_tower" in res.parity:
+        t = res.parity["text_tower"]
+        click.echo(f"Parity text tower: fp32 max |diff| {t['fp32']['max_abs_diff']:.2e}"
+                   + (f", fp16 top-1 agreement {t['fp16']['top1_agreement']:.2%}" if "fp16" in t else "")
+                   + f" ({t['prompts']} class prompts)")
     click.echo(f"Total export time: {sum(res.timings_s.values()):.1f} s")
     if publish is not None:
         from stpr.runtime.publish import publish as publish_bundle

@@ -8,6 +8,7 @@ depth (LayerNorm's variance, Softmax's exponent, reductions) are kept in float32
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import onnx
 from onnxruntime.transformers import float16
@@ -16,9 +17,10 @@ from onnxruntime.transformers.onnx_model import OnnxModel
 KEEP_FP32 = ["LayerNormalization", "Softmax", "ReduceMean", "ReduceSum", "ReduceL2", "Pow", "Sqrt", "Div"]
 
 
-def to_fp16(src: Path, dst: Path) -> Path:
+def to_fp16(src: Path, dst: Path, keep_fp32: Sequence[str] = ()) -> Path:
+    """`keep_fp32`: more op types to leave in float32 for this graph."""
     model = onnx.load(str(src))
-    block = list(float16.DEFAULT_OP_BLOCK_LIST) + KEEP_FP32
+    block = list(float16.DEFAULT_OP_BLOCK_LIST) + KEEP_FP32 + list(keep_fp32)
     half = float16.convert_float_to_float16(model, keep_io_types=True, op_block_list=block)
     # The converter appends the input casts after their consumers: restore node order.
     wrapped = OnnxModel(half)

@@ -17,12 +17,12 @@ MIN_OPSET = 17  # LayerNormalization is one node from opset 17 on
 
 
 class _Backbone(nn.Module):
-    def __init__(self, tower: AdaptedVisionTower) -> None:
+    def __init__(self, tower: AdaptedVisionTower, adapters: bool = True) -> None:
         super().__init__()
-        self.tower = tower
+        self.tower, self.adapters = tower, adapters
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        return self.tower(frames, adapters=True)  # (N, D), adapters included
+        return self.tower(frames, adapters=self.adapters)  # (N, D)
 
 
 def _trace(module: nn.Module, example: torch.Tensor, path: Path, names: tuple[str, str],
@@ -51,10 +51,12 @@ def finish_onnx(path: Path, metadata: dict[str, Any]) -> Path:
     return path
 
 
-def export_backbone(tower: AdaptedVisionTower, path: Path, image_size: int, opset: int = MIN_OPSET) -> Path:
-    """frames `(N, 3, H, W)` float32, normalised -> features `(N, D)`; N dynamic."""
+def export_backbone(tower: AdaptedVisionTower, path: Path, image_size: int, opset: int = MIN_OPSET,
+                    adapters: bool = True) -> Path:
+    """frames `(N, 3, H, W)` float32, normalised -> features `(N, D)`; N dynamic. `adapters=False`:
+    the frozen CLIP image tower alone (what zero-shot classes are scored with)."""
     example = torch.zeros(2, 3, image_size, image_size)
-    _trace(_Backbone(tower), example, path, ("frames", "features"),
+    _trace(_Backbone(tower, adapters), example, path, ("frames", "features"),
            {"frames": {0: "N"}, "features": {0: "N"}}, opset)
     return path
 

@@ -78,7 +78,7 @@ def stream(rec: Recognizer, frames: Iterable[tuple[int, np.ndarray]], *, stride:
     ones), with the latest prediction so far or None, so `--output` is a full copy.
     With a `watcher`, a new bundle it offers is swapped in between two steps."""
     b = rec.bundle
-    ring = FeatureRing(b.frames, b.dim)
+    ring = FeatureRing(b.frames, rec.feature_dim)
     recent: deque[np.ndarray] = deque(maxlen=max(1, smooth))
     recent_fit: deque[float] = deque(maxlen=max(1, smooth))  # the open-set score, smoothed like the scores
     inputs: deque[np.ndarray] = deque(maxlen=b.frames)  # the ring's frames, preprocessed: a swap re-encodes them
@@ -115,8 +115,8 @@ def stream(rec: Recognizer, frames: Iterable[tuple[int, np.ndarray]], *, stride:
                     summary.latency_ms[k].append(v)
                 summary.predictions += 1
                 fit = float(np.mean(recent_fit)) if recent_fit else None
-                latest = make_event(index, time.perf_counter() - summary.started, rec.topk(probs, topk),
-                                    out["weights"][0], latency, fit, rec.unknown_threshold)
+                latest = rec.mark(make_event(index, time.perf_counter() - summary.started, rec.topk(probs, topk),
+                                             out["weights"][0], latency, fit, rec.unknown_threshold))
                 events.write(latest)
         if on_frame:
             on_frame(frame, latest)
@@ -136,5 +136,5 @@ def classify_clip(rec: Recognizer, frames: list[np.ndarray], topk: int, last_ind
     latency = {"preprocess": 1000 * (t1 - t0), "backbone": 1000 * (t2 - t1), "experts": out["experts_ms"],
                "router": out["router_ms"], "total": 1000 * (time.perf_counter() - t0)}
     fit = None if out["unknown_score"] is None else float(out["unknown_score"][0])
-    return make_event(last_index, 0.0, rec.topk(out["probs"][0], topk), out["weights"][0], latency, fit,
-                      rec.unknown_threshold)
+    return rec.mark(make_event(last_index, 0.0, rec.topk(out["probs"][0], topk), out["weights"][0], latency, fit,
+                               rec.unknown_threshold))

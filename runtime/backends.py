@@ -79,7 +79,9 @@ class OrtRunner:
 
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         t0 = time.perf_counter()
-        outs = self.session.run(self._outputs,
-                                {k: np.ascontiguousarray(feed[k], dtype=np.float32) for k in self._inputs})
+        # Float inputs go in as float32; integer ones (the text tower's token ids) keep their type.
+        outs = self.session.run(self._outputs, {k: np.ascontiguousarray(
+            feed[k], dtype=None if np.issubdtype(np.asarray(feed[k]).dtype, np.integer) else np.float32)
+            for k in self._inputs})
         self.timings_ms.append(1000 * (time.perf_counter() - t0))
         return dict(zip(self._outputs, outs))

@@ -27,6 +27,7 @@ from .stream import (LatestFrame, SourceError, SourceFailed, frames_from_capture
                      open_capture, source_fps)
 from .trt_build import TensorRTUnavailable
 from .watch import BundleWatcher
+from .zero_shot import load_zero_shot
 
 EXIT_ERROR = 1  # refused before running: bad bundle, source that does not open, missing backend
 EXIT_STREAM = 3  # the source failed mid-way (stalled, ended live stream, truncated file): results so far kept
@@ -109,12 +110,16 @@ def _finite_threshold(ctx: click.Context, param: click.Parameter, value: float |
 @click.option("--unknown-threshold", type=float, callback=_finite_threshold,
               help="Report `unknown` when the open-set score is below this [the bundle's calibrated threshold, "
                    "which keeps 95 % of held-out clips of the known classes; see openset.json].")
+@click.option("--classes", "classes_file", type=click.Path(path_type=Path),
+              help="Zero-shot classes added by name (stpr-classes add) [BUNDLE.classes.json beside the bundle, "
+                   "if present].")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True,
               help="Seconds without a live frame = stalled (exit 3).")
 def main(url: str | None, bundle_dir: Path, camera: int | None, video: Path | None, frames_dir: Path | None,
          backend: str, device: str, fp16: bool, experts_variant: str | None, watch: bool, watch_interval: float,
          stride: int, smooth: int, topk: int, clip: bool, headless: bool,
          output: Path | None, jsonl: Path | None, max_frames: int | None, unknown_threshold: float | None,
+         classes_file: Path | None,
          timeout: float) -> None:
     """Recognise actions from a camera, video, frame folder or stream URL."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
@@ -129,12 +134,14 @@ def main(url: str | None, bundle_dir: Path, camera: int | None, video: Path | No
         raise click.ClickException("no display to show the window on; pass --headless (and --output/--jsonl)")
 
     def start_recognizer(b: Bundle) -> Recognizer:
-        return Recognizer(b, backend, device, fp16, experts_variant, unknown_threshold=unknown_threshold).__enter__()
+        return Recognizer(b, backend, device, fp16, experts_variant, zero_shot=load_zero_shot(b, classes_file),
+                          unknown_threshold=unknown_threshold).__enter__()
 
     watcher = BundleWatcher(bundle_dir, start_recognizer, watch_interval) if watch else None
     try:
         bundle = load_bundle(watcher.resolved if watcher else bundle_dir)  # watching: the folder the link names now
-        recognizer = Recognizer(bundle, backend, device, fp16, experts_variant, unknown_threshold=unknown_threshold)
+        recognizer = Recognizer(bundle, backend, device, fp16, experts_variant,
+                                zero_shot=load_zero_shot(bundle, classes_file), unknown_threshold=unknown_threshold)
     except (BundleError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     summary, events, video_out = Summary(), EventLog(jsonl), VideoOut(output)
@@ -142,7 +149,9 @@ def main(url: str | None, bundle_dir: Path, camera: int | None, video: Path | No
     with sigterm_as_interrupt():
         try:
             with recognizer as rec:
-                click.echo(f"stpr-run: {len(bundle.classes)} classes, {len(bundle.manifest['experts'])} experts "
+                zs = f" + {len(rec.zero_shot.names)} zero-shot from {str(rec.zero_shot.source)!r}" \
+                    if rec.zero_shot else ""
+                click.echo(f"stpr-run: {len(bundle.classes)} classes{zs}, {len(bundle.manifest['experts'])} experts "
                            f"({rec.variant}{', fused' if rec.experts.fused else ''}), "
                            f"backend {backend} on {rec.providers}", err=True)
                 _say_unknown(rec)

@@ -128,6 +128,22 @@ def _unknown(m: dict[str, Any], problems: list[str]) -> None:
     if not _is_number(tpr) or not 0 < tpr <= 1:
         problems.append(f"unknown.target_tpr is {tpr!r}: must be a number in (0, 1]")
     _file_name(m, "unknown.report", u.get("report"), problems)
+def _text(m: dict[str, Any], problems: list[str]) -> None:
+    """The optional `text` section (bundles that can add classes by name; older ones lack it)."""
+    text = m["text"]
+    if not isinstance(text, dict):
+        problems.append("text must be an object (tower, tokenizer, context_length, templates)")
+        return
+    optional = tuple(k for k in ("tower_fp16", "image_tower_fp16") if k in text)
+    for key in ("tower", "tokenizer", "image_tower") + optional:
+        _file_name(m, f"text.{key}", text.get(key), problems)
+    _count(m, "text.context_length", problems)
+    templates = text.get("templates")
+    if not isinstance(templates, list) or not templates or \
+            not all(isinstance(t, str) and t.count("{}") == 1 for t in templates):
+        problems.append(f"text.templates is {templates!r}: must be a non-empty list of prompts, each with one '{{}}'")
+    if text.get("clean") != "lower":
+        problems.append(f"text.clean is {text.get('clean')!r}: this stpr-run tokenizes with open_clip's 'lower'")
 
 
 def check_fields(m: dict[str, Any]) -> None:
@@ -154,6 +170,8 @@ def check_fields(m: dict[str, Any]) -> None:
     _classes(m, C, K, problems)
     _model_files(m, K, problems)
     _unknown(m, problems)
+    if "text" in m:
+        _text(m, problems)
     if problems:
         raise BundleError("the bundle's manifest.json is invalid: " + "; ".join(problems) +
                           "; re-export the bundle with stpr-export")

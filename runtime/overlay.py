@@ -51,6 +51,8 @@ def draw_overlay(frame: np.ndarray, event: dict | None, fps: float) -> np.ndarra
         _text_box(out, "filling the window...", (8, y), scale * 0.8, _TEXT, 1)
         return out
     label, score = event["top"][0]
+    if event.get("zero_shot", [False])[0]:  # added by name on the device: no expert behind it
+        label = f"{label} (zero-shot)"
     if event.get("unknown"):  # name the nearest class too, smaller: it is not a claim
         below = _text_box(out, "unknown", (8, y), scale, _UNKNOWN, thick)
         below = _text_box(out, f"nearest: {label} {score:.2f}", (8, below + int(22 * scale) + 4), scale * 0.7,

@@ -9,8 +9,10 @@ import numpy as np
 from .backends import OrtRunner
 from .bundle import Bundle
 from .experts import ExpertsRunner, expert_files
-from .openset import check_threshold, unknown_score
 from .router import classify, softmax
+from .openset import check_threshold, unknown_score
+from .text import text_section
+from .zero_shot import ZeroShot, zero_shot_logits
 
 
 def make_runner(bundle: Bundle, file: str, backend: str, device: str, input_name: str,
@@ -49,12 +51,16 @@ class Recognizer:
 
     `experts` picks the expert precision (fp32, fp16, int8; default: that of the
     backbone); `fused=False` keeps the per-expert files even when the fused graph exists.
+    `zero_shot`: classes added by name (`runtime.zero_shot`), scored after the trained ones.
     """
 
     def __init__(self, bundle: Bundle, backend: str = "ort", device: str = "cpu", fp16: bool = False,
-                 experts: str | None = None, fused: bool = True, unknown_threshold: float | None = None) -> None:
+                 experts: str | None = None, fused: bool = True, zero_shot: ZeroShot | None = None,
+                 unknown_threshold: float | None = None) -> None:
         self.bundle = bundle
         self.unknown_threshold = unknown_threshold_for(bundle, unknown_threshold)
+        self.zero_shot = zero_shot
+        self.names = list(bundle.classes) + (zero_shot.names if zero_shot else [])
         self.variant = experts or ("fp16" if fp16 else "fp32")
         if self.variant == "int8" and backend != "ort":
             raise ValueError("--experts int8 runs on onnxruntime (it is the CPU variant); "
@@ -62,46 +68,85 @@ class Recognizer:
         backbone = bundle.model_files(fp16)[0]
         files, is_fused = expert_files(bundle.manifest, self.variant, fused)
         self.backbone = make_runner(bundle, backbone, backend, device, "frames", 4 * bundle.frames)
+        # Added classes are scored on the frozen image tower: its features ride beside the
+        # adapted ones in the same window (`feature_dim` = 2D), so streaming keeps one ring.
+        self.clip_image = None
+        if zero_shot is not None:
+            text = text_section(bundle.manifest, bundle.path)
+            self.clip_image = make_runner(bundle, text["image_tower_fp16" if fp16 else "image_tower"], backend,
+                                          device, "frames", 4 * bundle.frames)
+        self.feature_dim = bundle.dim * (2 if zero_shot is not None else 1)
         self.experts = ExpertsRunner([make_runner(bundle, f, backend, device, "features", 8) for f in files],
                                      is_fused)
 
+    def _runners(self) -> list:
+        return [self.backbone, self.experts] + ([self.clip_image] if self.clip_image is not None else [])
+
     def __enter__(self) -> "Recognizer":
-        self.backbone.__enter__()
+        entered = []
         try:
-            self.experts.__enter__()
+            for runner in self._runners():
+                runner.__enter__()
+                entered.append(runner)
         except BaseException:
-            self.backbone.__exit__(None, None, None)
+            for runner in entered:
+                runner.__exit__(None, None, None)
             raise
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.backbone.__exit__(*exc)
-        self.experts.__exit__(*exc)
+        for runner in self._runners():
+            runner.__exit__(*exc)
 
     @property
     def providers(self) -> list[str]:
         return list(self.backbone.providers)
 
     def frame_features(self, frames: np.ndarray) -> np.ndarray:
-        """`(N, 3, H, W)` preprocessed frames -> `(N, D)` features."""
-        return self.backbone.infer({"frames": frames})["features"]
+        """`(N, 3, H, W)` preprocessed frames -> `(N, feature_dim)` features: the adapted ones, then
+        (with added classes) the frozen tower's."""
+        feats = self.backbone.infer({"frames": frames})["features"]
+        if self.clip_image is None:
+            return feats
+        return np.concatenate([feats, self.clip_image.infer({"frames": frames})["features"]], axis=-1)
 
     def classify(self, window: np.ndarray) -> dict[str, Any]:
-        """`(B, T, D)` frame features -> probabilities `(B, C)`, routing weights `(B, K)`,
+        """`(B, T, feature_dim)` frame features -> probabilities `(B, C + Z)`, routing weights `(B, K)`,
         and the time spent in the experts and in the router + classifier."""
         b = self.bundle
         t0 = time.perf_counter()
+        window, frozen = window[..., :b.dim], window[..., b.dim:]
         z = self.experts.infer(window)  # (B, K, D)
         t1 = time.perf_counter()
         out = classify(window, z, b.text_embeddings, b.class_to_expert, b.anchors, b.routing, b.tau, b.logit_scale,
                        b.calibration)
-        probs = softmax(out["logits"].astype(np.float64))
+        logits = out["logits"]
+        if self.zero_shot is not None:
+            zs = zero_shot_logits(frozen.mean(axis=1), b.text_embeddings, self.zero_shot.embeddings, logits,
+                                  b.logit_scale)
+            logits = np.concatenate([logits, zs], axis=1)
+        probs = softmax(logits.astype(np.float64))
+        # The open-set score is calibrated on the trained classes: computed from them alone.
         fit = None if b.unknown is None else unknown_score(b.unknown["score"], out, b.logit_scale,
                                                           b.unknown.get("standardise"))
         t2 = time.perf_counter()
-        return {"probs": probs, "weights": out["weights"], "logits": out["logits"], "unknown_score": fit,
+        return {"probs": probs, "weights": out["weights"], "logits": logits, "unknown_score": fit,
                 "experts_ms": 1000 * (t1 - t0), "router_ms": 1000 * (t2 - t1)}
 
     def topk(self, probs: np.ndarray, k: int) -> list[tuple[str, float]]:
         order = np.argsort(-probs)[:k]
-        return [(self.bundle.classes[i], float(probs[i])) for i in order]
+        return [(self.names[i], float(probs[i])) for i in order]
+
+    def zero_shot_flags(self, top: list[tuple[str, float]]) -> list[bool]:
+        """Per entry of `top`: is it a class added by name (no expert)?"""
+        added = set(self.zero_shot.names) if self.zero_shot else set()
+        return [name in added for name, _ in top]
+
+    def mark(self, event: dict) -> dict:
+        """Add `zero_shot` (one flag per `top` entry) to an event when classes were added by name."""
+        if self.zero_shot is not None:
+            event["zero_shot"] = self.zero_shot_flags([(c, p) for c, p in event["top"]])
+            if event.get("unknown") and event["zero_shot"][0]:
+                # the open-set score covers the trained classes; a class added by name matched
+                event["unknown"] = False
+        return event

@@ -61,10 +61,10 @@ def verify_recognizer(rec: Recognizer) -> None:
     """One inference on a blank frame and window: shapes as the manifest says, finite scores."""
     b = rec.bundle
     feats = rec.frame_features(np.zeros((1, 3, b.size, b.size), np.float32))
-    if feats.shape != (1, b.dim):
-        raise ValueError(f"the backbone gives features {feats.shape}, the manifest says (1, {b.dim})")
-    out = rec.classify(np.zeros((1, b.frames, b.dim), np.float32))
-    K, C = len(b.manifest["experts"]), len(b.classes)
+    if feats.shape != (1, rec.feature_dim):
+        raise ValueError(f"the backbone gives features {feats.shape}, the manifest says (1, {rec.feature_dim})")
+    out = rec.classify(np.zeros((1, b.frames, rec.feature_dim), np.float32))
+    K, C = len(b.manifest["experts"]), len(rec.names)
     if out["weights"].shape != (1, K) or out["probs"].shape != (1, C):
         raise ValueError(f"the experts give routing weights {out['weights'].shape} and scores {out['probs'].shape}, "
                          f"the manifest says (1, {K}) and (1, {C})")
@@ -160,7 +160,7 @@ class BundleWatcher(threading.Thread):
                 continue
             new, old = offer.recognizer, rec
             b = new.bundle
-            ring = FeatureRing(b.frames, b.dim)
+            ring = FeatureRing(b.frames, new.feature_dim)
             if inputs:
                 for f in new.frame_features(np.stack(inputs)):
                     ring.push(f)

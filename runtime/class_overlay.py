@@ -1,0 +1,82 @@
+"""The zero-shot class overlay: names added on the device, in a file beside the bundle.
+
+The bundle stays as exported (its hashes are its contract); added names live in
+`<bundle>.classes.json` (or a path of the user's choice). The file carries the
+`manifest_sha256` of the bundle it was written for and its own sha256, so a hand edit,
+a damaged file or an overlay moved next to another bundle is refused with the cause.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+from .atomic import atomic_write_json
+from .manifest import MANIFEST_HASH_KEY, BundleError, manifest_digest
+from .text import clean_class_name
+
+OVERLAY_KIND = "stpr zero-shot classes"
+OVERLAY_VERSION = 1
+OVERLAY_HASH_KEY = "overlay_sha256"
+SCORING = "frozen-rank"  # runtime/zero_shot.py: frozen image tower, ranked against the trained classes
+
+
+class OverlayError(BundleError):
+    """An overlay file or an added name that cannot be used, with what to do."""
+
+
+def default_overlay_path(bundle: str | Path) -> Path:
+    """`<bundle>.classes.json`, beside (not inside) the bundle folder."""
+    bundle = Path(bundle)
+    return bundle.parent / f"{bundle.name}.classes.json"
+
+
+def _digest(overlay: dict[str, Any]) -> str:
+    return manifest_digest({k: v for k, v in overlay.items() if k != OVERLAY_HASH_KEY})
+
+
+def read_overlay(path: str | Path, manifest: dict[str, Any]) -> list[str]:
+    """The added names, after checking the file's own hash and that it belongs to this bundle."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise OverlayError(f"class overlay {str(path)!r} does not exist; add classes with `stpr-classes add`") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise OverlayError(f"class overlay {str(path)!r} is not valid JSON ({e}); delete it and add the classes "
+                           "again with `stpr-classes add`") from None
+    names = data.get("classes") if isinstance(data, dict) else None
+    if not isinstance(data, dict) or data.get("kind") != OVERLAY_KIND or not isinstance(names, list):
+        raise OverlayError(f"{str(path)!r} is not a stpr class overlay; pass the file `stpr-classes add` wrote")
+    if data.get(OVERLAY_HASH_KEY) != _digest(data):
+        raise OverlayError(f"class overlay {str(path)!r} does not match its overlay_sha256 (edited or damaged "
+                           "after stpr-classes wrote it); delete it and add the classes again with stpr-classes add")
+    if data.get("bundle_manifest_sha256") != manifest[MANIFEST_HASH_KEY]:
+        raise OverlayError(f"class overlay {str(path)!r} was written for another bundle (manifest_sha256 "
+                           f"{str(data.get('bundle_manifest_sha256'))[:12]}..., this bundle's is "
+                           f"{manifest[MANIFEST_HASH_KEY][:12]}...); add the classes to this bundle with "
+                           "stpr-classes add")
+    return [str(n) for n in names]
+
+
+def check_new_names(names: Sequence[str], existing_trained: Sequence[str], existing_added: Sequence[str]) -> None:
+    """Refuse an empty name and one that already exists (trained or added), compared as the
+    prompt sees them ("Circle_Moving-Left" is "circle moving left")."""
+    taken = {clean_class_name(n): f"a trained class ({n!r})" for n in existing_trained}
+    taken.update({clean_class_name(n): f"an added class ({n!r})" for n in existing_added})
+    for name in names:
+        words = clean_class_name(name)
+        if not words:
+            raise OverlayError(f"class name {name!r} is empty; give the action in words, e.g. \"waving hands\"")
+        if words in taken:
+            raise OverlayError(f"class name {name!r} already exists as {taken[words]}; choose another name or "
+                               "remove the added one with `stpr-classes remove`")
+        taken[words] = f"an earlier name on this command line ({name!r})"
+
+
+def write_overlay(path: str | Path, manifest: dict[str, Any], names: Sequence[str]) -> Path:
+    """Write (atomically) the overlay holding exactly `names` for the bundle of `manifest`."""
+    body = {"kind": OVERLAY_KIND, "schema_version": OVERLAY_VERSION,
+            "bundle_manifest_sha256": manifest[MANIFEST_HASH_KEY], "scoring": SCORING, "classes": list(names)}
+    atomic_write_json(path, {**body, OVERLAY_HASH_KEY: _digest(body)})
+    return Path(path)

@@ -1,0 +1,84 @@
+"""`stpr-classes`: add, list and remove zero-shot classes of a bundle, on the device.
+
+Names go into an overlay file beside the bundle (`runtime.class_overlay`); the bundle is
+never edited. Each name is embedded once here with the bundle's text tower, so a bundle
+without one (exported before this stpr) is refused at `add`, not at the first run.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from .class_overlay import check_new_names, default_overlay_path, read_overlay, write_overlay
+from .manifest import BundleError, verify_bundle
+from .text import TextEncoder, text_section
+
+_BUNDLE = click.argument("bundle", type=click.Path(path_type=Path))
+_OVERLAY = click.option("--classes", "overlay", type=click.Path(path_type=Path),
+                        help="Overlay file [BUNDLE.classes.json beside the bundle folder].")
+
+
+def _open(bundle: Path, overlay: Path | None) -> tuple[dict, Path, list[str]]:
+    """The verified manifest, the overlay path and the names already in it."""
+    if not bundle.is_dir():
+        raise click.ClickException(f"bundle folder {str(bundle)!r} does not exist; "
+                                   "pass the --out folder of stpr-export")
+    try:
+        manifest = verify_bundle(bundle)
+        path = overlay or default_overlay_path(bundle)
+        return manifest, path, read_overlay(path, manifest) if path.is_file() else []
+    except BundleError as e:
+        raise click.ClickException(str(e)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Add actions to a bundle by name, without retraining (zero-shot, scored by stpr-run)."""
+
+
+@main.command()
+@_BUNDLE
+@click.argument("names", nargs=-1, required=True)
+@_OVERLAY
+def add(bundle: Path, names: tuple[str, ...], overlay: Path | None) -> None:
+    """Add NAMES (each one argument: quote names with spaces)."""
+    manifest, path, added = _open(bundle, overlay)
+    try:
+        text = text_section(manifest, bundle)
+        check_new_names(names, manifest["classes"], added)
+        with TextEncoder(bundle, text) as enc:  # proves the tower and tokenizer run here
+            enc.embed_names(list(names))
+        write_overlay(path, manifest, [*added, *names])
+    except BundleError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"added {len(names)} zero-shot class(es) to {str(path)!r}; stpr-run --bundle {bundle} loads it")
+
+
+@main.command(name="list")
+@_BUNDLE
+@_OVERLAY
+def list_(bundle: Path, overlay: Path | None) -> None:
+    """Print the trained and added classes as JSON."""
+    manifest, path, added = _open(bundle, overlay)
+    click.echo(json.dumps({"trained": manifest["classes"], "zero_shot": added, "overlay": str(path)}, indent=2))
+
+
+@main.command()
+@_BUNDLE
+@click.argument("names", nargs=-1, required=True)
+@_OVERLAY
+def remove(bundle: Path, names: tuple[str, ...], overlay: Path | None) -> None:
+    """Remove added NAMES (trained classes cannot be removed here)."""
+    manifest, path, added = _open(bundle, overlay)
+    missing = [n for n in names if n not in added]
+    if missing:
+        raise click.ClickException(f"{missing[0]!r} is not an added class of {str(bundle)!r} "
+                                   f"(added: {added}); see `stpr-classes list {bundle}`")
+    write_overlay(path, manifest, [n for n in added if n not in names])
+    click.echo(f"removed {len(names)} class(es) from {str(path)!r}")
+
+
+if __name__ == "__main__":
+    main()

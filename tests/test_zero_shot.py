@@ -1,0 +1,177 @@
+"""Adding an action by name on the device (issue 9, part 2): the bundle's text tower and
+frozen image tower, the overlay file, stpr-run's scoring, and the errors. Every runtime
+step runs in a subprocess with torch blocked."""
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from stpr.runtime.manifest import MANIFEST_NAME, seal_manifest
+from stpr.runtime.text import TextEncoder
+from stpr.train.data.synthetic import SHAPES, SyntheticActions
+from stpr.train.model.text import encode_class_names
+from stpr.train.restore import restore
+
+from helpers import write_video
+
+# Runs stpr-classes / stpr-run commands with torch unimportable; prints their exit codes and output.
+BLOCKED = """
+import json, sys
+sys.modules["torch"] = None  # any `import torch` now fails
+from click.testing import CliRunner
+from stpr.runtime import classes_cli, cli
+out = []
+for prog, args in json.loads(sys.argv[1]):
+    res = CliRunner().invoke({"classes": classes_cli.main, "run": cli.main}[prog], args)
+    out.append({"code": res.exit_code, "output": res.output})
+print(json.dumps(out))
+"""
+
+
+def blocked(*commands: tuple[str, list[str]]) -> list[dict]:
+    res = subprocess.run([sys.executable, "-c", BLOCKED, json.dumps(commands)], capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    return json.loads(res.stdout.splitlines()[-1])
+
+
+def bundle_hashes(bundle: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(bundle.rglob("*")) if p.is_file()}
+
+
+def error_line(result: dict) -> str:
+    lines = [ln for ln in result["output"].splitlines() if ln.startswith("Error:")]
+    assert result["code"] == 1 and len(lines) == 1, result
+    return lines[0]
+
+
+def all_demo_classes() -> list[str]:
+    return SyntheticActions("test", clips_per_class=1, shapes=SHAPES).classes  # 20: trained and held out
+
+
+def test_text_tower_matches_pytorch_and_fp16_keeps_every_top1(demo):
+    root, run, bundle, test = demo
+    r = restore(run)
+    manifest = json.loads((bundle / MANIFEST_NAME).read_text())
+    names = all_demo_classes()
+    ref = encode_class_names(r.learner.clip_model, r.cfg.model.name, names, r.cfg.model.templates).numpy()
+    with TextEncoder(bundle, manifest["text"]) as enc:
+        fp32 = enc.embed_names(names)
+    with TextEncoder(bundle, manifest["text"], fp16=True) as enc:
+        fp16 = enc.embed_names(names)
+    assert np.abs(fp32 - ref).max() < 1e-4
+    assert ((fp16 @ ref.T).argmax(1) == np.arange(len(names))).all()  # each name still nearest itself
+    assert np.abs(np.asarray(r.learner.model.text_embeddings) - fp32[:12]).max() < 1e-4  # == the trained rows
+    report = json.loads((bundle / "parity.json").read_text())["text_tower"]
+    assert report["fp32"]["max_abs_diff"] < 1e-4 and report["fp16"]["top1_agreement"] == 1.0
+
+
+def test_frozen_image_tower_matches_pytorch(demo):
+    import onnxruntime as ort
+
+    root, run, bundle, test = demo
+    r = restore(run)
+    x = torch.stack([test[i][0] for i in (0, 20, 40)]).flatten(0, 1)  # (3T, 3, H, W)
+    with torch.no_grad():
+        want = r.learner.model.backbone(x, adapters=False).numpy()
+    got = {}
+    for name in ("clip_backbone.onnx", "clip_backbone.fp16.onnx"):  # the fp16 twin once crashed onnxruntime
+        sess = ort.InferenceSession(str(bundle / name), providers=["CPUExecutionProvider"])
+        got[name] = sess.run(None, {"frames": x.numpy()})[0]
+    assert np.abs(got["clip_backbone.onnx"] - want).max() < 1e-4
+    assert np.abs(got["clip_backbone.fp16.onnx"] - want).max() < 0.05 * np.abs(want).max()
+
+
+def test_add_a_class_by_name_and_run_it_without_torch(demo, tmp_path):
+    root, run, shared, test = demo
+    bundle = tmp_path / "bundle"
+    shutil.copytree(shared, bundle)  # the overlay goes beside the bundle: not beside the shared one
+    before = bundle_hashes(bundle)
+    held = SyntheticActions("test", clips_per_class=2, shapes=("cross",))  # never trained in the demo
+    new_clip = write_video(tmp_path / "cross.avi", [held.raw_clip(0)])  # cross_moving_right
+    old_clip = write_video(tmp_path / "circle.avi", [test.raw_clip(5)])  # a trained class (circle)
+    ev = {k: tmp_path / f"{k}.jsonl" for k in ("new", "old", "plain", "fp16")}
+    run_args = ["--bundle", str(bundle), "--clip", "--headless", "--topk", "3"]
+    res = blocked(("run", [*run_args, "--video", str(old_clip), "--jsonl", str(ev["plain"])]),
+                  ("classes", ["add", str(bundle), "cross moving right"]),
+                  ("classes", ["list", str(bundle)]),
+                  ("run", [*run_args, "--video", str(new_clip), "--jsonl", str(ev["new"])]),
+                  ("run", [*run_args, "--video", str(old_clip), "--jsonl", str(ev["old"])]),
+                  ("run", [*run_args, "--video", str(new_clip), "--jsonl", str(ev["fp16"]), "--fp16"]))
+    assert [r["code"] for r in res] == [0] * 6, res
+    assert json.loads(res[2]["output"])["zero_shot"] == ["cross moving right"]
+    assert "1 zero-shot" in res[3]["output"]
+    overlay = json.loads((tmp_path / "bundle.classes.json").read_text())
+    assert overlay["bundle_manifest_sha256"] == json.loads((bundle / MANIFEST_NAME).read_text())["manifest_sha256"]
+    assert bundle_hashes(bundle) == before  # the hashed bundle is never edited
+    new, old, plain = (json.loads(ev[k].read_text()) for k in ("new", "old", "plain"))
+    assert new["top"][0][0] == "cross moving right" and new["zero_shot"][0] is True
+    assert json.loads(ev["fp16"].read_text())["top"][0][0] == "cross moving right"  # the fp16 towers agree
+    # A trained class's clip: the same top-1 as without the added name (the fast model's own pick).
+    assert old["top"][0][0] == plain["top"][0][0] and old["top"][0][0].startswith("circle_")
+    assert old["zero_shot"][0] is False
+    assert "zero_shot" not in plain  # events without added classes keep their old form
+
+
+def _resealed_copy(src: Path, dst: Path, edit) -> Path:
+    shutil.copytree(src, dst)
+    m = json.loads((dst / MANIFEST_NAME).read_text())
+    edit(m)
+    m.pop("manifest_sha256")
+    (dst / MANIFEST_NAME).write_text(json.dumps(seal_manifest(m)))
+    return dst
+
+
+def test_bad_names_and_overlays_get_one_clear_line(demo, tmp_path):
+    root, run, bundle, test = demo
+    overlay = tmp_path / "added.json"
+    other = _resealed_copy(bundle, tmp_path / "other", lambda m: m.update(created="another export"))
+    from stpr.export import export_run
+
+    old = export_run(run, tmp_path / "old", text=False).bundle  # as bundles from before this stpr
+    assert not (old / "text_tower.onnx").exists()
+    tampered = tmp_path / "tampered.json"
+    video = write_video(tmp_path / "v.avi", [test.raw_clip(0)])
+    add = ["add", str(bundle), "--classes", str(overlay)]
+    res = blocked(("classes", [*add, "  "]),
+                  ("classes", [*add, "Circle-Moving_Left"]),
+                  ("classes", [*add, "ring growing"]),
+                  ("classes", [*add, "RING  growing"]),
+                  ("classes", ["add", str(old), "ring growing"]),
+                  ("run", ["--bundle", str(other), "--classes", str(overlay), "--video", str(video), "--clip",
+                           "--headless"]))
+    assert "class name '  ' is empty" in error_line(res[0])
+    assert "'Circle-Moving_Left' already exists as a trained class ('circle_moving_left')" in error_line(res[1])
+    assert res[2]["code"] == 0
+    assert "already exists as an added class ('ring growing')" in error_line(res[3])
+    assert "has no text tower" in error_line(res[4]) and "re-export it" in error_line(res[4])
+    assert "was written for another bundle" in error_line(res[5])
+    data = json.loads(overlay.read_text())
+    data["classes"].append("square moving left")  # a hand edit
+    tampered.write_text(json.dumps(data))
+    res = blocked(("run", ["--bundle", str(bundle), "--classes", str(tampered), "--video", str(video), "--clip",
+                           "--headless"]),
+                  ("classes", ["list", str(bundle), "--classes", str(tampered)]))
+    for r in res:
+        assert "does not match its overlay_sha256" in error_line(r)
+
+
+@pytest.mark.slow
+def test_a_held_out_class_added_by_name_is_recognised_and_trained_accuracy_holds(demo):
+    root, run, bundle, test = demo
+    script = Path(__file__).resolve().parent.parent / "scripts" / "zero_shot_demo.py"
+    res = subprocess.run([sys.executable, str(script), "--bundle", str(bundle), "--clips-per-class", "8",
+                          "--add", "ring_moving_up"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    report = json.loads(res.stdout)
+    got = report["runs"][0]["frozen_rank (stpr-run)"]
+    # Measured on this fast bundle: recall 1.0, no trained clip taken for the added class.
+    assert got["added_recall"]["ring_moving_up"] >= 0.75
+    assert got["trained_taken_for_added"] <= 0.05
+    assert got["trained_accuracy"] >= report["without_added"]["trained_accuracy"] - 0.05
