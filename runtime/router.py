@@ -15,13 +15,17 @@ def normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), eps)
 
 
+def _owned(class_to_expert: np.ndarray, num_experts: int) -> np.ndarray:
+    """`(1, K, C)` mask: class c belongs to expert e (each expert scores only its own classes)."""
+    return class_to_expert[None, None, :] == np.arange(num_experts)[None, :, None]
+
+
 def expert_scores(query: np.ndarray, anchors: np.ndarray, class_to_expert: np.ndarray, num_experts: int) -> np.ndarray:
     """`s_e = max_{c in C_e} cos(query_e, anchor_c)`: query `(B, K, D)` or `(B, D)` -> `(B, K)`."""
     if query.ndim == 2:
         query = np.broadcast_to(query[:, None, :], (query.shape[0], num_experts, query.shape[1]))
     sim = normalize(query) @ normalize(anchors).T  # (B, K, C)
-    owner = class_to_expert[None, None, :] == np.arange(num_experts)[None, :, None]  # (1, K, C)
-    return np.where(owner, sim, -np.inf).max(axis=-1)
+    return np.where(_owned(class_to_expert, num_experts), sim, -np.inf).max(axis=-1)
 
 
 def calibration_from_array(arr: np.ndarray, num_experts: int, dim: int) -> dict[str, np.ndarray]:
@@ -44,8 +48,7 @@ def td_distance_scores(d: np.ndarray, means: np.ndarray, class_to_expert: np.nda
     cross = np.einsum("bkd,cd->bkc", d * inv, means)  # (B, K, C)
     msq = inv @ (means * means).T  # (K, C)
     dist = (quad - 2 * cross + msq) / D
-    owner = class_to_expert[None, None, :] == np.arange(K)[None, :, None]
-    return -np.where(owner, dist, np.inf).min(axis=-1)
+    return -np.where(_owned(class_to_expert, K), dist, np.inf).min(axis=-1)
 
 
 def softmax(x: np.ndarray) -> np.ndarray:

@@ -10,6 +10,11 @@ import torch.nn.functional as F
 ROUTING_MODES = ("td", "td-raw", "avg", "clip", "adapter", "oracle")
 
 
+def _owned(class_to_expert: torch.Tensor, num_experts: int, device: torch.device) -> torch.Tensor:
+    """`(1, K, C)` mask: class c belongs to expert e (each expert scores only its own classes)."""
+    return class_to_expert.to(device).view(1, 1, -1) == torch.arange(num_experts, device=device).view(1, -1, 1)
+
+
 def td_class_means(class_sums: torch.Tensor, class_counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One expert's calibrated td anchors from per-class sums of its residuals over its
     own task's videos (sums, so DDP ranks can add theirs first).
@@ -38,8 +43,7 @@ def td_distance_scores(d: torch.Tensor, means: torch.Tensor, class_to_expert: to
     cross = torch.einsum("bkd,cd->bkc", d * inv, means)  # (B, K, C)
     msq = inv @ (means * means).T  # (K, C)
     dist = (quad - 2 * cross + msq) / D  # (B, K, C)
-    owner = class_to_expert.to(d.device).view(1, 1, -1) == torch.arange(K, device=d.device).view(1, -1, 1)
-    return -dist.masked_fill(~owner, float("inf")).amin(dim=-1)
+    return -dist.masked_fill(~_owned(class_to_expert, K, d.device), float("inf")).amin(dim=-1)
 
 
 def expert_scores(query: torch.Tensor, anchors: torch.Tensor, class_to_expert: torch.Tensor, num_experts: int) -> torch.Tensor:
@@ -52,8 +56,7 @@ def expert_scores(query: torch.Tensor, anchors: torch.Tensor, class_to_expert: t
     if query.dim() == 2:
         query = query.unsqueeze(1).expand(-1, num_experts, -1)
     sim = F.normalize(query, dim=-1) @ F.normalize(anchors, dim=-1).T  # (B, K, C)
-    owner = class_to_expert.to(sim.device).view(1, 1, -1) == torch.arange(num_experts, device=sim.device).view(1, -1, 1)
-    return sim.masked_fill(~owner, float("-inf")).amax(dim=-1)  # (B, K)
+    return sim.masked_fill(~_owned(class_to_expert, num_experts, sim.device), float("-inf")).amax(dim=-1)  # (B, K)
 
 
 def routing_weights(
