@@ -175,3 +175,18 @@ def test_a_held_out_class_added_by_name_is_recognised_and_trained_accuracy_holds
     assert got["added_recall"]["ring_moving_up"] >= 0.75
     assert got["trained_taken_for_added"] <= 0.05
     assert got["trained_accuracy"] >= report["without_added"]["trained_accuracy"] - 0.05
+
+
+def test_a_class_added_by_name_that_wins_is_not_unknown():
+    """The open-set score covers the trained classes it was calibrated on; a clip whose
+    top-1 is a class added by name matched a known name, so it is not `unknown`."""
+    from types import SimpleNamespace
+
+    from stpr.runtime.recognizer import Recognizer
+
+    rec = SimpleNamespace(zero_shot=SimpleNamespace(names=["ring moving right"]))
+    rec.zero_shot_flags = lambda top: Recognizer.zero_shot_flags(rec, top)
+    added_wins = {"top": [["ring moving right", 0.9], ["circle_moving_up", 0.1]], "unknown": True}
+    trained_wins = {"top": [["circle_moving_up", 0.9], ["ring moving right", 0.1]], "unknown": True}
+    assert Recognizer.mark(rec, added_wins) == {**added_wins, "unknown": False, "zero_shot": [True, False]}
+    assert Recognizer.mark(rec, trained_wins)["unknown"] is True  # the score still decides for trained ones
