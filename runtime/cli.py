@@ -151,8 +151,7 @@ def main(url: str | None, bundle_dir: Path, camera: int | None, video: Path | No
             with recognizer as rec:
                 zs = f" + {len(rec.zero_shot.names)} zero-shot from {str(rec.zero_shot.source)!r}" \
                     if rec.zero_shot else ""
-                click.echo(f"stpr-run: {len(bundle.classes)} classes{zs}, {len(bundle.manifest['experts'])} experts "
-                           f"({rec.variant}{', fused' if rec.experts.fused else ''}), "
+                click.echo(f"stpr-run: {len(bundle.classes)} classes{zs}, {rec.describe()}, "
                            f"backend {backend} on {rec.providers}", err=True)
                 _say_unknown(rec)
                 if clip:

@@ -10,6 +10,7 @@ import math
 from pathlib import PurePosixPath
 from typing import Any
 
+from .head_bundle import check_head_fields
 from .manifest import BundleError
 from .openset import COMBINED, COMBINED_PARTS, SCORE_NAMES
 from .router import BUNDLE_ROUTING_MODES
@@ -172,6 +173,8 @@ def check_fields(m: dict[str, Any]) -> None:
     _unknown(m, problems)
     if "text" in m:
         _text(m, problems)
+    if "head" in m:
+        check_head_fields(m, problems)
     if problems:
         raise BundleError("the bundle's manifest.json is invalid: " + "; ".join(problems) +
                           "; re-export the bundle with stpr-export")

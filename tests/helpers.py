@@ -78,3 +78,25 @@ class FakeLiveCapture:
 
     def release(self) -> None:
         self.released = True
+
+
+def train_one_and_two_processes(tmp_path: Path, args: list[str]) -> tuple[Path, Path]:
+    """`stpr-train args` in one process (`tmp_path/one`) and under torchrun with 2 gloo
+    processes (`tmp_path/two`); skips where stpr-train is not installed."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    import pytest
+
+    stpr_train = shutil.which("stpr-train")
+    if stpr_train is None:
+        pytest.skip("stpr-train is not on PATH (install the package)")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    for name, launch in (("one", [stpr_train]), ("two", [sys.executable, "-m", "torch.distributed.run",
+                                                         "--standalone", "--nproc_per_node", "2", stpr_train])):
+        res = subprocess.run([*launch, "--out", str(tmp_path / name), *args], capture_output=True, text=True,
+                             env=env, timeout=600)
+        assert res.returncode == 0, res.stderr[-3000:]
+    return tmp_path / "one", tmp_path / "two"
