@@ -35,7 +35,7 @@ from stpr.train.errors import StprError
 from stpr.train.restore import Restored, restore
 
 from . import parity
-from .openset import OPENSET_FILE, openset_report
+from .openset import HEAD_SUBSPACE_FILE, OPENSET_FILE, head_openset_report, head_subspace, openset_report
 from .fp16 import to_fp16
 from .fuse import fuse_experts
 from .int8 import to_int8
@@ -341,17 +341,22 @@ def run_parity(r: Restored, tmp: Path, manifest: dict[str, Any], count: int, res
 def write_openset(r: Restored, tmp: Path, manifest: dict[str, Any], res: ExportResult) -> dict[str, Any]:
     """`openset.json` and the manifest's `unknown` field (score, calibrated threshold);
     nothing when the run's held-out clips cannot be read here."""
-    if "head" in manifest:  # its scores are not StPR's: no threshold calibrated for the head yet
-        log.warning("no open-set calibration: the bundle classifies with the analytic head")
-        return {}
+    extra: dict[str, Any] = {}
     with _step(res, "openset"):
-        report = openset_report(r, tmp, manifest)
+        if "head" in manifest:  # the head's own scores (runtime/openset.py), from G's subspace
+            subspace, tail_inverse = head_subspace(r)
+            report = head_openset_report(r, tmp, manifest, subspace, tail_inverse)
+            if report is not None:
+                np.save(tmp / HEAD_SUBSPACE_FILE, subspace, allow_pickle=False)
+                extra = {"subspace": HEAD_SUBSPACE_FILE, "tail_inverse": tail_inverse}
+        else:
+            report = openset_report(r, tmp, manifest)
     if report is None:
         return {}
     res.openset = report
     atomic_write_json(tmp / OPENSET_FILE, report)
     keep = ("score", "threshold", "target_tpr", "standardise")
-    return {"unknown": {**{k: report[k] for k in keep if k in report}, "report": OPENSET_FILE}}
+    return {"unknown": {**{k: report[k] for k in keep if k in report}, **extra, "report": OPENSET_FILE}}
 
 
 def _pid_alive(pid: int) -> bool:

@@ -29,6 +29,8 @@ class Head:
     weights: np.ndarray  # (M, C) float32
     tau: float
     fuse_weight: float
+    subspace: np.ndarray | None = None  # (M + 1, r) for the Mahalanobis unknown score (openset.head_leverage)
+    tail_inverse: float | None = None
 
     @property
     def needs_stpr(self) -> bool:
@@ -87,6 +89,14 @@ def load_head(path: Path, m: dict[str, Any], load_array: Any) -> Head | None:
     if weights.shape != (p["out_dim"], C):
         raise BundleError(f"bundle {str(path)!r} is inconsistent: head weights are {weights.shape}, "
                           f"expected ({p['out_dim']}, {C}); re-export it")
+    subspace, tail_inverse = None, None
+    u = m.get("unknown") or {}
+    if "subspace" in u:
+        subspace = load_array(path, u["subspace"], "unknown.subspace")
+        if subspace.ndim != 2 or subspace.shape[0] != p["out_dim"] + 1:
+            raise BundleError(f"bundle {str(path)!r} is inconsistent: unknown.subspace is {subspace.shape}, "
+                              f"expected ({p['out_dim'] + 1}, rank); re-export it")
+        tail_inverse = float(u["tail_inverse"])
     return Head(mode=h["mode"], tower=h["tower"], tower_file=h["tower_file"], tower_fp16=h.get("tower_fp16"),
                 projection=proj, weights=weights.astype(np.float32), tau=float(h["tau"]),
-                fuse_weight=float(h["fuse_weight"]))
+                fuse_weight=float(h["fuse_weight"]), subspace=subspace, tail_inverse=tail_inverse)

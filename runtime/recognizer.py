@@ -11,7 +11,7 @@ from .bundle import Bundle
 from .experts import ExpertsRunner, expert_files
 from .analytic import expand, mode_probabilities, own_expert_logits, task_probabilities
 from .router import classify, softmax
-from .openset import check_threshold, unknown_score
+from .openset import check_threshold, head_unknown_scores, unknown_score
 from .text import text_section
 from .zero_shot import ZeroShot, zero_shot_logits
 
@@ -190,8 +190,11 @@ class Recognizer:
         probs = mode_probabilities(h.mode, scores=scores, class_to_expert=b.class_to_expert, num_tasks=K,
                                    tau=h.tau, own_logits=own, stpr_logits=out.get("logits"),
                                    fuse_weight=h.fuse_weight)
-        # No open-set score is calibrated for the head yet: its bundles carry no `unknown`.
-        return probs, task_probabilities(probs, b.class_to_expert, K), None
+        fit = None
+        if b.unknown is not None:  # the head's own open-set score, calibrated at export
+            fit = head_unknown_scores(scores, h_feats, h.subspace, h.tail_inverse,
+                                      b.unknown.get("standardise"))[b.unknown["score"]]
+        return probs, task_probabilities(probs, b.class_to_expert, K), fit
 
     def topk(self, probs: np.ndarray, k: int) -> list[tuple[str, float]]:
         order = np.argsort(-probs)[:k]

@@ -215,3 +215,19 @@ def test_ddp_two_processes_give_the_same_sums_and_solve(tmp_path):
     m1 = json.loads((tmp_path / "one" / "metrics.json").read_text())
     m2 = json.loads((tmp_path / "two" / "metrics.json").read_text())
     assert m1["accuracy_matrix"] == m2["accuracy_matrix"]
+
+
+def test_leverage_from_the_full_subspace_is_the_exact_mahalanobis_distance():
+    from stpr.runtime.openset import head_leverage
+
+    rng = np.random.default_rng(0)
+    H = np.maximum(rng.normal(size=(50, 12)), 0)
+    G, lam = H.T @ H, 0.5
+    e, V = np.linalg.eigh(G)
+    h = np.maximum(rng.normal(size=(4, 12)), 0)
+    exact = np.einsum("bi,ij,bj->b", h, np.linalg.inv(G + lam * np.eye(12)), h)
+    full = np.vstack([V, 1.0 / (e + lam)])
+    assert np.allclose(head_leverage(h, full, 0.0), exact)
+    top = np.vstack([V[:, -6:], 1.0 / (e[-6:] + lam)])  # the top half and one mean eigenvalue for the rest
+    approx = head_leverage(h, top, 1.0 / (e[:-6].mean() + lam))
+    assert np.corrcoef(approx, exact)[0, 1] > 0.9

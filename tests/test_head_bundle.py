@@ -98,3 +98,21 @@ def test_clip_mode_with_torch_blocked_names_the_class(head_bundle, tmp_path):
     assert "analytic head" in res.stderr
     top = [line.split()[-1] for line in res.stdout.splitlines() if line.strip() and line.strip()[0].isdigit()]
     assert top and top[0] in load_bundle(bundle_dir).classes
+
+
+def test_head_unknown_score_is_calibrated_and_separates_never_trained_classes(head_bundle):
+    _, bundle_dir = head_bundle
+    report = json.loads((bundle_dir / "openset.json").read_text())
+    assert report["score"] == "head_margin_mahalanobis"
+    # fast 1-epoch runs: a score that ignores the clip would sit at 0.5
+    assert report["auroc"] >= 0.7, report["candidates"]
+    assert set(report["candidates"]) == {"head_max", "head_margin", "head_mahalanobis", "head_margin_mahalanobis"}
+    b = load_bundle(bundle_dir)
+    assert b.unknown["score"] == report["score"] and b.head.subspace is not None
+    if b.head.mode != "alone":  # StPR trained too: its own candidates on the same clips, for comparison
+        assert "margin_route" in report["stpr_candidates"]
+    clips = torch.stack([SyntheticActions("test", clips_per_class=1, seed=4)[i][0] for i in range(6)]).numpy()
+    with Recognizer(b) as rec:
+        B, T = clips.shape[:2]
+        out = rec.classify(rec.frame_features(clips.reshape(B * T, *clips.shape[2:])).reshape(B, T, -1))
+    assert out["unknown_score"].shape == (6,) and np.isfinite(out["unknown_score"]).all()
