@@ -10,6 +10,9 @@ tasks, the motion-centric layout) it trains:
   step at all) and on the adapters as the base task left them (the base task trained);
 - `joint-head`: the head fitted on every class at once (one task), the same tower.
 
+With --openset it also exports each seed's `modes` run and reads the open-set report:
+AUROC and FPR at 95 % TPR on never-trained classes for the head's scores and StPR's.
+
 It prints one JSON object (per-run Acc, BWF, task id, wall seconds, and the mean and std
 over seeds) and writes it to --out/head_study.json.
 
@@ -60,8 +63,25 @@ def summarise(m: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def one_seed(cfg: Any, out: Path) -> dict[str, Any]:
+def openset(run_dir: Path) -> dict[str, Any]:
+    """Export the run (once) and read its open-set report: the head's candidates and, on the
+    same clips, StPR's (margin_route is what an StPR bundle uses)."""
+    from stpr.export import export_run
+
+    bundle = run_dir.parent / f"{run_dir.name}-bundle"
+    if not (bundle / "openset.json").is_file():
+        export_run(run_dir, bundle, force=bundle.exists())
+    report = json.loads((bundle / "openset.json").read_text())
+    pick = lambda c: {"auroc": c["auroc"], "fpr_at_95_tpr": c["fpr_at_tpr"]}  # noqa: E731
+    out = {f"head:{n}": pick(c) for n, c in report["candidates"].items() if "auroc" in c}
+    out.update({f"stpr:{n}": pick(c) for n, c in report.get("stpr_candidates", {}).items() if "auroc" in c})
+    return out
+
+
+def one_seed(cfg: Any, out: Path, export: bool) -> dict[str, Any]:
     res = {name: summarise(timed_run(variant(cfg, keys), out / name)) for name, keys in RUNS.items()}
+    if export and cfg.data.dataset == "synthetic":  # only the synthetic set renders never-trained classes
+        res["openset"] = openset(out / "modes")
     classes = len(json.loads((out / "modes" / "metrics.json").read_text())["classes"])
     joint = variant(cfg, {"head.mode": "alone", "head.tower": "frozen", "data.protocol": f"{classes}x1",
                           "data.task_file": None})
@@ -92,6 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", default="runs/head_study")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--orders", nargs="+", default=["auto", "seeded"], help="data.class_order values")
+    p.add_argument("--openset", action="store_true",
+                   help="export each seed's 'modes' run and report the open-set AUROC / FPR of head and StPR scores")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args(argv)
     report: dict[str, Any] = {"command": " ".join(["python", "scripts/head_study.py", *(argv or sys.argv[1:])])}
@@ -100,7 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         per_seed = []
         for seed in args.seeds:
             note(f"order {order}, seed {seed}")
-            per_seed.append(one_seed(variant(cfg, {"seed": seed}), Path(args.out) / order / f"seed_{seed}"))
+            per_seed.append(one_seed(variant(cfg, {"seed": seed}), Path(args.out) / order / f"seed_{seed}",
+                                     args.openset))
         report[order] = {"per_seed": per_seed, "mean_std": aggregate(per_seed)}
     atomic_write_json(Path(args.out) / "head_study.json", report)
     print(json.dumps(report, indent=1))

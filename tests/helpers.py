@@ -18,6 +18,7 @@ FAST = {
     "optim.epochs_incremental": 1,
     "optim.batch_size": 8,
     "device": "cpu",
+    "head.mode": "none",  # the pipeline tests exercise StPR (the demo's default is the head alone)
 }
 
 
