@@ -245,9 +245,13 @@ def write_outputs(run_dir: Path, s: Setup, h: History) -> dict[str, Any]:
     metrics = metrics_from_history(s, h)
     atomic_write_json(run_dir / "metrics.json", metrics)
     A = np.array([[np.nan if v is None else v for v in row] for row in metrics["accuracy_matrix"]], dtype=float)
-    curves = {f"StPR (routing={s.cfg.method.routing})": metrics["acc_curve"],
-              "frame mean only": metrics["spatial_only"]["acc_curve"]}
-    if "oracle" in metrics:
+    head = s.cfg.head.mode
+    curves = {f"analytic head ({head})" if head != "none" else f"StPR (routing={s.cfg.method.routing})":
+              metrics["acc_curve"]}
+    if "stpr" in metrics and head != "alone":  # StPR trained beside the head: its own curve
+        curves[f"StPR (routing={s.cfg.method.routing})"] = metrics["stpr"]["acc_curve"]
+    curves["frame mean only"] = metrics["spatial_only"]["acc_curve"]
+    if "oracle" in metrics and head != "alone":
         curves["oracle routing (analysis only)"] = metrics["oracle"]["acc_curve"]
     plots.plot_accuracy_curve(curves, run_dir / "plots" / "accuracy_over_tasks.png")
     plots.plot_task_accuracy(A, run_dir / "plots" / "task_accuracy_over_time.png")
