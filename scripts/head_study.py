@@ -4,6 +4,7 @@
 Per seed and class order (`auto`: one shape per task; `seeded`: classes shuffled over
 tasks, the motion-centric layout) it trains:
 
+- `stpr`: StPR alone (the paper's method), for its training time;
 - `modes`: StPR with the head beside it (frozen tower). Every head mode is scored from
   this one run, with StPR's own numbers (`stpr`), since the modes differ only at test time;
 - `alone-frozen` and `alone-adapted`: the head alone on the frozen tower (no gradient
@@ -38,6 +39,7 @@ from stpr.runtime.atomic import atomic_write_json  # noqa: E402
 from stpr.train.config import load_config, parse_set  # noqa: E402
 
 RUNS = {
+    "stpr": {"head.mode": "none"},  # the paper's method alone: its training time is the reference
     "modes": {"head.mode": "route-soft", "head.tower": "frozen"},
     "alone-frozen": {"head.mode": "alone", "head.tower": "frozen"},
     "alone-adapted": {"head.mode": "alone", "head.tower": "adapted"},
