@@ -61,10 +61,6 @@ class Recognizer:
         self.bundle = bundle
         self.unknown_threshold = unknown_threshold_for(bundle, unknown_threshold)
         self.head = bundle.head
-        if self.head is not None and zero_shot is not None:
-            raise ValueError(f"bundle {str(bundle.path)!r} classifies with the analytic head (mode "
-                             f"{self.head.mode}); classes added by name rank against StPR's text logits only: "
-                             "remove the overlay (or --classes), or export a run trained without --head")
         self.zero_shot = zero_shot
         self.names = list(bundle.classes) + (zero_shot.names if zero_shot else [])
         self.variant = experts or ("fp16" if fp16 else "fp32")
@@ -159,19 +155,22 @@ class Recognizer:
         if self.stpr:
             out = classify(feats, z, b.text_embeddings, b.class_to_expert, b.anchors, b.routing, b.tau,
                            b.logit_scale, b.calibration)
+        probs = None
         if self.head is not None:
             probs, weights, fit = self._head_classify(window, out, z)
             logits = np.log(np.maximum(probs, 1e-300)).astype(np.float32)  # softmax(log p) = p
         else:
             logits, weights = out["logits"], out["weights"]
-            if self.zero_shot is not None:
-                zs = zero_shot_logits(self.window_block(window, "frozen").mean(axis=1), b.text_embeddings,
-                                      self.zero_shot.embeddings, logits, b.logit_scale)
-                logits = np.concatenate([logits, zs], axis=1)
-            probs = softmax(logits.astype(np.float64))
             # The open-set score is calibrated on the trained classes: computed from them alone.
             fit = None if b.unknown is None else unknown_score(b.unknown["score"], out, b.logit_scale,
                                                               b.unknown.get("standardise"))
+        if self.zero_shot is not None:  # ranked against the trained classes (runtime/zero_shot.py)
+            zs = zero_shot_logits(self.window_block(window, "frozen").mean(axis=1), b.text_embeddings,
+                                  self.zero_shot.embeddings, logits, b.logit_scale)
+            logits = np.concatenate([logits, zs], axis=1)
+            probs = None
+        if probs is None:
+            probs = softmax(logits.astype(np.float64))
         t2 = time.perf_counter()
         return {"probs": probs, "weights": weights, "logits": logits, "unknown_score": fit,
                 "experts_ms": 1000 * (t1 - t0), "router_ms": 1000 * (t2 - t1)}
