@@ -101,3 +101,14 @@ def train_one_and_two_processes(tmp_path: Path, args: list[str]) -> tuple[Path, 
                              env=env, timeout=600)
         assert res.returncode == 0, res.stderr[-3000:]
     return tmp_path / "one", tmp_path / "two"
+
+
+def load_script(name: str):  # noqa: ANN201 (a module)
+    """`scripts/<name>.py` as a module (the scripts folder is not a package)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_script", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

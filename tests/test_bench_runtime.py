@@ -1,15 +1,11 @@
 """scripts/bench_runtime.py runs on a tiny tower: every variant at every K, against one frame."""
-import importlib.util
 import json
-from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_runtime.py"
+from helpers import load_script
 
 
 def test_bench_runtime_reports_every_variant_at_each_task_count(capsys):
-    spec = importlib.util.spec_from_file_location("bench_runtime", SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("bench_runtime")
     bench.main(["--model", "stpr-tiny", "--tasks", "2", "3", "--repeats", "1", "--no-rss"])
     out = json.loads(capsys.readouterr().out)
     names = [*bench.VARIANTS, *bench.HEAD_VARIANTS]

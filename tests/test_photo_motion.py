@@ -1,23 +1,18 @@
 """scripts/make_photo_motion.py: layout the folder reader takes, motion over time, time-reversed pairs, refusal."""
-import importlib.util
 import json
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from helpers import load_script
 
 pytest.importorskip("skimage.data", reason="scikit-image (which ships the photos) is not installed")
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "make_photo_motion.py"
 
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("make_photo_motion", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("make_photo_motion")
 
 
 def _clip(folder: Path) -> np.ndarray:
