@@ -17,7 +17,7 @@ from .bundle import Bundle, load_bundle
 from .clip import clip_frames
 from .experts import EXPERT_VARIANTS
 from .manifest import BundleError
-from .exits import EXIT_ERROR, EXIT_INTERRUPT, EXIT_SIGTERM, EXIT_STREAM, EXIT_WRITE, exit_codes_help
+from .exits import EXIT_ERROR, EXIT_INTERRUPT, EXIT_SIGTERM, EXIT_STREAM, EXIT_WRITE, click_error, exit_codes_help
 from .outputs import EventLog, OutputError, VideoOut, check_distinct, check_writable
 from .openset import check_threshold
 from .overlay import draw_overlay
@@ -171,7 +171,7 @@ def main(url: str | None, bundle_dir: Path, camera: int | None, video: Path | No
         try:
             events, video_out = EventLog(jsonl), VideoOut(output)
         except OutputError as e:
-            _exit_with(str(e), EXIT_WRITE)
+            raise click_error(str(e), EXIT_WRITE) from None
         try:
             with recognizer as rec:
                 _say_started(rec, backend)
@@ -205,16 +205,9 @@ def main(url: str | None, bundle_dir: Path, camera: int | None, video: Path | No
     for message in write_errors:  # a file asked for and not written outranks every other outcome
         click.echo(f"error: {message}", err=True)
     if failure is not None:
-        _exit_with(failure, EXIT_WRITE if write_errors else EXIT_ERROR)
+        raise click_error(failure, EXIT_WRITE if write_errors else EXIT_ERROR)
     click.echo(summary.text(), err=True)
     _exit(EXIT_WRITE if write_errors else code)
-
-
-def _exit_with(message: str, code: int) -> NoReturn:
-    """One `Error: ...` line and `code`, as click prints its own errors."""
-    e = click.ClickException(message)
-    e.exit_code = code
-    raise e
 
 
 def _exit(code: int) -> NoReturn:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import signal
 
+import click
+
 EXIT_OK = 0
 EXIT_ERROR = 1  # refused or failed: bad input (run, bundle, data, source), missing backend
 EXIT_USAGE = 2  # bad command line: an option's value or combination (click's own code for usage errors)
@@ -36,3 +38,10 @@ def exit_codes_help(**specific: str) -> str:
     lines = ["\b", "Exit codes (the same in stpr-train, stpr-export, stpr-run and stpr-classes):"]
     lines += [f"  {code:<4} {text}" for code, text in sorted(meaning.items())]
     return "\n".join(lines)
+
+
+def click_error(message: str, code: int) -> click.ClickException:
+    """A `click.ClickException` (printed as one `Error: ...` line) that exits with `code`."""
+    e = click.ClickException(message)
+    e.exit_code = code
+    return e
