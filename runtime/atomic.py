@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import secrets
@@ -77,6 +78,24 @@ def _naming(err: OSError, path: Path) -> OSError:
 
 _FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _DENIED = {errno.EROFS, errno.EACCES, errno.EPERM}
+_WRITE_ONLY = _FULL | {errno.EROFS}  # errors only a write gives (EACCES and EIO come from reads too)
+_WRITE_WORDS = ("write failed", "failed writing", "no space left", "file too large", "read-only file system")
+
+
+def as_write_error(err: BaseException, target: str | os.PathLike | None = None) -> OSError | None:
+    """`err` as a failed write (None when it is something else: a bug, a failed read):
+    an OSError only a write gives or one about a file under `target`, or a RuntimeError
+    from torch's or onnx's C++ writers, which say what failed only in their text."""
+    if isinstance(err, RuntimeError):
+        text = str(err).strip()
+        if not any(w in text.lower() for w in _WRITE_WORDS):
+            return None
+        return OSError(0, text.splitlines()[-1][:200], None if target is None else str(target))
+    if isinstance(err, OSError):
+        under = target is not None and err.filename is not None and \
+            os.path.realpath(err.filename).startswith(os.path.realpath(target))
+        return err if under or err.errno in _WRITE_ONLY else None
+    return None
 
 
 def write_error_line(err: OSError, target: str | None = None, detail: str = "") -> str:
@@ -87,6 +106,38 @@ def write_error_line(err: OSError, target: str | None = None, detail: str = "") 
     fix = "free space or write elsewhere" if err.errno in _FULL else \
         "write to a folder you can write to" if err.errno in _DENIED else "check the disk, or write elsewhere"
     return f"cannot write {target}: {cause}{detail}; {fix}"
+
+
+class LockHeld(RuntimeError):
+    """Another process holds the lock: it is writing the same target now."""
+
+
+@contextlib.contextmanager
+def exclusive(lock: str | os.PathLike) -> Iterator[None]:
+    """Hold the lock file `lock` for the block, or raise `LockHeld` at once.
+
+    flock, so a killed holder leaves no stale lock (the kernel drops it). The file is
+    removed at the end; a process that opened it just before then finds, after its lock,
+    that the name now means another file, and starts again on the new one."""
+    lock = Path(lock)
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise LockHeld(str(lock)) from None
+        try:
+            if os.fstat(fd).st_ino == os.stat(lock).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+        os.close(fd)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
