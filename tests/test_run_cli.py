@@ -214,3 +214,20 @@ def test_video_that_opens_but_decodes_nothing_is_a_source_failure(demo, tmp_path
     res = run("--bundle", demo[2], "--video", empty, "--headless", *(["--clip"] if clip else []))
     assert res.exit_code == run_cli.EXIT_STREAM, res.output
     assert "truncated or corrupt" in res.output
+
+
+def test_after_ctrl_c_the_summary_counts_the_frames_the_output_holds(demo, tmp_path, monkeypatch):
+    real, calls = run_cli.draw_overlay, []
+
+    def interrupted_at_the_tenth(*a):  # Ctrl-C while frame 10 is being drawn
+        calls.append(1)
+        if len(calls) == 10:
+            raise KeyboardInterrupt
+        return real(*a)
+
+    monkeypatch.setattr(run_cli, "draw_overlay", interrupted_at_the_tenth)
+    video = write_video(tmp_path / "v.avi", [demo[3].raw_clip(0), demo[3].raw_clip(4)])
+    out = tmp_path / "out.avi"
+    res = run("--bundle", demo[2], "--video", video, "--headless", "--output", out)
+    assert res.exit_code == 130, res.output
+    assert len(decode(out)) == 9 and "frames 9," in res.output
