@@ -14,7 +14,7 @@ import numpy as np
 from .app import Summary, classify_clip, stream
 from .backends import DeviceUnavailable
 from .bundle import Bundle, load_bundle
-from .clip import clip_frames
+from .clip import TruncatedClip, clip_frames
 from .experts import EXPERT_VARIANTS
 from .manifest import BundleError
 from .exits import EXIT_ERROR, EXIT_INTERRUPT, EXIT_SIGTERM, EXIT_STREAM, EXIT_WRITE, click_error, exit_codes_help
@@ -245,11 +245,20 @@ def _run_clip(rec: Recognizer, path: Path, topk: int, events: EventLog, summary:
     if not path.is_file():
         raise SourceError(f"--video {str(path)!r} is not a file")
     T = rec.bundle.frames
-    frames, n = clip_frames(lambda: open_capture(str(path)), str(path), T)
+    try:
+        frames, n = clip_frames(lambda: open_capture(str(path)), str(path), T)
+    except TruncatedClip as e:  # predict from what decodes, then exit 3 all the same: the file is damaged
+        _classify_and_print(rec, e.frames, e.decodable, topk, events, summary)
+        raise
     if n < T:
         click.echo(f"warning: {str(path)!r} has {n} frames, fewer than the T={T} the model takes: frames are "
                    "repeated (as in training), so the result is less reliable", err=True)
-    event = classify_clip(rec, frames, topk, int(centre_indices(n, T)[-1]))
+    _classify_and_print(rec, frames, n, topk, events, summary)
+
+
+def _classify_and_print(rec: Recognizer, frames: list[np.ndarray], n: int, topk: int, events: EventLog,
+                        summary: Summary) -> None:
+    event = classify_clip(rec, frames, topk, int(centre_indices(n, rec.bundle.frames)[-1]))
     summary.frames, summary.predictions = n, 1
     for k, v in event["latency_ms"].items():
         summary.latency_ms[k].append(v)

@@ -40,6 +40,17 @@ def test_live_stream_that_ends_is_a_source_failure(demo, tmp_path, monkeypatch):
     assert "predictions" in res.output and len(events.read_text().splitlines()) >= 1
 
 
+def test_clip_of_a_truncated_video_still_predicts_from_what_decodes(demo, tmp_path):
+    video = write_video(tmp_path / "v.avi", [demo[3].raw_clip(i) for i in range(0, 40, 4)])  # 80 frames
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(video.read_bytes()[: video.stat().st_size // 3])
+    res = run("--bundle", demo[2], "--video", cut, "--clip")
+    assert res.exit_code == run_cli.EXIT_STREAM, res.output
+    top = [line for line in res.output.splitlines() if line[:7].strip().replace(".", "").isdigit()]
+    assert len(top) == 3 and "decodable frames" in res.output  # the top-3, then why it exits 3
+    assert "events so far are saved" not in res.output  # there is no --jsonl
+
+
 @pytest.mark.parametrize("clip", [False, True])
 def test_truncated_video_gives_the_same_exit_code_in_both_modes(demo, tmp_path, clip):
     video = write_video(tmp_path / "v.avi", [demo[3].raw_clip(i) for i in range(0, 40, 4)])  # 80 frames
