@@ -21,12 +21,22 @@ EPILOG = exit_codes_help(
     sigterm="SIGTERM: as Ctrl-C")
 
 
+MIN_OPSET = 17  # as stpr.export.onnx_export.MIN_OPSET, which imports torch: not before the extra is checked
+
+
+def _check_opset(ctx: click.Context, param: click.Parameter, value: int) -> int:
+    if value < MIN_OPSET:
+        raise click.BadParameter(f"{value} is too old: LayerNormalization needs opset >= {MIN_OPSET}")
+    return value
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}, epilog=EPILOG)
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Bundle folder to write.")
 @click.option("--fp16", is_flag=True, help="Also write mixed-precision *.fp16.onnx twins (parity-checked).")
 @click.option("--task", type=int, help="Export the model as it stood after task N [last finished].")
-@click.option("--opset", type=click.IntRange(min=17), default=17, show_default=True, help="ONNX opset (>= 17).")
+@click.option("--opset", type=int, default=MIN_OPSET, show_default=True, callback=_check_opset,
+              help=f"ONNX opset (>= {MIN_OPSET}).")
 @click.option("--engine", is_flag=True, help="Build TensorRT engines here (needs tensorrt and a GPU; with --fp16).")
 @click.option("--force", is_flag=True, help="Replace a bundle already in --out.")
 @click.option("--parity-clips", type=click.IntRange(min=1), default=16, show_default=True,
