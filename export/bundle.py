@@ -27,13 +27,15 @@ from stpr.runtime.atomic import atomic_write_json, make_temp_dir
 from stpr.runtime.manifest import (MANIFEST_NAME, SCHEMA_VERSION, BundleError, read_manifest, seal_manifest,
                                    sha256_file)
 from stpr.runtime.router import BUNDLE_ROUTING_MODES
+from stpr.runtime.analytic import PROJECTION_GENERATOR, projection_sha256
 from stpr.runtime.experts import FUSED_FILE, FUSED_KEY
+from stpr.runtime.head_bundle import HEAD_TOWER_FILE, HEAD_WEIGHTS_FILE
 from stpr.train.config import routing_tau
 from stpr.train.errors import StprError
 from stpr.train.restore import Restored, restore
 
 from . import parity
-from .openset import OPENSET_FILE, openset_report
+from .openset import HEAD_SUBSPACE_FILE, OPENSET_FILE, head_openset_report, head_subspace, openset_report
 from .fp16 import to_fp16
 from .fuse import fuse_experts
 from .int8 import to_int8
@@ -194,6 +196,46 @@ def write_text(r: Restored, tmp: Path, meta: dict[str, Any], opset: int, fp16: b
     return {"text": {**text_manifest(clip, r.cfg.model.templates), **half}}
 
 
+def write_head(r: Restored, tmp: Path, manifest: dict[str, Any], meta: dict[str, Any], opset: int, fp16: bool,
+               res: ExportResult) -> dict[str, Any]:
+    """The analytic head: its weights, the seed and hash of its projection, and its tower
+    (docs/bundle.md, `head`). The tower is a file the bundle already holds where it can be:
+    the frozen image tower (`clip_backbone.onnx`) or, for the head alone on the adapted tower,
+    StPR's own backbone (the adapters stop changing after the base task)."""
+    learner, cfg = r.learner, r.cfg.head
+    head = learner.head
+    with _step(res, "head"):
+        np.save(tmp / HEAD_WEIGHTS_FILE, head.weights.numpy().astype(np.float32), allow_pickle=False)
+        fp16_name = None
+        if cfg.tower == "frozen":
+            tower = CLIP_IMAGE_FILE
+            if not (tmp / tower).exists():  # exported with --no-text
+                finish_onnx(export_backbone(learner.model.backbone, tmp / tower, r.preprocess.size, opset,
+                                            adapters=False), meta)
+            if fp16:
+                fp16_name = manifest.get("text", {}).get("image_tower_fp16") or to_fp16(
+                    tmp / tower, tmp / tower.replace(".onnx", ".fp16.onnx"), keep_fp32=PLAIN_TOWERS_FP16_KEEP_FP32).name
+        elif cfg.mode == "alone":
+            tower, fp16_name = manifest["backbone"], manifest.get("backbone_fp16")
+        else:
+            tower = HEAD_TOWER_FILE
+            finish_onnx(export_backbone(learner.model.backbone, tmp / tower, r.preprocess.size, opset,
+                                        adapters=learner.head_adapters), meta)
+            if fp16:
+                fp16_name = to_fp16(tmp / tower, tmp / tower.replace(".onnx", ".fp16.onnx")).name
+    proj = head.projection.numpy()
+    section = {
+        "mode": cfg.mode, "tower": cfg.tower, "tower_file": tower, "frame_order": "oldest-first", "frame_norm": "l2",
+        "projection": {"generator": PROJECTION_GENERATOR, "seed": head.seed, "in_dim": head.in_dim,
+                       "out_dim": head.dim, "sha256": projection_sha256(proj)},
+        "weights": HEAD_WEIGHTS_FILE, "lambda": float(head.lam), "balance": head.balance,
+        "tau": float(cfg.tau), "fuse_weight": float(cfg.fuse_weight),
+    }
+    if fp16_name:
+        section["tower_fp16"] = fp16_name
+    return {"head": section}
+
+
 def _prepare_target(out: Path, force: bool) -> None:
     """Refuse to overwrite anything but a bundle, and a bundle only with --force."""
     if not out.exists() or (out.is_dir() and not any(out.iterdir())):
@@ -251,6 +293,8 @@ def export_run(
             manifest.update(write_text(r, tmp, meta, opset, fp16, res))
         if fp16:
             manifest.update(write_fp16(tmp, manifest, res))
+        if r.learner.head is not None:
+            manifest.update(write_head(r, tmp, manifest, meta, opset, fp16, res))
         manifest.update(write_fused(tmp, manifest, int8, res))
         if engine:
             manifest.update(write_engines(tmp, manifest, res))
@@ -280,6 +324,8 @@ def run_parity(r: Restored, tmp: Path, manifest: dict[str, Any], count: int, res
                                                  "int8_min_top1_agreement": parity.INT8_MIN_AGREEMENT}}
         for name, got in parity.onnx_outputs(tmp, manifest, clips.numpy()).items():
             report[name] = parity.compare(ref, got)
+        if "head" in manifest:
+            report.update(parity.head_parity(r, tmp, manifest, clips))
         problems = parity.check(report)
         if "text" in manifest:
             report["text_tower"] = text_parity(r, tmp, manifest["text"])
@@ -295,14 +341,22 @@ def run_parity(r: Restored, tmp: Path, manifest: dict[str, Any], count: int, res
 def write_openset(r: Restored, tmp: Path, manifest: dict[str, Any], res: ExportResult) -> dict[str, Any]:
     """`openset.json` and the manifest's `unknown` field (score, calibrated threshold);
     nothing when the run's held-out clips cannot be read here."""
+    extra: dict[str, Any] = {}
     with _step(res, "openset"):
-        report = openset_report(r, tmp, manifest)
+        if "head" in manifest:  # the head's own scores (runtime/openset.py), from G's subspace
+            subspace, tail_inverse = head_subspace(r)
+            report = head_openset_report(r, tmp, manifest, subspace, tail_inverse)
+            if report is not None:
+                np.save(tmp / HEAD_SUBSPACE_FILE, subspace, allow_pickle=False)
+                extra = {"subspace": HEAD_SUBSPACE_FILE, "tail_inverse": tail_inverse}
+        else:
+            report = openset_report(r, tmp, manifest)
     if report is None:
         return {}
     res.openset = report
     atomic_write_json(tmp / OPENSET_FILE, report)
     keep = ("score", "threshold", "target_tpr", "standardise")
-    return {"unknown": {**{k: report[k] for k in keep if k in report}, "report": OPENSET_FILE}}
+    return {"unknown": {**{k: report[k] for k in keep if k in report}, **extra, "report": OPENSET_FILE}}
 
 
 def _pid_alive(pid: int) -> bool:

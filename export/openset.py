@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
 from stpr.runtime.backends import OrtRunner
 from stpr.runtime.experts import ExpertsRunner, expert_files
-from stpr.runtime.openset import (COMBINED, FALLBACK_SCORE, SCORES, TARGET_TPR, UNKNOWN_SCORE, auroc, fpr_at,
-                                  standardisation, threshold_at_tpr, unknown_score)
+from stpr.runtime.analytic import expand, projection_matrix
+from stpr.runtime.openset import (COMBINED, FALLBACK_SCORE, HEAD_COMBINED, HEAD_SUBSPACE_RANK, HEAD_UNKNOWN_SCORE,
+                                  SCORES, TARGET_TPR, UNKNOWN_SCORE, auroc, fpr_at, head_standardisation,
+                                  head_unknown_scores, standardisation, threshold_at_tpr, unknown_score)
 from stpr.train.data.registry import build_splits
 from stpr.train.restore import Restored
 
@@ -93,22 +95,38 @@ def _scores(out: dict[str, np.ndarray], logit_scale: float,
 
 def openset_report(r: Restored, bundle: Path, manifest: dict[str, Any]) -> dict[str, Any] | None:
     """Calibrate the threshold and measure every candidate score; None when the run's
-    data cannot be read here (the bundle then has no calibrated threshold)."""
+    data cannot be read here (the bundle then has no calibrated threshold). A bundle with
+    the analytic head is scored by the head (`head_openset_report`)."""
+    scale = float(manifest["logit_scale"])
+
+    def scores_of(out: dict[str, np.ndarray], stats: dict | None) -> dict[str, np.ndarray]:
+        return _scores(out, scale, stats)
+
+    def stats_of(out: dict[str, np.ndarray]) -> dict | None:
+        return None if out["route_scores"] is None else standardisation(out, scale)
+
+    return _calibrate_and_measure(r, lambda clips: bundle_outputs(bundle, manifest, clips), stats_of, scores_of,
+                                  lambda stats: UNKNOWN_SCORE if stats is not None else FALLBACK_SCORE)
+
+
+def _calibrate_and_measure(r: Restored, outputs: Callable[[torch.Tensor], dict], stats_of: Callable,
+                           scores_of: Callable, choose: Callable) -> dict[str, Any] | None:
+    """The threshold of the chosen score on the calibration half of the known classes' held-out
+    clips, and every candidate's TPR on the other half, AUROC and FPR on never-trained classes."""
     try:
         calib, known = known_clips(r)
     except Exception as e:  # no data on this machine: the bundle is still valid, without `unknown`
         log.warning("no open-set calibration (the run's held-out clips could not be read: %s)", e)
         return None
-    scale = float(manifest["logit_scale"])
-    cal_out = bundle_outputs(bundle, manifest, calib)
-    stats = None if cal_out["route_scores"] is None else standardisation(cal_out, scale)
-    chosen = UNKNOWN_SCORE if stats is not None else FALLBACK_SCORE
-    cal_scores = _scores(cal_out, scale, stats)
-    known_scores = _scores(bundle_outputs(bundle, manifest, known), scale, stats)
+    cal_out = outputs(calib)
+    stats = stats_of(cal_out)
+    chosen = choose(stats)
+    cal_scores = scores_of(cal_out, stats)
+    known_scores = scores_of(outputs(known), stats)
     thresholds = {n: threshold_at_tpr(s) for n, s in cal_scores.items()}
     report: dict[str, Any] = {
         "score": chosen, "target_tpr": TARGET_TPR, "threshold": thresholds[chosen],
-        **({"standardise": stats} if chosen == COMBINED else {}),
+        **({"standardise": stats} if stats is not None and chosen in (COMBINED, HEAD_COMBINED) else {}),
         "calibration_clips": int(len(calib)), "known_eval_clips": int(len(known)),
         "calibration": "alternate held-out (test) clips of the known classes; the others are the known side below",
         "candidates": {n: {"threshold": t, "known_tpr": float((known_scores[n] >= t).mean())}
@@ -120,7 +138,7 @@ def openset_report(r: Restored, bundle: Path, manifest: dict[str, Any]) -> dict[
         return report
     all_unknown: dict[str, list[np.ndarray]] = {n: [] for n in cal_scores}
     for group, clips in groups.items():
-        scores = _scores(bundle_outputs(bundle, manifest, clips), scale, stats)
+        scores = scores_of(outputs(clips), stats)
         report.setdefault("unknown_clips", {})[group] = int(len(clips))
         for n, s in scores.items():
             all_unknown[n].append(s)
@@ -131,4 +149,53 @@ def openset_report(r: Restored, bundle: Path, manifest: dict[str, Any]) -> dict[
         report["candidates"][n]["fpr_at_tpr"] = fpr_at(u, thresholds[n])
     best = report["candidates"][chosen]
     report.update({"auroc": best["auroc"], "fpr_at_tpr": best["fpr_at_tpr"], "known_tpr": best["known_tpr"]})
+    return report
+
+
+HEAD_SUBSPACE_FILE = "head_subspace.npy"  # (M + 1, r): G's top eigenvectors, then 1 / (eigenvalue + lambda)
+
+
+def head_subspace(r: Restored) -> tuple[np.ndarray, float]:
+    """G's top-r eigenvectors with `1 / (e + lambda)` as a last row, and the rest of the
+    spectrum's `1 / (mean e + lambda)`: what the Mahalanobis score needs, without G."""
+    head = r.learner.head
+    evals, evecs = torch.linalg.eigh(head.gram)  # ascending
+    rank = min(HEAD_SUBSPACE_RANK, head.dim)
+    top_e, top_v = evals[-rank:].clamp_min(0), evecs[:, -rank:]
+    rest = evals[:-rank].clamp_min(0)
+    tail = float(rest.mean()) if len(rest) else 0.0
+    sub = torch.cat([top_v, (1.0 / (top_e + head.lam)).unsqueeze(0)]).numpy().astype(np.float32)
+    return sub, 1.0 / (tail + head.lam)
+
+
+def head_bundle_outputs(bundle: Path, manifest: dict[str, Any], clips: torch.Tensor) -> dict[str, np.ndarray]:
+    """The fp32 bundle's head on `clips`: ridge scores `(B, C)` and features `h (B, M)`."""
+    h = manifest["head"]
+    p = h["projection"]
+    proj = projection_matrix(p["seed"], p["in_dim"], p["out_dim"])
+    weights = np.load(bundle / h["weights"], allow_pickle=False)
+    feats, scores = [], []
+    with OrtRunner(bundle / h["tower_file"]) as tower:
+        for chunk in np.array_split(clips.numpy(), max(1, -(-len(clips) // _CHUNK))):
+            B, T = chunk.shape[:2]
+            window = tower.infer({"frames": chunk.reshape(B * T, *chunk.shape[2:])})["features"].reshape(B, T, -1)
+            feats.append(expand(window, proj))
+            scores.append(feats[-1] @ weights)
+    return {"h": np.concatenate(feats), "scores": np.concatenate(scores)}
+
+
+def head_openset_report(r: Restored, bundle: Path, manifest: dict[str, Any],
+                        subspace: np.ndarray, tail_inverse: float) -> dict[str, Any] | None:
+    """As `openset_report`, with the head's scores (runtime/openset.py, the head's part); beside
+    them, where StPR is trained too, StPR's own candidates on the same clips for comparison."""
+
+    def scores_of(out: dict[str, np.ndarray], stats: dict | None) -> dict[str, np.ndarray]:
+        return head_unknown_scores(out["scores"], out["h"], subspace, tail_inverse, stats)
+
+    report = _calibrate_and_measure(
+        r, lambda clips: head_bundle_outputs(bundle, manifest, clips),
+        lambda out: head_standardisation(out["scores"], out["h"], subspace, tail_inverse), scores_of,
+        lambda stats: HEAD_UNKNOWN_SCORE)
+    if report is not None and manifest["head"]["mode"] != "alone":
+        report["stpr_candidates"] = openset_report(r, bundle, manifest)["candidates"]
     return report

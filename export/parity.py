@@ -11,9 +11,13 @@ import torch
 
 from stpr.runtime.backends import OrtRunner
 from stpr.runtime.experts import FUSED_KEY, PER_EXPERT_KEY, ExpertsRunner, expert_files
+from stpr.runtime.analytic import head_scores, projection_matrix
+from stpr.runtime.analytic import mode_probabilities as np_mode_probabilities
+from stpr.runtime.analytic import own_expert_logits as np_own_expert_logits
 from stpr.runtime.router import calibration_from_array, classify
 from stpr.train.data.registry import build_splits
 from stpr.train.config import routing_tau
+from stpr.train.model.analytic import mode_probabilities, own_expert_logits
 from stpr.train.restore import Restored
 
 log = logging.getLogger(__name__)
@@ -120,3 +124,58 @@ def check(report: dict[str, Any]) -> list[str]:
         if name.startswith("fp32") and got["feature_max_abs_diff"] > FP32_MAX_FEATURE_DIFF:
             problems.append(f"{name} feature max abs diff {got['feature_max_abs_diff']:.2e} > {FP32_MAX_FEATURE_DIFF:.0e}")
     return problems
+
+
+@torch.no_grad()
+def torch_head_outputs(r: Restored, clips: torch.Tensor) -> dict[str, np.ndarray]:
+    """PyTorch's head on `clips`: its tower's frame features and the configured mode's probabilities."""
+    learner, meth, h = r.learner, r.cfg.method, r.cfg.head
+    m = learner.model.eval()
+    feats = m.frame_features(clips)
+    out = m.classify_features(feats, meth.routing, routing_tau(meth))
+    window = learner.head_window(clips, feats)
+    own = own_expert_logits(fbar=out["fbar"], z=out["z"], text=m.text_embeddings, class_to_expert=m.class_to_expert,
+                            logit_scale=m.logit_scale)
+    probs = mode_probabilities(h.mode, scores=learner.head.scores(window), class_to_expert=m.class_to_expert,
+                               num_tasks=m.num_experts, tau=h.tau, own_logits=own, stpr_logits=out["logits"],
+                               fuse_weight=h.fuse_weight)
+    return {"features": window.numpy(), "logits": probs.float().numpy()}
+
+
+def _tower_features(bundle: Path, file: str, clips: np.ndarray) -> np.ndarray:
+    B, T = clips.shape[:2]
+    with OrtRunner(bundle / file) as runner:
+        return runner.infer({"frames": clips.reshape(B * T, *clips.shape[2:])})["features"].reshape(B, T, -1)
+
+
+def bundle_head_outputs(bundle: Path, manifest: dict[str, Any], clips: np.ndarray, fp16: bool) -> dict[str, np.ndarray]:
+    """The device's head path on a bundle's files: the head's tower, the regenerated
+    projection, the weights and (for the modes that use StPR) the fused experts and router."""
+    h = manifest["head"]
+    window = _tower_features(bundle, h["tower_fp16" if fp16 else "tower_file"], clips)
+    p = h["projection"]
+    scores = head_scores(window, projection_matrix(p["seed"], p["in_dim"], p["out_dim"]),
+                         np.load(bundle / h["weights"], allow_pickle=False))
+    c2e, K = np.asarray(manifest["class_to_expert"]), manifest["dims"]["K"]
+    own = stpr_logits = None
+    if h["mode"] != "alone":
+        feats = _tower_features(bundle, manifest["backbone_fp16" if fp16 else "backbone"], clips)
+        files, fused = expert_files(manifest, "fp16" if fp16 else "fp32", True)
+        with ExpertsRunner([OrtRunner(bundle / f) for f in files], fused) as experts:
+            z = experts.infer(feats)
+        stpr_logits = route_and_classify(bundle, manifest, feats, z, load_calibration(bundle, manifest))["logits"]
+        own = np_own_expert_logits(feats.mean(axis=1), z, np.load(bundle / manifest["text_embeddings"]), c2e,
+                                   manifest["logit_scale"])
+    probs = np_mode_probabilities(h["mode"], scores=scores, class_to_expert=c2e, num_tasks=K, tau=h["tau"],
+                                  own_logits=own, stpr_logits=stpr_logits, fuse_weight=h["fuse_weight"])
+    return {"features": window, "logits": probs.astype(np.float32)}
+
+
+def head_parity(r: Restored, bundle: Path, manifest: dict[str, Any], clips: torch.Tensor) -> dict[str, Any]:
+    """`fp32_head` (and `fp16_head` with an fp16 tower): PyTorch's head against the bundle's,
+    under the same gates as the other variants of that precision."""
+    ref = torch_head_outputs(r, clips)
+    out = {"fp32_head": compare(ref, bundle_head_outputs(bundle, manifest, clips.numpy(), fp16=False))}
+    if "tower_fp16" in manifest["head"]:
+        out["fp16_head"] = compare(ref, bundle_head_outputs(bundle, manifest, clips.numpy(), fp16=True))
+    return out

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from .head_bundle import Head, load_head
 from .manifest import BundleError, verify_bundle
 from .router import calibration_from_array
 
@@ -29,6 +30,7 @@ class Bundle:
     frames: int  # T
     dim: int  # D
     unknown: dict[str, Any] | None = None  # manifest's open-set score and threshold; None: not calibrated
+    head: Head | None = None  # the analytic head (docs/bundle.md); None: StPR alone
 
     def model_files(self, fp16: bool) -> tuple[str, list[str]]:
         """(backbone file, expert files) for the chosen precision."""
@@ -85,5 +87,5 @@ def load_bundle(path: str | Path) -> Bundle:
         routing=m["routing"]["mode"], tau=float(m["routing"]["tau"]), calibration=calibration,
         logit_scale=float(m["logit_scale"]),
         size=int(pp["size"]), mean=np.asarray(pp["mean"], np.float32), std=np.asarray(pp["std"], np.float32),
-        frames=int(pp["frames"]), dim=int(D), unknown=m.get("unknown"),
+        frames=int(pp["frames"]), dim=int(D), unknown=m.get("unknown"), head=load_head(path, m, _array),
     )

@@ -225,8 +225,7 @@ def _exit(code: int) -> NoReturn:
 def _say_started(rec: Recognizer, backend: str) -> None:
     b = rec.bundle
     zs = f" + {len(rec.zero_shot.names)} zero-shot from {str(rec.zero_shot.source)!r}" if rec.zero_shot else ""
-    click.echo(f"stpr-run: {len(b.classes)} classes{zs}, {len(b.manifest['experts'])} experts "
-               f"({rec.variant}{', fused' if rec.experts.fused else ''}), backend {backend} on {rec.providers}",
+    click.echo(f"stpr-run: {len(b.classes)} classes{zs}, {rec.describe()}, backend {backend} on {rec.providers}",
                err=True)
     _say_unknown(rec)
 

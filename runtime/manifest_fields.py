@@ -10,8 +10,9 @@ import math
 from pathlib import PurePosixPath
 from typing import Any
 
+from .head_bundle import check_head_fields
 from .manifest import BundleError
-from .openset import COMBINED, COMBINED_PARTS, SCORE_NAMES
+from .openset import COMBINED, COMBINED_PARTS, HEAD_COMBINED, HEAD_COMBINED_PARTS, HEAD_SCORE_NAMES, SCORE_NAMES
 from .router import BUNDLE_ROUTING_MODES
 
 _MISSING = object()
@@ -111,17 +112,22 @@ def _unknown(m: dict[str, Any], problems: list[str]) -> None:
     if not isinstance(u, dict):
         problems.append(f"unknown is {u!r}: must be an object (score, threshold, target_tpr, report)")
         return
-    if u.get("score") not in SCORE_NAMES:
-        problems.append(f"unknown.score is {u.get('score')!r}: must be one of {', '.join(SCORE_NAMES)}")
+    head = "head" in m  # a head bundle's score is one of the head's (runtime/openset.py)
+    names = HEAD_SCORE_NAMES if head else SCORE_NAMES
+    combined, parts = (HEAD_COMBINED, HEAD_COMBINED_PARTS) if head else (COMBINED, COMBINED_PARTS)
+    if u.get("score") not in names:
+        problems.append(f"unknown.score is {u.get('score')!r}: must be one of {', '.join(names)}")
     elif u["score"] in ("route", COMBINED) and _get(m, "routing.mode") == "avg":
         problems.append(f"unknown.score is {u['score']!r} but routing.mode avg scores no expert")
-    if u.get("score") == COMBINED:
+    if u.get("score") == combined:
         st = u.get("standardise")
         if not isinstance(st, dict) or not all(
                 isinstance(st.get(p), list) and len(st[p]) == 2 and all(_is_number(x) for x in st[p])
-                and st[p][1] > 0 for p in COMBINED_PARTS):
-            problems.append(f"unknown.standardise is {st!r}: must give [mean, spread > 0] for "
-                            f"{', '.join(COMBINED_PARTS)}")
+                and st[p][1] > 0 for p in parts):
+            problems.append(f"unknown.standardise is {st!r}: must give [mean, spread > 0] for {', '.join(parts)}")
+    if head and u.get("score") in ("head_mahalanobis", HEAD_COMBINED):
+        _file_name(m, "unknown.subspace", u.get("subspace"), problems)
+        _positive(m, "unknown.tail_inverse", problems)
     if not _is_number(u.get("threshold")):
         problems.append(f"unknown.threshold is {u.get('threshold')!r}: must be a finite number")
     tpr = u.get("target_tpr")
@@ -172,6 +178,8 @@ def check_fields(m: dict[str, Any]) -> None:
     _unknown(m, problems)
     if "text" in m:
         _text(m, problems)
+    if "head" in m:
+        check_head_fields(m, problems)
     if problems:
         raise BundleError("the bundle's manifest.json is invalid: " + "; ".join(problems) +
                           "; re-export the bundle with stpr-export")

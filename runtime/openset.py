@@ -132,3 +132,57 @@ def check_threshold(value: float, source: str, score: str | None = None) -> floa
         raise ValueError(f"{source} is {value!r}: the bundle's {score!r} score lies in [{lo}, {hi}], so it would "
                          "reject every clip or none")
     return float(value)
+
+
+# ---------------------------------------------------------------- the analytic head's scores
+# From the head's ridge scores `(B, C)` and its features `h (B, M)`. The leverage
+# `h^T (G + lambda I)^-1 h` is a Mahalanobis distance under the second moment G that the
+# head already keeps: large for a clip unlike every training clip. The bundle carries G's
+# top-r eigenvectors and `1 / (eigenvalue + lambda)` (`head_subspace.npy`); the rest of the
+# spectrum enters as one mean eigenvalue (`tail_inverse`), so no M x M matrix ships.
+HEAD_COMBINED = "head_margin_mahalanobis"
+HEAD_COMBINED_PARTS = ("head_margin", "head_mahalanobis")
+
+
+def head_leverage(h: np.ndarray, subspace: np.ndarray, tail_inverse: float) -> np.ndarray:
+    """`h^T (G + lambda I)^-1 h` from the top-r eigenvectors `subspace[:-1] (M, r)`, their
+    `1 / (e + lambda)` in `subspace[-1]` and the rest of the spectrum's `tail_inverse`: `(B,)`."""
+    h = h.astype(np.float64)
+    proj = h @ subspace[:-1].astype(np.float64)  # (B, r)
+    inside = (proj * proj * subspace[-1]).sum(-1)
+    rest = np.maximum((h * h).sum(-1) - (proj * proj).sum(-1), 0.0)
+    return inside + tail_inverse * rest
+
+
+def _head_parts(scores: np.ndarray, h: np.ndarray, subspace: np.ndarray | None,
+                tail_inverse: float | None) -> dict[str, np.ndarray]:
+    s = np.asarray(scores, np.float64)
+    top = -np.sort(-s, axis=-1)[:, :2]
+    parts = {"head_max": top[:, 0], "head_margin": top[:, 0] - top[:, 1] if top.shape[1] > 1 else top[:, 0]}
+    if subspace is not None:
+        parts["head_mahalanobis"] = -head_leverage(h, subspace, float(tail_inverse))  # higher = more typical
+    return parts
+
+
+def head_standardisation(scores: np.ndarray, h: np.ndarray, subspace: np.ndarray,
+                         tail_inverse: float) -> dict[str, list[float]]:
+    """Mean and spread of each part of the head's combination over calibration clips."""
+    parts = _head_parts(scores, h, subspace, tail_inverse)
+    return {p: [float(parts[p].mean()), float(max(parts[p].std(), 1e-6))] for p in HEAD_COMBINED_PARTS}
+
+
+def head_unknown_scores(scores: np.ndarray, h: np.ndarray, subspace: np.ndarray | None = None,
+                        tail_inverse: float | None = None,
+                        standardise: dict[str, list[float]] | None = None) -> dict[str, np.ndarray]:
+    """Every head score computable from what is given: max, margin, and with the subspace the
+    Mahalanobis score, and with `standardise` their combination (the smaller standardised part)."""
+    parts = _head_parts(scores, h, subspace, tail_inverse)
+    if standardise is not None and "head_mahalanobis" in parts:
+        parts[HEAD_COMBINED] = np.min([(parts[p] - standardise[p][0]) / standardise[p][1]
+                                       for p in HEAD_COMBINED_PARTS], axis=0)
+    return parts
+
+
+HEAD_SCORE_NAMES = ("head_max", "head_margin", "head_mahalanobis", HEAD_COMBINED)
+HEAD_UNKNOWN_SCORE = HEAD_COMBINED  # chosen by AUROC on never-trained classes (README, "Unknown actions")
+HEAD_SUBSPACE_RANK = 256  # eigenvectors of G kept for the Mahalanobis score

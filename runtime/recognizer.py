@@ -9,8 +9,9 @@ import numpy as np
 from .backends import OrtRunner
 from .bundle import Bundle
 from .experts import ExpertsRunner, expert_files
+from .analytic import expand, mode_probabilities, own_expert_logits, task_probabilities
 from .router import classify, softmax
-from .openset import check_threshold, unknown_score
+from .openset import check_threshold, head_unknown_scores, unknown_score
 from .text import text_section
 from .zero_shot import ZeroShot, zero_shot_logits
 
@@ -59,28 +60,59 @@ class Recognizer:
                  unknown_threshold: float | None = None) -> None:
         self.bundle = bundle
         self.unknown_threshold = unknown_threshold_for(bundle, unknown_threshold)
+        self.head = bundle.head
         self.zero_shot = zero_shot
         self.names = list(bundle.classes) + (zero_shot.names if zero_shot else [])
         self.variant = experts or ("fp16" if fp16 else "fp32")
         if self.variant == "int8" and backend != "ort":
             raise ValueError("--experts int8 runs on onnxruntime (it is the CPU variant); "
                              "with --backend trt use --experts fp16")
-        backbone = bundle.model_files(fp16)[0]
-        files, is_fused = expert_files(bundle.manifest, self.variant, fused)
-        self.backbone = make_runner(bundle, backbone, backend, device, "frames", 4 * bundle.frames)
-        # Added classes are scored on the frozen image tower: its features ride beside the
-        # adapted ones in the same window (`feature_dim` = 2D), so streaming keeps one ring.
-        self.clip_image = None
+        self.stpr = self.head is None or self.head.needs_stpr
+        # The window holds one D-wide block per image tower that runs, each tower once per
+        # frame: StPR's adapted tower, the head's tower (shared when it is the same file) and,
+        # for classes added by name, the frozen tower. Streaming keeps one ring of them.
+        self.towers: list[str] = []  # ONNX files, in window order
+        self.block: dict[str, int] = {}  # role (stpr, head, frozen) -> its block in the window
+        if self.stpr:
+            self._use("stpr", bundle.model_files(fp16)[0])
+        if self.head is not None:
+            h = self.head
+            self._use("head", h.tower_fp16 if fp16 and h.tower_fp16 else h.tower_file)
         if zero_shot is not None:
             text = text_section(bundle.manifest, bundle.path)
-            self.clip_image = make_runner(bundle, text["image_tower_fp16" if fp16 else "image_tower"], backend,
-                                          device, "frames", 4 * bundle.frames)
-        self.feature_dim = bundle.dim * (2 if zero_shot is not None else 1)
-        self.experts = ExpertsRunner([make_runner(bundle, f, backend, device, "features", 8) for f in files],
-                                     is_fused)
+            self._use("frozen", text["image_tower_fp16" if fp16 else "image_tower"])
+        self.tower_runners = [make_runner(bundle, f, backend, device, "frames", 4 * bundle.frames)
+                              for f in self.towers]
+        self.backbone = self.tower_runners[0]
+        self.feature_dim = bundle.dim * len(self.towers)
+        self.experts = None
+        if self.stpr:
+            files, is_fused = expert_files(bundle.manifest, self.variant, fused)
+            self.experts = ExpertsRunner([make_runner(bundle, f, backend, device, "features", 8) for f in files],
+                                         is_fused)
+
+    def _use(self, role: str, file: str) -> None:
+        if file not in self.towers:
+            self.towers.append(file)
+        self.block[role] = self.towers.index(file)
+
+    def describe(self) -> str:
+        """What runs per step, for the start-up line: the experts, the head, the towers."""
+        parts = []
+        if self.experts is not None:
+            parts.append(f"{len(self.bundle.manifest['experts'])} experts "
+                         f"({self.variant}{', fused' if self.experts.fused else ''})")
+        if self.head is not None:
+            parts.append(f"analytic head ({self.head.mode}, {self.head.tower} tower)")
+        return ", ".join(parts) + f", {len(self.towers)} tower pass{'es' if len(self.towers) > 1 else ''} per frame"
+
+    def window_block(self, window: np.ndarray, role: str) -> np.ndarray:
+        """The `(B, T, D)` features of the tower that serves `role` out of a `(B, T, feature_dim)` window."""
+        D, i = self.bundle.dim, self.block[role]
+        return window[..., i * D:(i + 1) * D]
 
     def _runners(self) -> list:
-        return [self.backbone, self.experts] + ([self.clip_image] if self.clip_image is not None else [])
+        return self.tower_runners + ([self.experts] if self.experts is not None else [])
 
     def __enter__(self) -> "Recognizer":
         entered = []
@@ -103,35 +135,65 @@ class Recognizer:
         return list(self.backbone.providers)
 
     def frame_features(self, frames: np.ndarray) -> np.ndarray:
-        """`(N, 3, H, W)` preprocessed frames -> `(N, feature_dim)` features: the adapted ones, then
-        (with added classes) the frozen tower's."""
-        feats = self.backbone.infer({"frames": frames})["features"]
-        if self.clip_image is None:
-            return feats
-        return np.concatenate([feats, self.clip_image.infer({"frames": frames})["features"]], axis=-1)
+        """`(N, 3, H, W)` preprocessed frames -> `(N, feature_dim)`: each tower's features, in
+        window order (`window_block` picks one out)."""
+        feats = [r.infer({"frames": frames})["features"] for r in self.tower_runners]
+        return feats[0] if len(feats) == 1 else np.concatenate(feats, axis=-1)
 
     def classify(self, window: np.ndarray) -> dict[str, Any]:
-        """`(B, T, feature_dim)` frame features -> probabilities `(B, C + Z)`, routing weights `(B, K)`,
-        and the time spent in the experts and in the router + classifier."""
+        """`(B, T, feature_dim)` frame features -> probabilities `(B, C + Z)`, weights `(B, K)`
+        (the router's; with the head, its probability per task), the unknown score, and the
+        time spent in the experts and in the router + classifiers."""
         b = self.bundle
         t0 = time.perf_counter()
-        window, frozen = window[..., :b.dim], window[..., b.dim:]
-        z = self.experts.infer(window)  # (B, K, D)
+        out: dict[str, np.ndarray] = {}
+        z = None
+        if self.stpr:
+            feats = self.window_block(window, "stpr")
+            z = self.experts.infer(feats)  # (B, K, D)
         t1 = time.perf_counter()
-        out = classify(window, z, b.text_embeddings, b.class_to_expert, b.anchors, b.routing, b.tau, b.logit_scale,
-                       b.calibration)
-        logits = out["logits"]
-        if self.zero_shot is not None:
-            zs = zero_shot_logits(frozen.mean(axis=1), b.text_embeddings, self.zero_shot.embeddings, logits,
-                                  b.logit_scale)
+        if self.stpr:
+            out = classify(feats, z, b.text_embeddings, b.class_to_expert, b.anchors, b.routing, b.tau,
+                           b.logit_scale, b.calibration)
+        probs = None
+        if self.head is not None:
+            probs, weights, fit = self._head_classify(window, out, z)
+            logits = np.log(np.maximum(probs, 1e-300)).astype(np.float32)  # softmax(log p) = p
+        else:
+            logits, weights = out["logits"], out["weights"]
+            # The open-set score is calibrated on the trained classes: computed from them alone.
+            fit = None if b.unknown is None else unknown_score(b.unknown["score"], out, b.logit_scale,
+                                                              b.unknown.get("standardise"))
+        if self.zero_shot is not None:  # ranked against the trained classes (runtime/zero_shot.py)
+            zs = zero_shot_logits(self.window_block(window, "frozen").mean(axis=1), b.text_embeddings,
+                                  self.zero_shot.embeddings, logits, b.logit_scale)
             logits = np.concatenate([logits, zs], axis=1)
-        probs = softmax(logits.astype(np.float64))
-        # The open-set score is calibrated on the trained classes: computed from them alone.
-        fit = None if b.unknown is None else unknown_score(b.unknown["score"], out, b.logit_scale,
-                                                          b.unknown.get("standardise"))
+            probs = None
+        if probs is None:
+            probs = softmax(logits.astype(np.float64))
         t2 = time.perf_counter()
-        return {"probs": probs, "weights": out["weights"], "logits": logits, "unknown_score": fit,
+        return {"probs": probs, "weights": weights, "logits": logits, "unknown_score": fit,
                 "experts_ms": 1000 * (t1 - t0), "router_ms": 1000 * (t2 - t1)}
+
+    def _head_classify(self, window: np.ndarray, out: dict[str, np.ndarray],
+                       z: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """The head's mode: class probabilities `(B, C)`, per-task probabilities `(B, K)`, unknown score."""
+        b, h = self.bundle, self.head
+        K = int(b.manifest["dims"]["K"])
+        h_feats = expand(self.window_block(window, "head"), h.projection)  # (B, M)
+        scores = (h_feats @ h.weights).astype(np.float32)
+        own = None
+        if h.mode in ("route-hard", "route-soft"):
+            own = own_expert_logits(self.window_block(window, "stpr").mean(axis=1), z, b.text_embeddings,
+                                    b.class_to_expert, b.logit_scale)
+        probs = mode_probabilities(h.mode, scores=scores, class_to_expert=b.class_to_expert, num_tasks=K,
+                                   tau=h.tau, own_logits=own, stpr_logits=out.get("logits"),
+                                   fuse_weight=h.fuse_weight)
+        fit = None
+        if b.unknown is not None:  # the head's own open-set score, calibrated at export
+            fit = head_unknown_scores(scores, h_feats, h.subspace, h.tail_inverse,
+                                      b.unknown.get("standardise"))[b.unknown["score"]]
+        return probs, task_probabilities(probs, b.class_to_expert, K), fit
 
     def topk(self, probs: np.ndarray, k: int) -> list[tuple[str, float]]:
         order = np.argsort(-probs)[:k]

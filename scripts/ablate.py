@@ -73,7 +73,9 @@ def base_config(args: argparse.Namespace) -> Config:
     if owned:
         raise StprError(f"--set {', '.join(owned)}: the ablation sets these per variant; "
                         "use --lambdas for lambda and --seeds for seeds")
-    return load_config(args.config, {**(QUICK if args.quick else {}), **sets, "method.routing": "td"})
+    # StPR's tables: the demo's default classifier is the analytic head, so it is switched off here.
+    return load_config(args.config, {**(QUICK if args.quick else {}), "head.mode": "none", **sets,
+                                     "method.routing": "td"})
 
 
 def variant(cfg: Config, keys: dict[str, Any]) -> Config:

@@ -22,6 +22,7 @@ FAST = {
     "optim.epochs_incremental": 1,
     "optim.batch_size": 8,
     "device": "cpu",
+    "head.mode": "none",  # the pipeline tests exercise StPR (the demo's default is the head alone)
 }
 
 
@@ -145,3 +146,36 @@ class SmallDisk:
     def close(self) -> None:
         if self.mounted:
             subprocess.run(["umount", "-l", str(self.path)], capture_output=True)
+
+
+def train_one_and_two_processes(tmp_path: Path, args: list[str]) -> tuple[Path, Path]:
+    """`stpr-train args` in one process (`tmp_path/one`) and under torchrun with 2 gloo
+    processes (`tmp_path/two`); skips where stpr-train is not installed."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    import pytest
+
+    stpr_train = shutil.which("stpr-train")
+    if stpr_train is None:
+        pytest.skip("stpr-train is not on PATH (install the package)")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    for name, launch in (("one", [stpr_train]), ("two", [sys.executable, "-m", "torch.distributed.run",
+                                                         "--standalone", "--nproc_per_node", "2", stpr_train])):
+        res = subprocess.run([*launch, "--out", str(tmp_path / name), *args], capture_output=True, text=True,
+                             env=env, timeout=600)
+        assert res.returncode == 0, res.stderr[-3000:]
+    return tmp_path / "one", tmp_path / "two"
+
+
+def load_script(name: str):  # noqa: ANN201 (a module)
+    """`scripts/<name>.py` as a module (the scripts folder is not a package)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_script", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

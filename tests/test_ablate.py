@@ -1,13 +1,12 @@
 """scripts/ablate.py end to end on a tiny protocol: tables, consistency, reuse."""
 import csv
-import importlib.util
 import json
 import time
 from pathlib import Path
 
 import pytest
+from helpers import load_script
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "ablate.py"
 TINY = ["--quick", "--set", "data.protocol=4+4x1", "--set", "data.clips_per_class_train=4",
         "--set", "data.clips_per_class_test=2", "--set", "optim.batch_size=8", "--set", "device=cpu",
         "--lambdas", "0.5", "10", "--seeds", "0", "1"]
@@ -24,10 +23,7 @@ VARIANTS = {
 
 @pytest.fixture(scope="module")
 def ablate():
-    spec = importlib.util.spec_from_file_location("ablate_script", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("ablate")
 
 
 def _files(out: Path) -> dict[str, int]:

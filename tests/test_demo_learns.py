@@ -24,7 +24,7 @@ def _pair_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    cfg = load_config("demo", {"device": "cpu", "data.protocol": "4+4x2"})
+    cfg = load_config("demo", {"device": "cpu", "data.protocol": "4+4x2", "head.mode": "none"})  # StPR's demo
     out = tmp_path_factory.mktemp("demo") / "run"
     metrics = R.run(cfg, out)
     return cfg, out, metrics

@@ -1,15 +1,14 @@
 """Real-format data end to end, and DDP with 2 processes against 1 (CPU, gloo)."""
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+
 from click.testing import CliRunner
+
+from helpers import train_one_and_two_processes
 
 from stpr.train.cli import main as train_main
 
@@ -59,21 +58,11 @@ def test_ucf101_protocol_end_to_end(tmp_path):
 
 @pytest.mark.slow
 def test_ddp_two_processes_agree_with_one(tmp_path):
-    stpr_train = shutil.which("stpr-train")
-    if stpr_train is None:
-        pytest.skip("stpr-train is not on PATH (install the package)")
     # Long enough that the model learns (task 0 well above chance), so agreement means something.
     args = ["--set", "data.protocol=4+4x1", "--set", "data.clips_per_class_train=16",
             "--set", "data.clips_per_class_test=8", "--epochs", "20", "--batch-size", "8",
             "--set", "model.adapter_dropout=0.0", "--device", "cpu", "--quiet"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    one = subprocess.run([stpr_train, "--out", str(tmp_path / "one"), *args], capture_output=True, text=True,
-                         env=env, timeout=600)
-    assert one.returncode == 0, one.stderr[-3000:]
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          stpr_train, "--out", str(tmp_path / "two"), *args], capture_output=True, text=True,
-                         env=env, timeout=600)
-    assert two.returncode == 0, two.stderr[-3000:]
+    train_one_and_two_processes(tmp_path, args)
     m1 = json.loads((tmp_path / "one" / "metrics.json").read_text())
     m2 = json.loads((tmp_path / "two" / "metrics.json").read_text())
     assert m1["total"] == m2["total"]  # evaluation shards add up to the whole test set

@@ -13,6 +13,7 @@ from typing import Any, Iterable
 
 import click
 
+from stpr.runtime.analytic import HEAD_MODES
 from stpr.runtime.atomic import as_write_error, write_error_line
 from stpr.runtime.exits import EXIT_INTERRUPT, EXIT_SIGTERM, EXIT_WRITE, click_error, exit_codes_help
 from stpr.runtime.signals import Terminated, sigterm_as_interrupt
@@ -30,6 +31,7 @@ _OPTION_KEYS = {
     "pretrained": "model.pretrained",
     "routing": "method.routing",
     "distill": "method.distill",
+    "head": "head.mode",
     "lambda_": "method.lambda_fssd",
     "batch_size": "optim.batch_size",
     "seed": "seed",
@@ -115,7 +117,20 @@ def format_report(metrics: dict[str, Any], run_dir: Path) -> str:
         f"BWF: {'n/a' if bwf is None else f'{bwf:.2f}'}",
         f"Frame mean alone (no experts): Acc {sp['acc']:.2f}",
     ]
-    if "oracle" in metrics:
+    head = metrics.get("head", "none")
+    if head != "none":
+        lines.insert(0, f"Classifier: analytic head, mode {head} (docs/method.md)")
+        tid = metrics.get("head_task_id_accuracy")
+        if tid is not None:
+            lines.append(f"Head task identification: {tid:.1f} % of test videos")
+        others = {n: s for n, s in metrics.get("modes", {}).items() if n != head}
+        if others:  # every mode is scored from the same run: they differ only at test time
+            lines.append("Other modes, same run: " + "   ".join(
+                f"{n} Acc {s['acc']:.2f}" + ("" if s["bwf"] is None else f" BWF {s['bwf']:.2f}")
+                for n, s in others.items()))
+    if head == "alone":  # StPR took no gradient step: its experts and router say nothing
+        lines.append("StPR: not trained (head alone)")
+    elif "oracle" in metrics:
         drift = metrics.get("drift")
         lines += [
             f"Router task identification: {metrics['task_id_accuracy']:.1f} % of test videos   "
@@ -124,7 +139,7 @@ def format_report(metrics: dict[str, Any], run_dir: Path) -> str:
             "(mean relative change of their test-frame features since the end of their task)",
         ]
     lines += [
-        f"Routing: {metrics['routing']}   Distillation: {metrics['distill']}",
+        f"Routing: {metrics['routing']}   Distillation: {metrics['distill']}   Head: {head}",
         f"Run directory: {run_dir}  (metrics.json, checkpoints/, plots/, train.log)",
     ]
     return "\n".join(lines)
@@ -152,6 +167,8 @@ EPILOG = exit_codes_help(
 @click.option("--routing", type=click.Choice(["td", "td-raw", "avg", "clip", "adapter", "oracle"]),
               help="Expert routing: td (calibrated), td-raw (the paper's Eq. 11), avg, clip, adapter, oracle (analysis).")
 @click.option("--distill", type=click.Choice(["fssd", "uniform", "none"]), help="Adapter distillation.")
+@click.option("--head", type=click.Choice(["none", *HEAD_MODES]),
+              help="Analytic head: none (StPR, the paper), alone, route-hard, route-soft, fuse.")
 @click.option("--lambda", "lambda_", type=float, help="Weight of the FSSD loss.")
 @click.option("--epochs", help="Epochs: N for every task, or BASE,INCREMENTAL (paper: 60,30).")
 @click.option("--batch-size", type=int, help="Clips per step.")

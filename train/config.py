@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from stpr.runtime.analytic import HEAD_MODES, HEAD_TOWERS
 from .errors import StprError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -77,6 +78,17 @@ class MethodConfig:
     text_candidates: str = "seen"  # seen | batch: texts the contrastive loss ranks against
 
 
+@dataclass
+class HeadConfig:
+    mode: str = "none"  # none (StPR alone, the paper) | alone | route-hard | route-soft | fuse (docs/method.md)
+    tower: str = "frozen"  # frozen CLIP tower | adapted: the adapters as the base task left them
+    dim: int = 2048  # M, width of the random projection
+    ridge: float = 0.0  # ridge lambda; 0 chooses it on the base task (holdout MSE)
+    balance: str = "weight"  # weight: each clip n_ref / n_class (uneven classes) | none
+    tau: float = 0.1  # softmax temperature on the ridge scores (route-soft, fuse, probabilities)
+    fuse_weight: float = 0.5  # fuse: share of the head's probabilities
+
+
 def routing_tau(method: MethodConfig, mode: str | None = None) -> float:
     """The softmax temperature routing `mode` (default: the configured one) runs with."""
     return method.td_tau if (mode or method.routing) == "td" else method.tau
@@ -88,6 +100,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
     seed: int = 1000  # every random choice (class order, init, shuffling) flows from it
     device: str = "auto"  # auto | cpu | cuda | cuda:N
 
@@ -104,6 +117,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "method.routing": ("td", "td-raw", "avg", "clip", "adapter", "oracle"),
     "method.distill": ("fssd", "uniform", "none"),
     "method.text_candidates": ("seen", "batch"),
+    "head.mode": ("none",) + HEAD_MODES,
+    "head.tower": HEAD_TOWERS,
+    "head.balance": ("weight", "none"),
 }
 
 
@@ -136,6 +152,10 @@ RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "method.td_tau": (0, math.inf, False, False),
     "method.lambda_fssd": (0, math.inf, True, False),
     "method.fssd_eps": (0, math.inf, False, False),
+    "head.dim": (1, math.inf, True, False),
+    "head.ridge": (0, math.inf, True, False),
+    "head.tau": (0, math.inf, False, False),
+    "head.fuse_weight": (0, 1, True, True),
 }
 
 

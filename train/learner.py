@@ -19,11 +19,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import distributed as dist
+from .analytic_fit import AnalyticHead
 from .config import Config, routing_tau
 from .fssd import ClassFrameStats, FSSDWeights, channel_importance, fssd_loss
 from .losses import contrastive_loss
+from .model.analytic import mode_probabilities, own_expert_logits
 from .model.router import td_class_means, td_distance_scores
 from .model.stpr import StPRModel
+from .seed import derive_seed
 from .model.text import cosine_logits, encode_class_names
 
 log = logging.getLogger(__name__)
@@ -41,6 +44,13 @@ class EvalResult:
     task_id_correct: list[int] = field(default_factory=list)  # top-weighted expert == true task
     drift: list[float | None] = field(default_factory=list)  # relative change (%) of the task's test-frame
     # features since the end of its own task; None where no reference adapters were given
+    modes: dict[str, list[int]] = field(default_factory=dict)  # correct per task for 'stpr' and each head mode
+    head_task_id_correct: list[int] = field(default_factory=list)  # the head's top class is in the true task
+
+
+def head_seed(cfg: Config) -> int:
+    """The seed of the head's random projection: from the run's seed, like every random choice."""
+    return derive_seed(cfg.seed, 0x4EAD)
 
 
 class _TrainStep(nn.Module):
@@ -66,6 +76,36 @@ class StPRLearner:
         self.task = -1
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+        h = cfg.head
+        self.head: AnalyticHead | None = None
+        if h.mode != "none":
+            self.head = AnalyticHead(in_dim=model.num_frames * model.dim, dim=h.dim, seed=head_seed(cfg),
+                                     balance=h.balance, ridge=h.ridge)
+        self.head_adapters: nn.ModuleList | None = None  # tower 'adapted': the adapters after the base task
+
+    def trains_stpr(self, task: int) -> bool:
+        """Whether task `task` takes gradient steps. The head alone needs none, except on the
+        base task when its tower is the adapted one (the adapters are trained there, then kept)."""
+        h = self.cfg.head
+        return h.mode != "alone" or (h.tower == "adapted" and task == 0)
+
+    def head_modes(self) -> tuple[str, ...]:
+        """What `evaluate` can score: StPR and every head mode, or the head alone when StPR is
+        not trained."""
+        if self.head is None:
+            return ("stpr",)
+        if self.cfg.head.mode == "alone":
+            return ("alone",)
+        return ("stpr", "alone", "route-hard", "route-soft", "fuse")
+
+    def head_window(self, frames: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
+        """The head's tower's frame features `(B, T, D)`: frozen CLIP, or the adapters as the
+        base task left them (the current ones while they still are)."""
+        if self.cfg.head.tower == "frozen":
+            return self.model.frame_features(frames, adapters=False).float()
+        if self.head_adapters is None or self.cfg.head.mode == "alone":
+            return feats.float()  # adapters not trained past the base task
+        return self.model.frame_features(frames, adapters=self.head_adapters).float()
 
     # ------------------------------------------------------------------ lifecycle
     def begin_task(self, task: int, class_names: Sequence[str], steps: int) -> None:
@@ -157,12 +197,15 @@ class StPRLearner:
         """Anchors, prototypes and FSSD importance from task-k training videos (test sampling)."""
         m, k = self.model, self.task
         m.eval()
+        if self.head is not None and self.cfg.head.tower == "adapted" and k == 0:
+            self.head_adapters = copy.deepcopy(m.backbone.adapters).eval().requires_grad_(False)
         cls = (m.class_to_expert == k).nonzero().flatten()  # global ids of task k
         first, n = int(cls[0]), len(cls)
         stats = ClassFrameStats(n, m.dim)
         sums = {name: torch.zeros(n, m.dim, dtype=torch.float64) for name in ("td", "clip", "adapter")}
         videos = torch.zeros(n, dtype=torch.float64)  # per class
         residuals, locals_ = [], []  # this rank's d_k per video and its class, for the spreads
+        head_rows, head_labels = [], []  # this rank's h per clip: dropped when end_task returns
         for frames, labels in batches:
             frames, local = frames.to(self.device), labels.to(self.device) - first
             with self.autocast():
@@ -176,10 +219,16 @@ class StPRLearner:
             videos.index_add_(0, local.cpu(), torch.ones(len(local), dtype=torch.float64))
             residuals.append(d.double().cpu())
             locals_.append(local.cpu())
+            if self.head is not None:
+                with self.autocast():
+                    head_rows.append(self.head.features(self.head_window(frames, feats)).cpu())
+                head_labels.append(labels.cpu())
         for t in (stats.sum, stats.sumsq, stats.count, videos, *sums.values()):
             dist.all_reduce_sum(t)  # each rank saw a shard: sums make the whole task
         self.calibrate_router(sums["td"], videos, torch.cat(residuals), torch.cat(locals_))
         self.finish_task_statistics(stats, sums)
+        if self.head is not None:
+            self.head.add_task(torch.cat(head_rows), torch.cat(head_labels), m.num_classes)
 
     def calibrate_router(self, class_sums: torch.Tensor, videos: torch.Tensor, residuals: torch.Tensor,
                          labels: torch.Tensor) -> None:
@@ -243,6 +292,8 @@ class StPRLearner:
             n = torch.zeros(5, dtype=torch.float64)  # correct, spatial, total, oracle, task id
             wsum = torch.zeros(m.num_experts, dtype=torch.float64)
             drift = torch.zeros(2, dtype=torch.float64)  # sum of relative changes, frames
+            modes = self.head_modes()
+            mode_n = torch.zeros(len(modes) + 1, dtype=torch.float64)  # correct per mode, head task id
             ref = reference_adapters[j] if j < len(reference_adapters) else None
             for frames, labels in loader:
                 frames, labels = frames.to(self.device), labels.to(self.device)
@@ -261,6 +312,12 @@ class StPRLearner:
                                    int((oracle.argmax(1) == labels).sum()),
                                    int((out["weights"].argmax(1) == task_ids).sum())], dtype=torch.float64)
                 wsum += out["weights"].double().sum(0).cpu()
+                mode_n += self._mode_counts(frames, feats, out, labels, task_ids, modes)
+            dist.all_reduce_sum(mode_n)
+            for name, c in zip(modes, mode_n.tolist()):
+                res.modes.setdefault(name, []).append(int(c))
+            if self.head is not None:
+                res.head_task_id_correct.append(int(mode_n[-1]))
             dist.all_reduce_sum(n)
             dist.all_reduce_sum(wsum)
             dist.all_reduce_sum(drift)
@@ -273,6 +330,29 @@ class StPRLearner:
             res.routing.append((wsum / max(total, 1)).tolist())
             res.drift.append(100.0 * float(drift[0] / drift[1]) if ref is not None and drift[1] > 0 else None)
         return res
+
+    def _mode_counts(self, frames: torch.Tensor, feats: torch.Tensor, out: dict[str, torch.Tensor],
+                     labels: torch.Tensor, task_ids: torch.Tensor, modes: tuple[str, ...]) -> torch.Tensor:
+        """Correct top-1 per entry of `modes` on one batch, then the head's task identification."""
+        m, h = self.model, self.cfg.head
+        counts = []
+        scores = None
+        if self.head is not None:
+            with self.autocast():
+                window = self.head_window(frames, feats)
+            scores = self.head.scores(window)  # (B, C)
+            own = own_expert_logits(fbar=out["fbar"].float(), z=out["z"].float(), text=m.text_embeddings,
+                                    class_to_expert=m.class_to_expert, logit_scale=m.logit_scale)
+        for name in modes:
+            if name == "stpr":
+                pred = out["logits"].argmax(1)
+            else:
+                pred = mode_probabilities(name, scores=scores, class_to_expert=m.class_to_expert,
+                                          num_tasks=m.num_experts, tau=h.tau, own_logits=own,
+                                          stpr_logits=out["logits"].float(), fuse_weight=h.fuse_weight).argmax(1)
+            counts.append(int((pred == labels).sum()))
+        tid = 0 if scores is None else int((m.class_to_expert[scores.argmax(1)] == task_ids).sum())
+        return torch.tensor(counts + [tid], dtype=torch.float64)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
@@ -292,6 +372,8 @@ class StPRLearner:
             "proto_adapter": m.proto_adapter.cpu(),
             "fssd": self.fssd.state_dict(),
             "task": self.task,
+            "head": None if self.head is None else self.head.state_dict(),
+            "head_adapters": None if self.head_adapters is None else self.head_adapters.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -309,3 +391,8 @@ class StPRLearner:
             setattr(m, name, state[name].to(dev))
         self.fssd.load_state_dict(state["fssd"])
         self.task = int(state["task"])
+        if state.get("head") is not None:
+            self.head = AnalyticHead.from_state(state["head"])
+        if state.get("head_adapters") is not None:
+            self.head_adapters = copy.deepcopy(m.backbone.adapters).eval().requires_grad_(False)
+            self.head_adapters.load_state_dict(state["head_adapters"])

@@ -36,6 +36,7 @@ from .errors import StprError
 from .learner import EvalResult, StPRLearner
 from .model.clip_tower import Preprocess, backbone_fingerprint, load_clip
 from .model.stpr import StPRModel
+from .model.text import TEXT_COLLISION_COS, encode_class_names, text_collisions
 from .seed import derive_seed, resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,8 @@ class History:
     oracle_correct: list[list[int]] = field(default_factory=list)
     task_id_correct: list[list[int]] = field(default_factory=list)
     drift: list[list[float | None]] = field(default_factory=list)
+    modes: list[dict[str, list[int]]] = field(default_factory=list)  # per task: 'stpr' and head modes
+    head_task_id_correct: list[list[int]] = field(default_factory=list)
 
     def add(self, r: EvalResult) -> None:
         self.correct.append(r.correct)
@@ -67,6 +70,8 @@ class History:
         self.oracle_correct.append(r.oracle_correct)
         self.task_id_correct.append(r.task_id_correct)
         self.drift.append(r.drift)
+        self.modes.append(r.modes)
+        self.head_task_id_correct.append(r.head_task_id_correct)
 
 
 @dataclass
@@ -111,7 +116,23 @@ def build(cfg: Config) -> Setup:
     for ids in tasks:
         check_classes_present(splits.train, ids, "training")
         check_classes_present(splits.test, ids, "test")
+    if dist.is_main():
+        warn_text_collisions(cfg, learner, [splits.classes[c] for t in tasks for c in t])
     return Setup(cfg, learner.device, pp, splits, tasks, learner, fingerprint)
+
+
+def warn_text_collisions(cfg: Config, learner: StPRLearner, names: list[str]) -> None:
+    """Once per run: name the class texts the chosen tower cannot tell apart, and the head
+    that needs no text."""
+    text = encode_class_names(learner.clip_model, cfg.model.name, names, cfg.model.templates)
+    pairs = text_collisions(names, text)
+    if not pairs:
+        return
+    shown = "; ".join(f"{a!r} ~ {b!r} (cos {c:.3f})" for a, b, c in pairs[:5])
+    more = f" and {len(pairs) - 5} more pairs" if len(pairs) > 5 else ""
+    log.warning("%d pair(s) of class texts are near-identical under %s (cos >= %.2f): %s%s. A text classifier "
+                "cannot separate them (StPR, and head modes route-*/fuse in part); --head alone needs no text.",
+                len(pairs), cfg.model.name, TEXT_COLLISION_COS, shown, more)
 
 
 def _global_ids(tasks: list[list[int]], k: int) -> list[int]:
@@ -143,6 +164,8 @@ def train_task(s: Setup, k: int, progress: Progress = _no_progress) -> EvalResul
     seed_everything(derive_seed(cfg.seed, k))  # a resumed run replays task k exactly
     loader = _loader(s, s.splits.train, k, train=True)
     epochs = cfg.optim.epochs_base if k == 0 else cfg.optim.epochs_incremental
+    if not learner.trains_stpr(k):  # the head alone: no gradient step, only the sums at end_task
+        epochs = 0
     names = [s.splits.classes[c] for c in s.tasks[k]]
     learner.begin_task(k, names, steps=epochs * len(loader))
     t0 = time.perf_counter()
@@ -195,6 +218,17 @@ def metrics_from_history(s: Setup, h: History) -> dict[str, Any]:
         out["drift_per_task"] = h.drift[-1]
         old = [d for d in h.drift[-1][: R - 1] if d is not None]
         out["drift"] = float(np.mean(old)) if old else None  # mean over old tasks, end of run
+    if h.modes and len(h.modes) == R and h.modes[-1]:
+        out["modes"] = {name: M.summary(pad([row[name] for row in h.modes]), total, sizes)
+                        for name in h.modes[-1]}
+        if any(h.head_task_id_correct):
+            out["head_task_id_accuracy"] = M.pooled_accuracy(pad(h.head_task_id_correct)[-1, :R], total[-1, :R])
+    head_mode = s.cfg.head.mode
+    if head_mode != "none" and "modes" in out:
+        # The run's numbers are the configured classifier's; StPR's own stay beside them.
+        out["stpr"] = {k: out[k] for k in ("accuracy_matrix", "acc", "acc_pooled", "bwf", "acc_curve")}
+        out.update(out["modes"][head_mode])
+    out["head"] = head_mode
     out["routing_weights"] = h.routing[-1]
     out["routing_weights_per_task"] = h.routing
     out["routing"] = s.cfg.method.routing
@@ -211,9 +245,13 @@ def write_outputs(run_dir: Path, s: Setup, h: History) -> dict[str, Any]:
     metrics = metrics_from_history(s, h)
     atomic_write_json(run_dir / "metrics.json", metrics)
     A = np.array([[np.nan if v is None else v for v in row] for row in metrics["accuracy_matrix"]], dtype=float)
-    curves = {f"StPR (routing={s.cfg.method.routing})": metrics["acc_curve"],
-              "frame mean only": metrics["spatial_only"]["acc_curve"]}
-    if "oracle" in metrics:
+    head = s.cfg.head.mode
+    curves = {f"analytic head ({head})" if head != "none" else f"StPR (routing={s.cfg.method.routing})":
+              metrics["acc_curve"]}
+    if "stpr" in metrics and head != "alone":  # StPR trained beside the head: its own curve
+        curves[f"StPR (routing={s.cfg.method.routing})"] = metrics["stpr"]["acc_curve"]
+    curves["frame mean only"] = metrics["spatial_only"]["acc_curve"]
+    if "oracle" in metrics and head != "alone":
         curves["oracle routing (analysis only)"] = metrics["oracle"]["acc_curve"]
     plots.plot_accuracy_curve(curves, run_dir / "plots" / "accuracy_over_tasks.png")
     plots.plot_task_accuracy(A, run_dir / "plots" / "task_accuracy_over_time.png")

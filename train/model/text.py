@@ -44,3 +44,21 @@ def encode_class_names(
 def cosine_logits(v: torch.Tensor, text: torch.Tensor, logit_scale: float) -> torch.Tensor:
     """`logit_scale * cos(v, t_c)`: `(B, D) x (C, D) -> (B, C)`."""
     return logit_scale * F.normalize(v, dim=-1) @ F.normalize(text, dim=-1).T
+
+
+TEXT_COLLISION_COS = 0.99  # above this two class texts are one class to a cosine classifier (demo max: 0.88)
+
+
+def text_collisions(names: Sequence[str], text: torch.Tensor,
+                    threshold: float = TEXT_COLLISION_COS) -> list[tuple[str, str, float]]:
+    """Pairs of classes whose text embeddings `(C, D)` have cosine >= `threshold`, closest first.
+
+    A tower that never learned a word maps it to nothing (the packaged tiny tower stores
+    zero rows for words its captions never used), so "digit 0 moving left" and "digit 3
+    moving left" get one text: no video feature can pick between them by cosine."""
+    t = F.normalize(text.float(), dim=-1)
+    sim = t @ t.T
+    i, j = torch.triu_indices(len(names), len(names), offset=1)
+    close = sim[i, j] >= threshold
+    pairs = [(names[a], names[b], float(c)) for a, b, c in zip(i[close].tolist(), j[close].tolist(), sim[i, j][close])]
+    return sorted(pairs, key=lambda p: -p[2])

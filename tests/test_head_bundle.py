@@ -1,0 +1,141 @@
+"""The analytic head in the bundle and on the device: parity, refusals, cost per step."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import fast_config, write_video
+from stpr.export import export_run
+from stpr.export.parity import torch_head_outputs
+from stpr.runtime.bundle import load_bundle
+from stpr.runtime.manifest import BundleError, seal_manifest
+from stpr.runtime.recognizer import Recognizer
+from stpr.train import run as R
+from stpr.train.data.synthetic import SyntheticActions
+from stpr.train.restore import restore
+
+
+@pytest.fixture(scope="module", params=[("alone", "frozen"), ("route-soft", "adapted")], ids=["alone", "route-soft"])
+def head_bundle(request, tmp_path_factory):
+    mode, tower = request.param
+    root = tmp_path_factory.mktemp(f"head-{mode}")
+    R.run(fast_config(**{"head.mode": mode, "head.tower": tower, "head.dim": 512}), root / "run")
+    export_run(root / "run", root / "bundle", fp16=True, text=mode == "alone")  # the head alone: add-by-name too
+    return root / "run", root / "bundle"
+
+
+def test_bundle_head_equals_pytorch_head(head_bundle):
+    run_dir, bundle_dir = head_bundle
+    r = restore(run_dir)
+    clips = torch.stack([SyntheticActions("test", clips_per_class=1, seed=3)[i][0] for i in range(12)])
+    ref = torch_head_outputs(r, clips)
+    b = load_bundle(bundle_dir)
+    with Recognizer(b) as rec:
+        B, T = clips.shape[:2]
+        feats = rec.frame_features(clips.numpy().reshape(B * T, *clips.shape[2:])).reshape(B, T, -1)
+        probs = rec.classify(feats)["probs"]
+    assert np.abs(probs - ref["logits"]).max() < 1e-5
+    parity = json.loads((bundle_dir / "parity.json").read_text())
+    assert parity["fp32_head"]["top1_agreement"] == 1.0 and "fp16_head" in parity
+
+
+def test_head_alone_runs_one_tower_and_no_experts(head_bundle):
+    _, bundle_dir = head_bundle
+    b = load_bundle(bundle_dir)
+    with Recognizer(b) as rec:
+        if b.head.mode == "alone":
+            assert rec.experts is None and rec.towers == ["clip_backbone.onnx"]
+        else:  # StPR's adapted tower and the head's (the adapters as the base task left them)
+            assert rec.experts is not None and rec.towers == ["backbone.onnx", "head_backbone.onnx"]
+        assert rec.feature_dim == b.dim * len(rec.towers)
+
+
+def _reseal(bundle_dir, edit) -> None:
+    m = json.loads((bundle_dir / "manifest.json").read_text())
+    edit(m)
+    (bundle_dir / "manifest.json").write_text(json.dumps(seal_manifest({k: v for k, v in m.items()
+                                                                          if k != "manifest_sha256"})))
+
+
+def test_tampered_head_files_are_refused(head_bundle, tmp_path):
+    _, bundle_dir = head_bundle
+    bad = tmp_path / "weights"
+    shutil.copytree(bundle_dir, bad)
+    w = np.load(bad / "head_weights.npy")
+    w[0, 0] += 1.0
+    np.save(bad / "head_weights.npy", w)
+    with pytest.raises(BundleError, match="head_weights.npy"):
+        load_bundle(bad)
+    seed = tmp_path / "seed"  # a resealed manifest whose projection seed was changed
+    shutil.copytree(bundle_dir, seed)
+    _reseal(seed, lambda m: m["head"]["projection"].update(seed=m["head"]["projection"]["seed"] + 1))
+    with pytest.raises(BundleError, match="projection"):
+        load_bundle(seed)
+    mode = tmp_path / "mode"
+    shutil.copytree(bundle_dir, mode)
+    _reseal(mode, lambda m: m["head"].update(mode="vote"))
+    with pytest.raises(BundleError, match="head.mode is 'vote'"):
+        load_bundle(mode)
+
+
+def test_clip_mode_with_torch_blocked_names_the_class(head_bundle, tmp_path):
+    _, bundle_dir = head_bundle
+    ds = SyntheticActions("test", clips_per_class=1, seed=11)
+    i = 5
+    video = write_video(tmp_path / "clip.avi", [ds.raw_clip(i)])
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from stpr.runtime.entry import main\n"
+            f"sys.argv = ['stpr-run', '--bundle', {str(bundle_dir)!r}, '--video', {str(video)!r}, '--clip']\n"
+            "main()\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "analytic head" in res.stderr
+    top = [line.split()[-1] for line in res.stdout.splitlines() if line.strip() and line.strip()[0].isdigit()]
+    assert top and top[0] in load_bundle(bundle_dir).classes
+
+
+def test_head_unknown_score_is_calibrated_and_separates_never_trained_classes(head_bundle):
+    _, bundle_dir = head_bundle
+    report = json.loads((bundle_dir / "openset.json").read_text())
+    assert report["score"] == "head_margin_mahalanobis"
+    # fast 1-epoch runs: a score that ignores the clip would sit at 0.5
+    assert report["auroc"] >= 0.7, report["candidates"]
+    assert set(report["candidates"]) == {"head_max", "head_margin", "head_mahalanobis", "head_margin_mahalanobis"}
+    b = load_bundle(bundle_dir)
+    assert b.unknown["score"] == report["score"] and b.head.subspace is not None
+    if b.head.mode != "alone":  # StPR trained too: its own candidates on the same clips, for comparison
+        assert "margin_route" in report["stpr_candidates"]
+    clips = torch.stack([SyntheticActions("test", clips_per_class=1, seed=4)[i][0] for i in range(6)]).numpy()
+    with Recognizer(b) as rec:
+        B, T = clips.shape[:2]
+        out = rec.classify(rec.frame_features(clips.reshape(B * T, *clips.shape[2:])).reshape(B, T, -1))
+    assert out["unknown_score"].shape == (6,) and np.isfinite(out["unknown_score"]).all()
+
+
+def test_classes_added_by_name_rank_against_the_heads_classes(head_bundle, tmp_path):
+    from stpr.runtime.zero_shot import load_zero_shot
+
+    _, bundle_dir = head_bundle
+    b = load_bundle(bundle_dir)
+    if "text" not in b.manifest:
+        pytest.skip("this bundle was exported with --no-text")
+    from stpr.runtime.class_overlay import write_overlay
+
+    overlay = write_overlay(tmp_path / "extra.classes.json", b.manifest, ["ring moving up"])
+    zs = load_zero_shot(b, overlay)
+    clips = torch.stack([SyntheticActions("test", clips_per_class=1, seed=4)[i][0] for i in range(4)]).numpy()
+    with Recognizer(b) as plain, Recognizer(b, zero_shot=zs) as rec:
+        assert rec.towers == plain.towers == ["clip_backbone.onnx"]  # the head's tower scores added names too
+        B, T = clips.shape[:2]
+        flat = clips.reshape(B * T, *clips.shape[2:])
+        p0 = plain.classify(plain.frame_features(flat).reshape(B, T, -1))["probs"]
+        p1 = rec.classify(rec.frame_features(flat).reshape(B, T, -1))["probs"]
+    assert p1.shape == (4, len(b.classes) + 1) and np.allclose(p1.sum(1), 1.0)
+    # the trained classes keep their order among themselves
+    assert (p1[:, : len(b.classes)].argsort(1) == p0.argsort(1)).all()
