@@ -7,20 +7,40 @@ from pathlib import Path
 
 import click
 
+from stpr.runtime.atomic import LockHeld, as_write_error, exclusive, write_error_line
+from stpr.runtime.exits import EXIT_INTERRUPT, EXIT_SIGTERM, EXIT_WRITE, click_error, exit_codes_help
 from stpr.runtime.manifest import BundleError
-from stpr.runtime.signals import EXIT_SIGTERM, Terminated, sigterm_as_interrupt
+from stpr.runtime.signals import Terminated, sigterm_as_interrupt
 from stpr.train.errors import StprError, missing_extra
 
+EPILOG = exit_codes_help(
+    ok="done: the bundle is written (and published)",
+    error="refused or failed: not a run, unfinished task, failed parity, another export writing --out",
+    write="the bundle could not be written (full disk, read-only): no bundle and no temp folder is left",
+    interrupt="Ctrl-C: no bundle was written, the work folder is removed",
+    sigterm="SIGTERM: as Ctrl-C")
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+
+MIN_OPSET = 17  # as stpr.export.onnx_export.MIN_OPSET, which imports torch: not before the extra is checked
+
+
+def _check_opset(ctx: click.Context, param: click.Parameter, value: int) -> int:
+    if value < MIN_OPSET:
+        raise click.BadParameter(f"{value} is too old: LayerNormalization needs opset >= {MIN_OPSET}")
+    return value
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}, epilog=EPILOG)
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Bundle folder to write.")
 @click.option("--fp16", is_flag=True, help="Also write mixed-precision *.fp16.onnx twins (parity-checked).")
 @click.option("--task", type=int, help="Export the model as it stood after task N [last finished].")
-@click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset (>= 17).")
+@click.option("--opset", type=int, default=MIN_OPSET, show_default=True, callback=_check_opset,
+              help=f"ONNX opset (>= {MIN_OPSET}).")
 @click.option("--engine", is_flag=True, help="Build TensorRT engines here (needs tensorrt and a GPU; with --fp16).")
 @click.option("--force", is_flag=True, help="Replace a bundle already in --out.")
-@click.option("--parity-clips", type=int, default=16, show_default=True, help="Clips in the parity check.")
+@click.option("--parity-clips", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Clips in the parity check (at least 1).")
 @click.option("--int8", is_flag=True, help="Also write int8 experts for CPUs (experts.int8.onnx, parity-checked).")
 @click.option("--no-text", is_flag=True, help="Leave out the text tower, frozen image tower and tokenizer "
               "(smaller bundle; stpr-classes cannot add classes by name to it).")
@@ -36,24 +56,38 @@ def main(run_dir: Path, out: Path, fp16: bool, task: int | None, opset: int, eng
     except ModuleNotFoundError as e:
         raise click.ClickException(str(missing_extra(e, "stpr-export", "export"))) from None
 
+    if engine and not fp16:
+        raise click.UsageError("--engine builds TensorRT engines from the fp16 ONNX; pass --fp16 with it")
     if publish is not None and publish.exists() and not publish.is_symlink():  # before minutes of export
-        raise click.ClickException(f"--publish {str(publish)!r} exists and is not a symlink; pick a new path "
-                                   "(it becomes a symlink to the bundle)")
+        raise click.UsageError(f"--publish {str(publish)!r} exists and is not a symlink; pick a new path "
+                               "(it becomes a symlink to the bundle)")
     logger = logging.getLogger("stpr")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
+    # Two exports to one --out at once: the second is refused at the start (it used to
+    # replace the first's bundle at the end, both exiting 0, --force or not).
+    lock = out.parent / f".{out.name}.lock"
     try:
-        with sigterm_as_interrupt():  # a stopped export still removes its temp folder
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with sigterm_as_interrupt(), exclusive(lock):  # a stopped export still removes its temp folder
             res = export_run(run_dir, out, fp16=fp16, task=task, opset=opset, engine=engine, force=force,
                              parity_clips=parity_clips, int8=int8, text=not no_text)
     except StprError as e:
         raise click.ClickException(str(e)) from None
+    except LockHeld:
+        raise click.ClickException(f"another stpr-export is writing --out {str(out)!r} now (it holds "
+                                   f"{str(lock)!r}); wait for it to finish, or pick another --out") from None
+    except (OSError, RuntimeError) as e:
+        if (err := as_write_error(e, out.parent)) is None:
+            raise
+        raise click_error(write_error_line(err, f"the bundle {str(out)!r}", " (no bundle written)"),
+                          EXIT_WRITE) from None
     except KeyboardInterrupt as e:
         click.echo(f"\n{'terminated' if isinstance(e, Terminated) else 'interrupted'}: no bundle was written", err=True)
-        sys.exit(EXIT_SIGTERM if isinstance(e, Terminated) else 130)
+        sys.exit(EXIT_SIGTERM if isinstance(e, Terminated) else EXIT_INTERRUPT)
     click.echo(f"Bundle: {res.bundle}")
     for name, path in sorted(res.files.items()):
         click.echo(f"  {name:<28} {path.stat().st_size / 2**20:9.2f} MiB")
@@ -84,7 +118,8 @@ def main(run_dir: Path, out: Path, fp16: bool, task: int | None, opset: int, eng
         try:
             publish_bundle(res.bundle, publish)
         except (OSError, BundleError) as e:
-            raise click.ClickException(f"the bundle is written, but --publish failed: {e}") from None
+            raise click_error(f"the bundle is written, but --publish failed: {e}",
+                        EXIT_WRITE if isinstance(e, OSError) else 1) from None
         click.echo(f"Published: {publish} -> {res.bundle}")
 
 

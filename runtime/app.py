@@ -22,7 +22,7 @@ STAGES = ("preprocess", "backbone", "experts", "router", "total")
 
 @dataclass
 class Summary:
-    frames: int = 0  # frames read from the source
+    frames: int = 0  # source frames handled (predicted on if due, drawn, written)
     predictions: int = 0
     dropped: int = 0  # live frames replaced before the model took them
     started: float = field(default_factory=time.perf_counter)
@@ -86,7 +86,6 @@ def stream(rec: Recognizer, frames: Iterable[tuple[int, np.ndarray]], *, stride:
     for index, frame in frames:
         if max_frames is not None and summary.frames >= max_frames:
             break
-        summary.frames += 1
         if index % stride == 0:
             if watcher is not None:
                 rec, new_ring = watcher.between_steps(rec, inputs, index, events.write, summary.started)
@@ -120,6 +119,7 @@ def stream(rec: Recognizer, frames: Iterable[tuple[int, np.ndarray]], *, stride:
                 events.write(latest)
         if on_frame:
             on_frame(frame, latest)
+        summary.frames += 1  # counted once handled: a Ctrl-C mid-frame leaves it out, as it is out of --output
 
 
 def classify_clip(rec: Recognizer, frames: list[np.ndarray], topk: int, last_index: int) -> dict:

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import click
 
+from .atomic import write_error_line
 from .class_overlay import check_new_names, default_overlay_path, read_overlay, write_overlay
+from .exits import EXIT_WRITE, click_error, exit_codes_help
 from .manifest import BundleError, verify_bundle
 from .text import TextEncoder, text_section
 
@@ -33,12 +35,38 @@ def _open(bundle: Path, overlay: Path | None) -> tuple[dict, Path, list[str]]:
         raise click.ClickException(str(e)) from None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+EPILOG = exit_codes_help(
+    error="refused: no bundle, a bundle without a text tower, a bad or foreign overlay, a name that "
+          "exists, is too long or holds control characters or emoji",
+    write="the overlay could not be written (read-only, full disk): the old one is kept")
+_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _write(path: Path, manifest: dict, names: list[str]) -> None:
+    """Write the overlay into an existing folder (a typo must not create folders, even under /)."""
+    if not path.parent.is_dir():
+        raise click.BadParameter(f"the folder {str(path.parent)!r} of {str(path)!r} does not exist; create it "
+                                 "first", param_hint="--classes")
+    try:
+        write_overlay(path, manifest, names)
+    except OSError as e:
+        raise click_error(write_error_line(e, repr(str(path)), " (the overlay is unchanged)"), EXIT_WRITE) from None
+
+
+def _check_fits(enc: TextEncoder, names: tuple[str, ...]) -> None:
+    for name in names:
+        if (n := enc.prompt_tokens(name)) > enc.tokenizer.context_length:
+            raise click.ClickException(f"class name {name!r} is too long: its prompt is {n} tokens and the text "
+                                       f"tower reads {enc.tokenizer.context_length}; shorten it (names that "
+                                       "differ only past the cut would be one class)")
+
+
+@click.group(context_settings=_SETTINGS, epilog=EPILOG)
 def main() -> None:
     """Add actions to a bundle by name, without retraining (zero-shot, scored by stpr-run)."""
 
 
-@main.command()
+@main.command(context_settings=_SETTINGS, epilog=EPILOG)
 @_BUNDLE
 @click.argument("names", nargs=-1, required=True)
 @_OVERLAY
@@ -49,14 +77,16 @@ def add(bundle: Path, names: tuple[str, ...], overlay: Path | None) -> None:
         text = text_section(manifest, bundle)
         check_new_names(names, manifest["classes"], added)
         with TextEncoder(bundle, text) as enc:  # proves the tower and tokenizer run here
+            _check_fits(enc, names)
             enc.embed_names(list(names))
-        write_overlay(path, manifest, [*added, *names])
     except BundleError as e:
         raise click.ClickException(str(e)) from None
-    click.echo(f"added {len(names)} zero-shot class(es) to {str(path)!r}; stpr-run --bundle {bundle} loads it")
+    _write(path, manifest, [*added, *names])
+    loads = f"stpr-run --bundle {bundle}" + (f" --classes {path}" if overlay is not None else "")
+    click.echo(f"added {len(names)} zero-shot class(es) to {str(path)!r}; {loads} loads it")
 
 
-@main.command(name="list")
+@main.command(name="list", context_settings=_SETTINGS, epilog=EPILOG)
 @_BUNDLE
 @_OVERLAY
 def list_(bundle: Path, overlay: Path | None) -> None:
@@ -65,7 +95,7 @@ def list_(bundle: Path, overlay: Path | None) -> None:
     click.echo(json.dumps({"trained": manifest["classes"], "zero_shot": added, "overlay": str(path)}, indent=2))
 
 
-@main.command()
+@main.command(context_settings=_SETTINGS, epilog=EPILOG)
 @_BUNDLE
 @click.argument("names", nargs=-1, required=True)
 @_OVERLAY
@@ -76,7 +106,7 @@ def remove(bundle: Path, names: tuple[str, ...], overlay: Path | None) -> None:
     if missing:
         raise click.ClickException(f"{missing[0]!r} is not an added class of {str(bundle)!r} "
                                    f"(added: {added}); see `stpr-classes list {bundle}`")
-    write_overlay(path, manifest, [n for n in added if n not in names])
+    _write(path, manifest, [n for n in added if n not in names])
     click.echo(f"removed {len(names)} class(es) from {str(path)!r}")
 
 

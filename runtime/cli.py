@@ -6,7 +6,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NoReturn
 
 import click
 import numpy as np
@@ -14,37 +14,36 @@ import numpy as np
 from .app import Summary, classify_clip, stream
 from .backends import DeviceUnavailable
 from .bundle import Bundle, load_bundle
-from .clip import clip_frames
+from .clip import TruncatedClip, clip_frames
 from .experts import EXPERT_VARIANTS
 from .manifest import BundleError
-from .outputs import EventLog, VideoOut, check_writable
+from .exits import EXIT_ERROR, EXIT_INTERRUPT, EXIT_SIGTERM, EXIT_STREAM, EXIT_WRITE, click_error, exit_codes_help
+from .outputs import EventLog, OutputError, VideoOut, check_distinct, check_writable
 from .openset import check_threshold
 from .overlay import draw_overlay
 from .recognizer import Recognizer
 from .sampling import centre_indices
-from .signals import EXIT_SIGTERM, Terminated, sigterm_as_interrupt
+from .signals import Terminated, sigterm_as_interrupt
 from .stream import (LatestFrame, SourceError, SourceFailed, frames_from_capture, frames_from_folder, live_frames,
-                     open_capture, source_fps)
+                     live_readers_alive, open_capture, source_fps)
 from .trt_build import TensorRTUnavailable
 from .watch import BundleWatcher
 from .zero_shot import load_zero_shot
 
-EXIT_ERROR = 1  # refused before running: bad bundle, source that does not open, missing backend
-EXIT_STREAM = 3  # the source failed mid-way (stalled, ended live stream, truncated file): results so far kept
-EXIT_INTERRUPT = 130  # Ctrl-C (128 + SIGINT)
+EPILOG = "\b\nURL: a live stream OpenCV/FFmpeg can open (rtsp://, http://, udp://, ...),\nin place of --camera, " \
+    "--video or --frames.\n\n" + exit_codes_help(
+        ok="done: the video or frame folder ended, or --max-frames was reached",
+        error="refused before running (bad bundle, source that does not open, no GPU/TensorRT)",
+        usage="bad command line (option value or combination; an output path that is an input or another output)",
+        stream="the source failed mid-way: a live stream stalled (--timeout) or ended, or a\n"
+               "       video is truncated; events so far are kept. A supervisor should restart.",
+        write="an output could not be written (full disk, read-only, I/O error): one line names\n"
+              "       it; the jsonl keeps whole lines, an unfinished --output is not kept",
+        interrupt="Ctrl-C: files finalised, summary printed",
+        sigterm="SIGTERM: files finalised, summary printed")
 
-EPILOG = f"""\b
-URL: a live stream OpenCV/FFmpeg can open (rtsp://, http://, udp://, ...),
-in place of --camera, --video or --frames.
-\b
-Exit codes:
-  0    done: the video or frame folder ended, or --max-frames was reached
-  {EXIT_ERROR}    refused before running (bad bundle, source that does not open, no GPU/TensorRT)
-  2    bad command line (option value or combination)
-  {EXIT_STREAM}    the source failed mid-way: a live stream stalled (--timeout) or ended, or a
-       video is truncated; events so far are kept. A supervisor should restart.
-  {EXIT_INTERRUPT}  Ctrl-C, and {EXIT_SIGTERM} SIGTERM: files finalised, summary printed
-"""
+
+READ_GRACE_S = 1.0  # a live read may block this much longer than --timeout
 
 
 def _source(camera: int | None, video: Path | None, frames: Path | None, url: str | None) -> tuple[str, object]:
@@ -55,17 +54,36 @@ def _source(camera: int | None, video: Path | None, frames: Path | None, url: st
     return given[0]
 
 
-def _check_outputs(kind: str, clip: bool, output: Path | None, jsonl: Path | None) -> None:
+def _check_outputs(kind: str, source: object, clip: bool, output: Path | None, jsonl: Path | None,
+                   bundle_dir: Path, classes_file: Path | None) -> None:
+    """Refuse bad output paths before anything is opened: an output that is an input (the
+    video, the frame folder, the bundle, the classes file) or the other output would be
+    destroyed by the first write."""
     if clip and kind != "video":
         raise click.UsageError("--clip classifies one video file: use it with --video PATH")
     if clip and output is not None:
         raise click.UsageError("--output writes the annotated stream and --clip makes one prediction for the "
                                "whole video; drop --output (or --clip)")
+    inputs = [("--bundle", bundle_dir), ("--classes", classes_file)]
+    if kind in ("video", "frames"):
+        inputs.append((f"--{kind}", Path(str(source))))
+    try:
+        check_distinct([("--output", output), ("--jsonl", jsonl)], inputs)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
     for path, option in ((output, "--output"), (jsonl, "--jsonl")):
         try:
             check_writable(path, option)
         except ValueError as e:
             raise click.BadParameter(str(e), param_hint=option) from None
+
+
+def _once(ctx: click.Context, param: click.Parameter, value: tuple) -> object:
+    """An option given twice is refused: silently taking the last could run on the wrong source."""
+    if len(value) > 1:
+        shown = ", ".join(repr(str(v)) for v in value)
+        raise click.BadParameter(f"given {len(value)} times ({shown}); give it once")
+    return value[0] if value else None
 
 
 def _finite_threshold(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
@@ -81,9 +99,11 @@ def _finite_threshold(ctx: click.Context, param: click.Parameter, value: float |
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}, epilog=EPILOG)
 @click.argument("url", required=False)
 @click.option("--bundle", "bundle_dir", required=True, type=click.Path(path_type=Path), help="Bundle from stpr-export.")
-@click.option("--camera", type=int, help="Camera index.")
-@click.option("--video", type=click.Path(path_type=Path), help="Video file.")
-@click.option("--frames", "frames_dir", type=click.Path(path_type=Path), help="Folder of frames (sorted by name).")
+@click.option("--camera", type=int, multiple=True, callback=_once, help="Camera index.")
+@click.option("--video", type=click.Path(exists=True, dir_okay=False, path_type=Path), multiple=True,
+              callback=_once, help="Video file.")
+@click.option("--frames", "frames_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              multiple=True, callback=_once, help="Folder of frames (sorted by name).")
 @click.option("--backend", type=click.Choice(["ort", "trt"]), default="ort", show_default=True,
               help="ort: onnxruntime, providers picked by --device. trt: TensorRT engines, built from the "
                    "bundle's ONNX on first start and cached (needs tensorrt and cuda-python).")
@@ -103,9 +123,10 @@ def _finite_threshold(ctx: click.Context, param: click.Parameter, value: float |
               help="Classes (with scores) in each event and in the clip printout.")
 @click.option("--clip", is_flag=True, help="Classify the whole video once (T frames, TSN centres); no window.")
 @click.option("--headless", is_flag=True, help="No window.")
-@click.option("--output", type=click.Path(path_type=Path),
+@click.option("--output", type=click.Path(path_type=Path), multiple=True, callback=_once,
               help="Write an annotated copy of the input (every frame, source fps; .mp4 or .avi).")
-@click.option("--jsonl", type=click.Path(path_type=Path), help="Write one JSON event per prediction.")
+@click.option("--jsonl", type=click.Path(path_type=Path), multiple=True, callback=_once,
+              help="Write one JSON event per prediction.")
 @click.option("--max-frames", type=click.IntRange(min=1), help="Stop after N source frames.")
 @click.option("--unknown-threshold", type=float, callback=_finite_threshold,
               help="Report `unknown` when the open-set score is below this [the bundle's calibrated threshold, "
@@ -126,7 +147,7 @@ def main(url: str | None, bundle_dir: Path, camera: int | None, video: Path | No
     logging.getLogger("stpr.runtime.backends").setLevel(logging.INFO)
     logging.getLogger("stpr.runtime.watch").setLevel(logging.INFO)
     kind, source = _source(camera, video, frames_dir, url)
-    _check_outputs(kind, clip, output, jsonl)
+    _check_outputs(kind, source, clip, output, jsonl, bundle_dir, classes_file)
     if watch and (clip or watch_interval <= 0):
         raise click.UsageError("--watch follows a bundle while streaming: not with --clip, and --watch-interval > 0")
     window = not headless and not clip  # clip mode prints one result: nothing to show
@@ -144,16 +165,16 @@ def main(url: str | None, bundle_dir: Path, camera: int | None, video: Path | No
                                 zero_shot=load_zero_shot(bundle, classes_file), unknown_threshold=unknown_threshold)
     except (BundleError, ValueError) as e:
         raise click.ClickException(str(e)) from None
-    summary, events, video_out = Summary(), EventLog(jsonl), VideoOut(output)
-    code, failure = 0, None
-    with sigterm_as_interrupt():
+    summary, code, failure, write_errors = Summary(), 0, None, []
+    # SIGINT too: a second Ctrl-C must not cut short the cleanup (the capture thread's join, the files).
+    with sigterm_as_interrupt(sigint=True):
+        try:
+            events, video_out = EventLog(jsonl), VideoOut(output)
+        except OutputError as e:
+            raise click_error(str(e), EXIT_WRITE) from None
         try:
             with recognizer as rec:
-                zs = f" + {len(rec.zero_shot.names)} zero-shot from {str(rec.zero_shot.source)!r}" \
-                    if rec.zero_shot else ""
-                click.echo(f"stpr-run: {len(bundle.classes)} classes{zs}, {rec.describe()}, "
-                           f"backend {backend} on {rec.providers}", err=True)
-                _say_unknown(rec)
+                _say_started(rec, backend)
                 if clip:
                     _run_clip(rec, Path(str(source)), topk, events, summary)
                 else:
@@ -167,19 +188,46 @@ def main(url: str | None, bundle_dir: Path, camera: int | None, video: Path | No
             click.echo("\nterminated (SIGTERM)" if terminated else "\ninterrupted", err=True)
             code = EXIT_SIGTERM if terminated else EXIT_INTERRUPT
         except SourceFailed as e:
-            click.echo(f"error: {e}; events so far are saved", err=True)
+            click.echo(f"error: {e}" + ("; events so far are saved" if jsonl else ""), err=True)
             code = EXIT_STREAM
+        except OutputError as e:
+            write_errors.append(str(e))
         except (SourceError, DeviceUnavailable, BundleError, TensorRTUnavailable, OSError) as e:
             failure = str(e)
         finally:
             if watcher is not None:
                 watcher.stop()
-            events.close()
-            video_out.close()
+            for out in (events, video_out):  # each one finalised, whatever happened to the other
+                try:
+                    out.close()
+                except OutputError as e:
+                    write_errors.append(str(e))
+    for message in write_errors:  # a file asked for and not written outranks every other outcome
+        click.echo(f"error: {message}", err=True)
     if failure is not None:
-        raise click.ClickException(failure)
+        raise click_error(failure, EXIT_WRITE if write_errors else EXIT_ERROR)
     click.echo(summary.text(), err=True)
+    _exit(EXIT_WRITE if write_errors else code)
+
+
+def _exit(code: int) -> NoReturn:
+    """Exit with `code`. A capture thread still inside a read that would not return (a
+    driver that hangs) cannot be released safely, and tearing the interpreter down under
+    it can crash: then the files are already final, and the process ends at once."""
+    if live_readers_alive():
+        click.echo("warning: the capture did not stop in time; exiting without waiting for it", err=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     sys.exit(code)
+
+
+def _say_started(rec: Recognizer, backend: str) -> None:
+    b = rec.bundle
+    zs = f" + {len(rec.zero_shot.names)} zero-shot from {str(rec.zero_shot.source)!r}" if rec.zero_shot else ""
+    click.echo(f"stpr-run: {len(b.classes)} classes{zs}, {rec.describe()}, backend {backend} on {rec.providers}",
+               err=True)
+    _say_unknown(rec)
 
 
 def _say_unknown(rec: Recognizer) -> None:
@@ -196,11 +244,20 @@ def _run_clip(rec: Recognizer, path: Path, topk: int, events: EventLog, summary:
     if not path.is_file():
         raise SourceError(f"--video {str(path)!r} is not a file")
     T = rec.bundle.frames
-    frames, n = clip_frames(lambda: open_capture(str(path)), str(path), T)
+    try:
+        frames, n = clip_frames(lambda: open_capture(str(path)), str(path), T)
+    except TruncatedClip as e:  # predict from what decodes, then exit 3 all the same: the file is damaged
+        _classify_and_print(rec, e.frames, e.decodable, topk, events, summary)
+        raise
     if n < T:
         click.echo(f"warning: {str(path)!r} has {n} frames, fewer than the T={T} the model takes: frames are "
                    "repeated (as in training), so the result is less reliable", err=True)
-    event = classify_clip(rec, frames, topk, int(centre_indices(n, T)[-1]))
+    _classify_and_print(rec, frames, n, topk, events, summary)
+
+
+def _classify_and_print(rec: Recognizer, frames: list[np.ndarray], n: int, topk: int, events: EventLog,
+                        summary: Summary) -> None:
+    event = classify_clip(rec, frames, topk, int(centre_indices(n, rec.bundle.frames)[-1]))
     summary.frames, summary.predictions = n, 1
     for k, v in event["latency_ms"].items():
         summary.latency_ms[k].append(v)
@@ -222,7 +279,9 @@ def _frames(kind: str, source: object, timeout: float
             raise SourceError(f"--video {str(source)!r} is not a file")
         cap = open_capture(str(source))
         return enumerate(frames_from_capture(cap, str(source))), None, source_fps(cap)
-    cap = open_capture(source)  # live: camera index or stream URL
+    # A read may block for at most a little longer than the stall timeout: a stall is then
+    # reported as one (the consumer's deadline comes first) and the capture thread ends soon after.
+    cap = open_capture(source, read_timeout=timeout + READ_GRACE_S)  # live: camera index or stream URL
     fps = source_fps(cap)
     grabber = LatestFrame(cap)
     grabber.start()
@@ -254,7 +313,7 @@ def _run_stream(rec: Recognizer, kind: str, source: object, stride: int, smooth:
     finally:
         if grabber is not None:
             summary.dropped = grabber.dropped
-            grabber.stop()
+            grabber.stop(wait=timeout + 2 * READ_GRACE_S)
     T = rec.bundle.frames
     if summary.frames and not summary.predictions:
         need = (T - 1) * stride + 1

@@ -54,10 +54,30 @@ def count_frames(cap: cv2.VideoCapture) -> tuple[int, bool]:
     return n, True
 
 
+class TruncatedClip(SourceFailed):
+    """A video that stops well before its stated length; `frames` are the T centre frames
+    of the part that decodes (`decodable` frames), so a prediction can still be made."""
+
+    def __init__(self, message: str, frames: list[np.ndarray], decodable: int) -> None:
+        super().__init__(message)
+        self.frames, self.decodable = frames, decodable
+
+
+def _centre_frames(open_cap: Callable[[], cv2.VideoCapture], n: int, frames: int) -> list[np.ndarray]:
+    cap = open_cap()
+    try:
+        idx = centre_indices(n, frames)
+        cache, _ = grab_frames(cap, idx)
+    finally:
+        cap.release()
+    return fill_from_earlier(idx, cache)
+
+
 def clip_frames(open_cap: Callable[[], cv2.VideoCapture], name: str, frames: int) -> tuple[list[np.ndarray], int]:
     """The T (= `frames`) segment-centre frames of a video and its frame count.
 
-    Memory stays at T frames whatever the video's length."""
+    Memory stays at T frames whatever the video's length. A truncated file raises
+    `TruncatedClip`, which carries the centre frames of its decodable part."""
     cap = open_cap()
     try:
         n, spent = count_frames(cap)
@@ -73,5 +93,6 @@ def clip_frames(open_cap: Callable[[], cv2.VideoCapture], name: str, frames: int
     if not cache:
         raise SourceFailed(f"{name!r} opened but no frame could be decoded: the file is truncated or corrupt")
     if grabbed <= int(idx[-1]) and (error := truncated(name, grabbed, n)) is not None:
-        raise error
+        raise TruncatedClip(f"{error}; classified from its {grabbed} decodable frames",
+                            _centre_frames(open_cap, grabbed, frames), grabbed)
     return fill_from_earlier(idx, cache), n

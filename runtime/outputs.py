@@ -1,15 +1,33 @@
-"""What stpr-run writes: the jsonl events and the annotated `--output` video."""
+"""What stpr-run writes: the jsonl events and the annotated `--output` video.
+
+Every write is checked: a full disk, a read-only folder or an I/O error becomes an
+`OutputError` that names the file and the cause, and ends the run with its own exit
+code. The jsonl then holds only whole lines, and an `--output` that could not be
+finalised is removed and reported, never left as a half-written file.
+"""
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
-from typing import IO
 
 import cv2
 import numpy as np
 
+from .atomic import make_temp_file, write_error_line
+
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov")
+_DISK_CHECK_FRAMES = 16  # OpenCV's writer reports no error (only a warning a frame): look at the disk instead
+
+
+class OutputError(Exception):
+    """An output file that could not be written; the message names it and the cause."""
+
+
+def write_failure(option: str, path: Path, err: OSError, detail: str = "") -> OutputError:
+    """The one-line error for a failed write of `path`, with the system's reason."""
+    return OutputError(write_error_line(err, f"{option} {str(path)!r}", detail))
 
 
 def check_writable(path: Path | None, option: str) -> None:
@@ -23,36 +41,132 @@ def check_writable(path: Path | None, option: str) -> None:
         raise ValueError(f"{option} {str(path)!r}: the folder {str(parent)!r} does not exist; create it first")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ValueError(f"{option} {str(path)!r}: the folder {str(parent)!r} is not writable")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ValueError(f"{option} {str(path)!r} exists and is read-only; remove it or pick another name")
     if option == "--output" and path.suffix.lower() not in VIDEO_SUFFIXES:
         raise ValueError(f"--output {str(path)!r}: give a video file name ending in {', '.join(VIDEO_SUFFIXES)}")
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    # realpath follows symbolic links (also of folders on the way); samefile catches hard links.
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist yet: not a hard link of the other
+        return False
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return os.path.realpath(path).startswith(os.path.realpath(folder).rstrip(os.sep) + os.sep)
+
+
+def check_distinct(outputs: list[tuple[str, Path | None]], inputs: list[tuple[str, Path | None]]) -> None:
+    """Refuse an output that is an input or another output (an input folder: anything in it).
+
+    Writing starts by truncating or replacing the file, so a clash would destroy the
+    source footage or lose one of the outputs; the paths are compared resolved."""
+    given = [(o, p) for o, p in outputs if p is not None]
+    for i, (option, path) in enumerate(given):
+        for other, src in inputs:
+            if src is None:
+                continue
+            if _same_file(path, src) or (src.is_dir() and _inside(path, src)):
+                where = "is" if _same_file(path, src) else "is inside"
+                raise ValueError(f"{option} {str(path)!r} {where} the input {other} {str(src)!r}: writing it "
+                                 f"would destroy the input; give {option} another path")
+        for other, earlier in given[:i]:
+            if _same_file(path, earlier):
+                raise ValueError(f"{option} {str(path)!r} is also the {other} file: one would overwrite the "
+                                 f"other; give them different paths")
+
+
 class EventLog:
-    """jsonl events, one line per prediction, flushed at once so a crash loses none."""
+    """jsonl events, one line per prediction, each written at once so a crash loses none.
+
+    A failed write cuts the file back to its last whole line before it raises, so a
+    reader never meets half an object."""
 
     def __init__(self, path: Path | None) -> None:
-        self.f: IO[str] | None = open(path, "w", encoding="utf-8") if path else None
+        self.path, self.fd, self.size, self.lines = path, None, 0, 0
+        if path is not None:
+            try:
+                self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+            except OSError as e:
+                raise write_failure("--jsonl", path, e) from None
 
     def write(self, event: dict) -> None:
-        if self.f:
-            self.f.write(json.dumps(event, allow_nan=False) + "\n")
-            self.f.flush()
+        if self.fd is None:
+            return
+        line = (json.dumps(event, allow_nan=False) + "\n").encode("utf-8")
+        try:
+            done = 0
+            while done < len(line):  # os.write may write part of it (a disk filling up)
+                done += os.write(self.fd, line[done:])
+        except OSError as e:
+            self._fail(e)
+        self.size, self.lines = self.size + len(line), self.lines + 1
 
     def close(self) -> None:
-        if self.f:
-            self.f.flush()
-            os.fsync(self.f.fileno())
-            self.f.close()
-            self.f = None
+        if self.fd is None:
+            return
+        try:
+            os.fsync(self.fd)
+        except OSError as e:
+            self._fail(e)
+        os.close(self.fd)
+        self.fd = None
+
+    def _fail(self, err: OSError) -> None:
+        assert self.fd is not None and self.path is not None
+        fd, self.fd = self.fd, None
+        try:
+            os.ftruncate(fd, self.size)  # back to the last whole line; shrinking needs no free space
+        except OSError:
+            pass  # the error below says the file is damaged either way
+        finally:
+            os.close(fd)
+        raise write_failure("--jsonl", self.path, err, f" (it keeps the first {self.lines} events, whole)") from None
+
+
+def disk_full(folder: Path) -> bool:
+    """Whether the file system of `folder` has no block left for this process."""
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return False
+    free = st.f_bfree if os.geteuid() == 0 else st.f_bavail  # root may use the reserved blocks
+    return free == 0
+
+
+def frames_readable(path: Path, frames: int) -> int:
+    """How many of the `frames` written to the video `path` a player can reach: `frames`
+    when its index says so and its last frame decodes, else what the index says (0 for a
+    file without one, e.g. an .mp4 whose moov atom was never written)."""
+    cap = cv2.VideoCapture(str(path))
+    try:
+        if not cap.isOpened():
+            return 0
+        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        if count != frames or frames == 0:
+            return min(count, frames)
+        cap.set(cv2.CAP_PROP_POS_FRAMES, frames - 1)
+        ok, _ = cap.read()
+        return frames if ok else frames - 1
+    finally:
+        cap.release()
 
 
 class VideoOut:
     """Annotated frames to `--output` at the source's frame rate, written to a hidden temp
-    file that `close()` finalises and renames into place (also after Ctrl-C or SIGTERM)."""
+    file that `close()` checks, then renames into place (also after Ctrl-C or SIGTERM).
+
+    OpenCV's writer says nothing when the disk fills up (only a warning), so the disk is
+    watched while writing, and the finished file is read back before it is kept."""
 
     def __init__(self, path: Path | None, fps: float = 30.0) -> None:
         self.path, self.fps, self.writer = path, fps, None
-        self.tmp = path.with_name(f".tmp-{path.name}") if path else None
+        self.tmp: Path | None = None
         self.frames = 0
 
     @property
@@ -63,18 +177,51 @@ class VideoOut:
         if self.path is None:
             return
         if self.writer is None:
-            h, w = frame.shape[:2]
-            fourcc = cv2.VideoWriter_fourcc(*("MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"))
-            self.writer = cv2.VideoWriter(str(self.tmp), fourcc, self.fps, (w, h))
-            if not self.writer.isOpened():
-                self.writer = None
-                raise OSError(f"OpenCV cannot write {str(self.path)!r} (no encoder for {self.path.suffix}); "
-                              "use a .mp4 or .avi file name")
+            self._open(frame.shape[1], frame.shape[0])
         self.writer.write(frame)
         self.frames += 1
+        if self.frames % _DISK_CHECK_FRAMES == 0 and disk_full(self.path.parent):
+            raise self._incomplete(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
 
-    def close(self) -> None:
+    def _open(self, w: int, h: int) -> None:
+        assert self.path is not None
+        fourcc = cv2.VideoWriter_fourcc(*("MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"))
+        try:  # a unique name: a fixed `.tmp-NAME` could be another file, even the input
+            self.tmp = make_temp_file(self.path.parent, f".tmp-{self.path.stem}.", self.path.suffix)
+        except OSError as e:
+            raise write_failure("--output", self.path, e) from None
+        self.writer = cv2.VideoWriter(str(self.tmp), fourcc, self.fps, (w, h))
+        if not self.writer.isOpened():
+            self.writer = None
+            self.tmp.unlink(missing_ok=True)
+            raise OutputError(f"OpenCV cannot write {str(self.path)!r} (no encoder for {self.path.suffix}); "
+                              "use a .mp4 or .avi file name")
+
+    def _incomplete(self, err: OSError | None, readable: int | None = None) -> OutputError:
+        """Drop the damaged temp file; the error says what was lost and why."""
+        assert self.path is not None
+        if err is None:  # looked at before the temp file goes and frees its blocks
+            err = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)) if disk_full(self.path.parent) else \
+                OSError(errno.EIO, "the encoder could not write it")
         if self.writer is not None:
             self.writer.release()
             self.writer = None
+        if self.tmp is not None:
+            self.tmp.unlink(missing_ok=True)
+        got = "" if readable is None else f", {readable} of {self.frames} frames readable"
+        return write_failure("--output", self.path, err, f" (incomplete{got}, not kept)")
+
+    def close(self) -> None:
+        if self.writer is None:
+            return
+        assert self.path is not None and self.tmp is not None
+        self.writer.release()
+        self.writer = None
+        if (readable := frames_readable(self.tmp, self.frames)) != self.frames:
+            raise self._incomplete(None, readable)
+        try:
+            with open(self.tmp, "rb+") as f:  # on disk before the rename makes it visible
+                os.fsync(f.fileno())
             os.replace(self.tmp, self.path)
+        except OSError as e:
+            raise self._incomplete(e) from None

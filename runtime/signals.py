@@ -7,7 +7,9 @@ import signal
 import threading
 from typing import Iterator
 
-EXIT_SIGTERM = 128 + signal.SIGTERM  # 143, the shell's code for "ended by SIGTERM"
+from .exits import EXIT_SIGTERM
+
+__all__ = ["EXIT_SIGTERM", "Terminated", "sigterm_as_interrupt"]
 
 
 class Terminated(KeyboardInterrupt):
@@ -16,19 +18,24 @@ class Terminated(KeyboardInterrupt):
 
 
 @contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
+def sigterm_as_interrupt(sigint: bool = False) -> Iterator[None]:
     """Within the block, the first SIGTERM raises `Terminated`; later ones are ignored
-    so they cannot cut the cleanup short."""
+    so they cannot cut the cleanup short. With `sigint`, Ctrl-C is handled the same way
+    (the first raises KeyboardInterrupt, later SIGINTs and SIGTERMs are ignored): for
+    cleanup that must finish, such as joining a capture thread before the exit."""
     if threading.current_thread() is not threading.main_thread():  # signals go to the main thread only
         yield
         return
+    stops = (signal.SIGTERM, signal.SIGINT) if sigint else (signal.SIGTERM,)
 
     def handler(signum: int, frame: object) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise Terminated()
+        for s in stops:
+            signal.signal(s, signal.SIG_IGN)
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {s: signal.signal(s, handler) for s in stops}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, h in previous.items():
+            signal.signal(s, h)

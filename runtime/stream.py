@@ -51,8 +51,15 @@ class FeatureRing:
         return np.concatenate([self.buf[start:], self.buf[:start]]) if self.full else self.buf[: self.count]
 
 
-def open_capture(source: str | int) -> cv2.VideoCapture:
-    cap = cv2.VideoCapture(source)
+def open_capture(source: str | int, read_timeout: float | None = None) -> cv2.VideoCapture:
+    """An opened capture. `read_timeout` (s) bounds how long one read of a stream URL may
+    block, so the thread that reads it can always finish and release it."""
+    if read_timeout is not None and isinstance(source, str):
+        ms = int(1000 * read_timeout)
+        cap = cv2.VideoCapture(source, cv2.CAP_FFMPEG,
+                               [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
+    else:
+        cap = cv2.VideoCapture(source)
     if not cap.isOpened():
         if isinstance(source, int):
             raise SourceError(f"camera {source} did not open; check it is connected and free, "
@@ -118,10 +125,14 @@ class LatestFrame(threading.Thread):
 
     A frame the consumer never took is dropped and counted: a slow model sees the
     present, not a growing backlog.
+
+    The thread that reads is the one that releases: releasing a capture from another
+    thread while this one is inside `cap.read()` frees the decoder under it, which
+    crashed stpr-run at exit (SIGSEGV) on live streams. `stop()` only asks, then waits.
     """
 
     def __init__(self, cap: cv2.VideoCapture) -> None:
-        super().__init__(daemon=True)
+        super().__init__(daemon=True, name="stpr-capture")
         self.cap = cap
         self.cond = threading.Condition()
         self.frame: np.ndarray | None = None
@@ -129,19 +140,23 @@ class LatestFrame(threading.Thread):
         self.taken = -1
         self.dropped = 0
         self.ended = False
-        self.stop_flag = False
+        self._stop_asked = threading.Event()
 
     def run(self) -> None:
-        while not self.stop_flag:
-            ok, frame = self.cap.read()
-            with self.cond:
-                if not ok:
-                    self.ended = True
+        try:
+            while not self._stop_asked.is_set():
+                ok, frame = self.cap.read()
+                with self.cond:
+                    if not ok:
+                        return  # the end of the stream (or a read timed out): `finally` says so
+                    if self.frame is not None and self.taken < self.index:
+                        self.dropped += 1
+                    self.frame, self.index = frame, self.index + 1
                     self.cond.notify_all()
-                    return
-                if self.frame is not None and self.taken < self.index:
-                    self.dropped += 1
-                self.frame, self.index = frame, self.index + 1
+        finally:
+            self.cap.release()
+            with self.cond:
+                self.ended = True
                 self.cond.notify_all()
 
     def get(self, timeout: float) -> tuple[int, np.ndarray] | None:
@@ -159,9 +174,19 @@ class LatestFrame(threading.Thread):
             self.taken = self.index
             return self.index, self.frame
 
-    def stop(self) -> None:
-        self.stop_flag = True
-        self.cap.release()
+    def stop(self, wait: float) -> bool:
+        """Ask the thread to end and wait up to `wait` s for it to release the capture;
+        False if it is still inside a read (see `live_readers_alive`)."""
+        self._stop_asked.set()
+        if self.is_alive():
+            self.join(wait)
+        return not self.is_alive()
+
+
+def live_readers_alive() -> bool:
+    """Whether a capture thread is still running: the process must then not tear the
+    interpreter down under it (its decoder would be freed mid-read)."""
+    return any(isinstance(t, LatestFrame) and t.is_alive() for t in threading.enumerate())
 
 
 def live_frames(grabber: LatestFrame, timeout: float, name: str) -> Iterator[tuple[int, np.ndarray]]:

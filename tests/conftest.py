@@ -26,3 +26,13 @@ def demo(tmp_path_factory):
     R.run(fast_config(), root / "run")
     export_run(root / "run", root / "bundle", fp16=True)
     return root, root / "run", root / "bundle", SyntheticActions("test", clips_per_class=4, seed=0)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A folder with ~16 KiB free (helpers.SmallDisk: a real tmpfs where mounting is allowed)."""
+    from helpers import SmallDisk
+
+    disk = SmallDisk(tmp_path)
+    yield disk
+    disk.close()

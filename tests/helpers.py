@@ -1,6 +1,10 @@
 """Small configs and runs shared by the pipeline tests."""
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -53,15 +57,32 @@ def decode(path: Path) -> list[np.ndarray]:
 
 class FakeLiveCapture:
     """A live source (cv2.VideoCapture's interface) that delivers `frames`, then stalls,
-    ends (the server went away: read() fails at once) or hands over None."""
+    ends (the server went away: read() fails at once) or hands over None.
 
-    def __init__(self, frames: list[np.ndarray], then: str, fps: float = 0.0) -> None:
+    A stall ends the read after `read_timeout` s, as a capture opened with a read timeout
+    does. It records which thread released it and whether a read was running then: a
+    capture freed mid-read is what crashed stpr-run at exit."""
+
+    def __init__(self, frames: list[np.ndarray], then: str, fps: float = 0.0, read_timeout: float = 2.0) -> None:
         self.frames, self.then, self.i, self.released, self.fps = frames, then, 0, False, fps
+        self.read_timeout = read_timeout
+        self.reading = False
+        self.released_by: threading.Thread | None = None
+        self.released_mid_read = False
+        self.read_threads: set[threading.Thread] = set()
 
     def isOpened(self) -> bool:
         return True
 
     def read(self):
+        self.reading = True
+        self.read_threads.add(threading.current_thread())
+        try:
+            return self._read()
+        finally:
+            self.reading = False
+
+    def _read(self):
         if self.i < len(self.frames):
             self.i += 1
             time.sleep(0.01)
@@ -70,15 +91,61 @@ class FakeLiveCapture:
             return True, None
         if self.then == "end":
             return False, None
-        while not self.released:  # a camera that stops sending
-            time.sleep(0.05)
+        deadline = time.monotonic() + self.read_timeout  # a camera that stops sending
+        while not self.released and time.monotonic() < deadline:
+            time.sleep(0.02)
         return False, None
 
     def get(self, prop: int) -> float:
         return self.fps if prop == cv2.CAP_PROP_FPS else 0.0
 
     def release(self) -> None:
+        self.released_mid_read = self.released_mid_read or self.reading
+        self.released_by = threading.current_thread()
         self.released = True
+
+
+class SmallDisk:
+    """A folder on a nearly full file system, for the "disk full" tests.
+
+    As root (where mounting is allowed) a real tmpfs of `size` bytes, filled up to its
+    last `free` bytes: writes fail with ENOSPC as on a full SD card. Elsewhere the
+    commands run with RLIMIT_FSIZE = `free` instead, and a write past it fails with
+    EFBIG: the same code path (a failed write()), another errno."""
+
+    def __init__(self, root: Path, free: int = 16 * 1024, size: int = 8 * 2**20) -> None:
+        self.path, self.mounted, self.free = root / "disk", False, free
+        self.path.mkdir()
+        if os.geteuid() == 0 and shutil.which("mount"):
+            self.mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(self.path)],
+                                          capture_output=True).returncode == 0
+        if self.mounted:
+            st = os.statvfs(self.path)
+            with open(self.path / ".filler", "wb") as f:
+                f.write(b"\0" * (st.f_bavail * st.f_frsize - free))
+
+    @property
+    def errno_text(self) -> str:
+        return "No space left on device" if self.mounted else "File too large"
+
+    def run(self, args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
+        def limit() -> None:
+            import resource
+            import signal
+
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails instead of killing
+            resource.setrlimit(resource.RLIMIT_FSIZE, (self.free, self.free))
+
+        return subprocess.run(args, capture_output=True, text=True, timeout=timeout,
+                              preexec_fn=None if self.mounted else limit)
+
+    def leftovers(self) -> list[str]:
+        """Names in the folder other than the filler: temp files a failed write left."""
+        return sorted(p.name for p in self.path.rglob("*") if p.name != ".filler")
+
+    def close(self) -> None:
+        if self.mounted:
+            subprocess.run(["umount", "-l", str(self.path)], capture_output=True)
 
 
 def train_one_and_two_processes(tmp_path: Path, args: list[str]) -> tuple[Path, Path]:

@@ -46,9 +46,11 @@ def test_clip_mode_memory_does_not_grow_with_the_video(header):
     assert n == 600 and [int(f[0, 0, 0]) for f in frames] == [i % 256 for i in centre_indices(600, 8)]
 
 
-def test_clip_of_a_truncated_file_is_a_source_failure():
-    with pytest.raises(SourceFailed, match="stopped at frame 100 of 600"):
+def test_clip_of_a_truncated_file_is_a_source_failure_that_carries_its_decodable_centre_frames():
+    with pytest.raises(SourceFailed, match="stopped at frame 100 of 600") as e:
         clip_frames(lambda: LongVideo(100, header=600), "cut.mp4", 8)
+    assert e.value.decodable == 100 and "classified from its 100 decodable frames" in str(e.value)
+    assert [int(f[0, 0, 0]) for f in e.value.frames] == list(centre_indices(100, 8))
 
 
 EVENT = {"top": [["circle moving up", 0.91]], "routing": {"expert_0": 0.1, "expert_1": 0.7, "expert_2": 0.2}}

@@ -62,7 +62,7 @@ def test_temp_folders_of_a_killed_export_are_removed_by_the_next(demo, tmp_path)
 @pytest.mark.parametrize("count", ["0", "-3"])
 def test_parity_clips_below_one_is_refused(demo, tmp_path, count):
     res = CliRunner().invoke(export_main, [str(demo[1]), "--out", str(tmp_path / "b"), "--parity-clips", count])
-    assert res.exit_code == 1 and f"--parity-clips {count}: the parity check needs at least 1 clip" in res.output
+    assert res.exit_code == 2 and f"'--parity-clips': {count} is not in the range x>=1" in res.output
     assert not (tmp_path / "b").exists() and "Traceback" not in res.output
 
 

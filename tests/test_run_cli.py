@@ -31,12 +31,24 @@ def bgr_frames(test, n: int) -> list[np.ndarray]:
 
 def test_live_stream_that_ends_is_a_source_failure(demo, tmp_path, monkeypatch):
     # An HTTP/MPEG-TS server killed mid-stream: read() starts failing at once.
-    monkeypatch.setattr(run_cli, "open_capture", lambda s: FakeLiveCapture(bgr_frames(demo[3], 12), "end"))
+    live = FakeLiveCapture(bgr_frames(demo[3], 12), "end")
+    monkeypatch.setattr(run_cli, "open_capture", lambda s, **kw: live)
     events = tmp_path / "ev.jsonl"
     res = run("--bundle", demo[2], "http://127.0.0.1:8099/live.ts", "--headless", "--jsonl", events)
     assert res.exit_code == run_cli.EXIT_STREAM, res.output
     assert "the live source 'http://127.0.0.1:8099/live.ts' ended" in res.output
     assert "predictions" in res.output and len(events.read_text().splitlines()) >= 1
+
+
+def test_clip_of_a_truncated_video_still_predicts_from_what_decodes(demo, tmp_path):
+    video = write_video(tmp_path / "v.avi", [demo[3].raw_clip(i) for i in range(0, 40, 4)])  # 80 frames
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(video.read_bytes()[: video.stat().st_size // 3])
+    res = run("--bundle", demo[2], "--video", cut, "--clip")
+    assert res.exit_code == run_cli.EXIT_STREAM, res.output
+    top = [line for line in res.output.splitlines() if line[:7].strip().replace(".", "").isdigit()]
+    assert len(top) == 3 and "decodable frames" in res.output  # the top-3, then why it exits 3
+    assert "events so far are saved" not in res.output  # there is no --jsonl
 
 
 @pytest.mark.parametrize("clip", [False, True])
@@ -72,7 +84,7 @@ def test_sigterm_finalises_the_output_and_prints_the_summary(demo, tmp_path):
         "from helpers import FakeLiveCapture\n"
         "from stpr.runtime import cli\n"
         f"frames = list(np.load({str(frames)!r}, allow_pickle=False))\n"
-        "cli.open_capture = lambda s: FakeLiveCapture(frames * 1000, 'stall', fps=25.0)\n"
+        "cli.open_capture = lambda s, **kw: FakeLiveCapture(frames * 1000, 'stall', fps=25.0)\n"
         f"cli.main(['--bundle', {str(demo[2])!r}, 'rtsp://cam/1', '--headless', '--output', {str(out)!r},"
         f" '--jsonl', {str(events)!r}])\n"
     )
@@ -138,10 +150,10 @@ def test_tensorrt_missing_is_a_one_line_error(demo, monkeypatch):
 def test_help_documents_options_url_and_exit_codes():
     text = CliRunner().invoke(run_cli.main, ["--help"]).output
     for needle in ("--topk", "Classes (with scores)", "--backend", "TensorRT engines", "--device",
-                   "URL: a live stream", "Exit codes", "143 SIGTERM"):
+                   "URL: a live stream", "Exit codes"):
         assert needle in text, needle
     flat = " ".join(text.split())
-    assert "3 the source failed mid-way" in flat
+    assert "3 the source failed mid-way" in flat and "143 SIGTERM" in flat and "4 an output could not" in flat
 
 
 def test_nothing_is_drawn_when_nothing_shows_or_records_it(demo, tmp_path, monkeypatch):
@@ -213,3 +225,20 @@ def test_video_that_opens_but_decodes_nothing_is_a_source_failure(demo, tmp_path
     res = run("--bundle", demo[2], "--video", empty, "--headless", *(["--clip"] if clip else []))
     assert res.exit_code == run_cli.EXIT_STREAM, res.output
     assert "truncated or corrupt" in res.output
+
+
+def test_after_ctrl_c_the_summary_counts_the_frames_the_output_holds(demo, tmp_path, monkeypatch):
+    real, calls = run_cli.draw_overlay, []
+
+    def interrupted_at_the_tenth(*a):  # Ctrl-C while frame 10 is being drawn
+        calls.append(1)
+        if len(calls) == 10:
+            raise KeyboardInterrupt
+        return real(*a)
+
+    monkeypatch.setattr(run_cli, "draw_overlay", interrupted_at_the_tenth)
+    video = write_video(tmp_path / "v.avi", [demo[3].raw_clip(0), demo[3].raw_clip(4)])
+    out = tmp_path / "out.avi"
+    res = run("--bundle", demo[2], "--video", video, "--headless", "--output", out)
+    assert res.exit_code == 130, res.output
+    assert len(decode(out)) == 9 and "frames 9," in res.output

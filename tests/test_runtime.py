@@ -124,7 +124,7 @@ def _frames_bgr(test, n: int) -> list[np.ndarray]:
 
 def test_stalled_stream_times_out_flushes_and_exits_nonzero(demo, tmp_path, monkeypatch):
     root, run, bundle, test = demo
-    monkeypatch.setattr(run_cli, "open_capture", lambda s: FakeLiveCapture(_frames_bgr(test, 12), "stall"))
+    monkeypatch.setattr(run_cli, "open_capture", lambda s, **kw: FakeLiveCapture(_frames_bgr(test, 12), "stall"))
     events = tmp_path / "ev.jsonl"
     res = CliRunner().invoke(run_cli.main, ["--bundle", str(bundle), "rtsp://camera.local/stream", "--headless",
                                             "--jsonl", str(events), "--timeout", "1"])
@@ -210,7 +210,7 @@ def test_ring_buffer_and_latest_frame_drops():
     assert index == 19 and frame[0, 0, 0] == 19 and grab.dropped == 19
     with pytest.raises(StreamStalled):
         grab.get(timeout=0.3)
-    grab.stop()
+    assert grab.stop(wait=5)
 
 
 def test_preprocess_resizes_crops_and_normalises():

@@ -3,6 +3,7 @@ frozen image tower, the overlay file, stpr-run's scoring, and the errors. Every 
 step runs in a subprocess with torch blocked."""
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -11,7 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 
+from stpr.runtime import classes_cli
 from stpr.runtime.manifest import MANIFEST_NAME, seal_manifest
 from stpr.runtime.text import TextEncoder
 from stpr.train.data.synthetic import SHAPES, SyntheticActions
@@ -160,6 +163,46 @@ def test_bad_names_and_overlays_get_one_clear_line(demo, tmp_path):
                   ("classes", ["list", str(bundle), "--classes", str(tampered)]))
     for r in res:
         assert "does not match its overlay_sha256" in error_line(r)
+
+
+@pytest.mark.parametrize("name, message", [
+    ("waving\nhands", "holds a control or invisible character (U+000A)"),
+    ("wave\x07", "(U+0007)"),
+    ("zero\u200bwidth", "(U+200B ZERO WIDTH SPACE)"),
+    ("dancing \U0001F483", "holds an emoji (U+1F483 DANCER)"),
+    ("a very " * 20 + "long action", "is too long: its prompt is"),
+])
+def test_a_junk_or_too_long_name_is_refused(demo, tmp_path, name, message):
+    overlay = tmp_path / "added.json"
+    res = CliRunner().invoke(classes_cli.main, ["add", str(demo[2]), name, "--classes", str(overlay)])
+    assert res.exit_code == 1 and message in res.output and "Traceback" not in res.output
+    assert not overlay.exists()
+
+
+def test_the_overlay_goes_only_into_a_folder_that_exists_and_is_writable(demo, tmp_path):
+    missing = tmp_path / "no" / "such" / "added.json"
+    res = CliRunner().invoke(classes_cli.main, ["add", str(demo[2]), "ring growing", "--classes", str(missing)])
+    assert res.exit_code == 2 and "does not exist; create it first" in res.output
+    assert not (tmp_path / "no").exists()
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(ro)], capture_output=True)
+    try:
+        if not os.path.ismount(ro):  # not root: a folder without write permission
+            ro.chmod(0o555)
+        res = CliRunner().invoke(classes_cli.main, ["add", str(demo[2]), "ring growing", "--classes",
+                                                    str(ro / "added.json")])
+    finally:
+        subprocess.run(["umount", "-l", str(ro)], capture_output=True)
+        ro.chmod(0o755)
+    assert res.exit_code == 4 and "Traceback" not in res.output, res.output
+    assert f"cannot write {str(ro / 'added.json')!r}" in res.output and "the overlay is unchanged" in res.output
+
+
+def test_the_success_line_names_the_classes_file_it_was_given(demo, tmp_path):
+    overlay = tmp_path / "added.json"
+    res = CliRunner().invoke(classes_cli.main, ["add", str(demo[2]), "ring growing", "--classes", str(overlay)])
+    assert res.exit_code == 0 and f"stpr-run --bundle {demo[2]} --classes {overlay} loads it" in res.output
 
 
 @pytest.mark.slow

@@ -6,13 +6,14 @@ read with `weights_only=True`.
 """
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from stpr.runtime.atomic import atomic_path
+from stpr.runtime.atomic import atomic_write_bytes
 from .errors import StprError
 
 FORMAT = "stpr-checkpoint"
@@ -26,8 +27,11 @@ def checkpoint_path(run_dir: Path, task: int) -> Path:
 
 def save_checkpoint(run_dir: Path, task: int, payload: dict[str, Any]) -> Path:
     path = checkpoint_path(run_dir, task)
-    with atomic_path(path) as tmp:
-        torch.save({"format": FORMAT, "version": VERSION, **payload}, tmp)
+    # Serialised in memory, then written by Python: a full disk is then an OSError with its
+    # errno and file (torch.save to a path says only "[enforce fail at inline_container.cc]").
+    buf = io.BytesIO()
+    torch.save({"format": FORMAT, "version": VERSION, **payload}, buf)
+    atomic_write_bytes(path, buf.getvalue())
     return path
 
 

@@ -14,7 +14,9 @@ from typing import Any, Iterable
 import click
 
 from stpr.runtime.analytic import HEAD_MODES
-from stpr.runtime.signals import EXIT_SIGTERM, Terminated, sigterm_as_interrupt
+from stpr.runtime.atomic import as_write_error, write_error_line
+from stpr.runtime.exits import EXIT_INTERRUPT, EXIT_SIGTERM, EXIT_WRITE, click_error, exit_codes_help
+from stpr.runtime.signals import Terminated, sigterm_as_interrupt
 
 from .errors import StprError, missing_extra
 
@@ -41,7 +43,11 @@ _OPTION_KEYS = {
 def _tqdm_progress(it: Iterable, desc: str, total: int) -> Iterable:
     from tqdm.auto import tqdm
 
-    return tqdm(it, desc=desc, total=total, leave=False, dynamic_ncols=True, file=sys.stderr)
+    # tqdm.auto's bar calls iter() on what it wraps when it is made, and again when the
+    # loop starts. On a DataLoader each iter() draws a seed from torch's global RNG, so the
+    # bar shifted every random number after it: --quiet changed the results. Wrapping an
+    # iterator, made here once, draws exactly what the loop without a bar draws.
+    return tqdm(iter(it), desc=desc, total=total, leave=False, dynamic_ncols=True, file=sys.stderr)
 
 
 def _overrides(opts: dict[str, Any], epochs: str | None, sets: tuple[str, ...]) -> dict[str, Any]:
@@ -55,9 +61,12 @@ def _overrides(opts: dict[str, Any], epochs: str | None, sets: tuple[str, ...]) 
         except ValueError:
             values = []
         if len(values) not in (1, 2) or min(values, default=0) < 1:
-            raise StprError(f"--epochs {epochs!r}: give N (every task) or BASE,INCREMENTAL, e.g. 60,30")
+            raise click.UsageError(f"--epochs {epochs!r}: give N (every task) or BASE,INCREMENTAL, e.g. 60,30")
         out["optim.epochs_base"], out["optim.epochs_incremental"] = values[0], values[-1]
-    out.update(parse_set(list(sets)))
+    try:
+        out.update(parse_set(list(sets)))
+    except StprError as e:  # --set without '=': the command line itself is wrong
+        raise click.UsageError(str(e)) from None
     return out
 
 
@@ -68,6 +77,14 @@ class _RunLog(logging.FileHandler):
     def _open(self):  # type: ignore[override]
         Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
         return super()._open()
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        # logging would print a traceback and train on without its log: a full disk must
+        # end the run with its one line instead (the next checkpoint would fail anyway).
+        err = sys.exc_info()[1]
+        if isinstance(err, OSError):
+            raise OSError(err.errno, err.strerror, self.baseFilename) from None
+        super().handleError(record)
 
 
 def _attach_log_file(run_dir: Path) -> None:
@@ -128,7 +145,16 @@ def format_report(metrics: dict[str, Any], run_dir: Path) -> str:
     return "\n".join(lines)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+EPILOG = exit_codes_help(
+    ok="done: every task trained and evaluated",
+    error="refused or failed: bad config (file or --set value), data, model or run folder",
+    usage="bad command line (an option's syntax or combination, e.g. --epochs, --set, --resume)",
+    write="the run folder could not be written (full disk, read-only): finished tasks are kept",
+    interrupt="Ctrl-C: finished tasks are saved; continue with --resume",
+    sigterm="SIGTERM: as Ctrl-C")
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}, epilog=EPILOG)
 @click.option("--config", "config_name", default=None,
               help="Built-in config (demo, paper, ucf101_51+10x5, ...) or a YAML file "
                    "[demo for synthetic data, paper for a real --dataset].")
@@ -165,10 +191,11 @@ def main(config_name: str | None, epochs: str | None, out: Path | None, resume: 
         overrides = _overrides(opts, epochs, sets)
         if resume:
             if out is None:
-                raise StprError("--resume needs --out DIR, the run directory to continue")
+                raise click.UsageError("--resume needs --out DIR, the run directory to continue")
             extra = sorted(set(overrides) - {"device"})
             if extra or config_name is not None:
-                raise StprError(f"--resume continues the saved config of {out}; drop {', '.join(extra) or '--config'}")
+                raise click.UsageError(f"--resume continues the saved config of {out}; drop "
+                                       f"{', '.join(extra) or '--config'}")
         if config_name is None:  # the demo's tiny random model is for synthetic data only
             config_name = "demo" if overrides.get("data.dataset", "synthetic") == "synthetic" else "paper"
         cfg = None if resume else load_config(config_name, overrides)
@@ -187,9 +214,14 @@ def main(config_name: str | None, epochs: str | None, out: Path | None, resume: 
             metrics = run_mod.run(cfg, out, resume=resume, progress=progress, device=overrides.get("device"))
     except StprError as e:
         raise click.ClickException(str(e)) from None
+    except (OSError, RuntimeError) as e:
+        if (err := as_write_error(e, out)) is None:
+            raise
+        raise click_error(f"{write_error_line(err)}; finished tasks are saved (stpr-train --resume --out {out})",
+                          EXIT_WRITE) from None
     except KeyboardInterrupt as e:
         click.echo(f"\ninterrupted; finished tasks are saved. Continue with: stpr-train --resume --out {out}", err=True)
-        sys.exit(EXIT_SIGTERM if isinstance(e, Terminated) else 130)
+        sys.exit(EXIT_SIGTERM if isinstance(e, Terminated) else EXIT_INTERRUPT)
     if main_rank:
         click.echo(format_report(metrics, out))
 

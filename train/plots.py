@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 from stpr.runtime.atomic import atomic_path
 
 _DPI = 100
+_MARKERS, _LINES = ("o", "s", "^", "D", "v"), ("-", "--", ":", "-.")
 _MAX_BAR_EXPERTS = 8  # beyond this, grouped bars are unreadable: use a heatmap
 
 
@@ -41,9 +42,12 @@ def plot_accuracy_curve(curves: dict[str, Sequence[float]], path: str | Path) ->
     fig = Figure(figsize=(5.5, 3.8))
     ax = fig.add_subplot()
     n = 0
-    for name, ys in curves.items():
+    # Curves often coincide (StPR and the oracle's routing): each gets its own line style and
+    # marker, and the first named (the method) is drawn on top, so none hides another.
+    for i, (name, ys) in enumerate(curves.items()):
         y = np.array([np.nan if v is None else v for v in ys], dtype=float)  # None = undefined
-        ax.plot(np.arange(len(y)), y, marker="o", label=name)
+        ax.plot(np.arange(len(y)), y, marker=_MARKERS[i % len(_MARKERS)], linestyle=_LINES[i % len(_LINES)],
+                markerfacecolor="none" if i else None, ms=7 - i % 3, zorder=3 + len(curves) - i, label=name)
         n = max(n, len(y))
     ax.set_xticks(range(n))
     ax.set(xlabel="after task", ylabel="accuracy on seen classes (%)", ylim=(0, 100),
@@ -96,7 +100,8 @@ def plot_routing_weights(weights: np.ndarray, path: str | Path) -> Path:
             ax.bar(np.arange(T) + (e - (E - 1) / 2) * width, W[:, e], width, label=f"expert {e}")
         ax.set_xticks(range(T))
         ax.set(xlabel="test videos of task", ylabel="mean routing weight", ylim=(0, 1))
-        ax.legend(fontsize=7, ncol=min(E, 4))
+        # Below the axes: inside, it sat on the tallest bars.
+        ax.legend(fontsize=7, ncol=min(E, 4), loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
     else:
         fig = Figure(figsize=(_size(2.5, 0.3, E, 12), _size(1.5, 0.35, T, 10)))
         ax = fig.add_subplot()

@@ -32,6 +32,9 @@ def restore(run_dir: str | Path, task: int | None = None, device: str = "cpu") -
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise StprError(f"run directory {str(run_dir)!r} does not exist")
+    if not (run_dir / "config.yaml").is_file():  # saved_config's own message speaks of stpr-train --resume
+        raise StprError(f"{str(run_dir)!r} is not a run directory (no config.yaml); pass the --out folder of "
+                        "stpr-train")
     cfg = saved_config(run_dir)
     cfg.device = device
     done = finished_tasks(run_dir)
