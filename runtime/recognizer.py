@@ -8,6 +8,7 @@ import numpy as np
 
 from .backends import OrtRunner
 from .bundle import Bundle
+from .manifest import BundleError
 from .experts import ExpertsRunner, expert_files
 from .analytic import expand, mode_probabilities, own_expert_logits, task_probabilities
 from .router import classify, softmax
@@ -120,11 +121,31 @@ class Recognizer:
             for runner in self._runners():
                 runner.__enter__()
                 entered.append(runner)
+            self._check_graph_dims()
         except BaseException:
             for runner in entered:
                 runner.__exit__(None, None, None)
             raise
         return self
+
+    def _check_graph_dims(self) -> None:
+        """The manifest's image size, T and D against what the ONNX graphs declare: a resealed
+        manifest that disagrees would otherwise fail later as an onnxruntime traceback."""
+        b = self.bundle
+        want_tower, want_experts = [3, b.size, b.size], [b.frames, b.dim]
+        runners = [(r, want_tower) for r in self.tower_runners]
+        runners += [(r, want_experts) for r in (self.experts.runners if self.experts is not None else [])]
+        for runner, want in runners:
+            session = getattr(runner, "session", None)  # onnxruntime; TensorRT engines are built from these
+            if session is None:
+                continue
+            got_in = list(session.get_inputs()[0].shape[1:])
+            got_out = session.get_outputs()[0].shape[-1]
+            bad_in = any(isinstance(g, int) and g != w for g, w in zip(got_in, want))
+            if bad_in or (isinstance(got_out, int) and got_out != b.dim):
+                raise BundleError(f"{runner.path.name!r} takes {got_in} and gives {got_out} features, but the "
+                                  f"manifest says {want} and D = {b.dim} (dims.T {b.frames}, preprocess.size "
+                                  f"{b.size}): the manifest does not match its graphs; re-export the bundle")
 
     def __exit__(self, *exc: object) -> None:
         for runner in self._runners():

@@ -179,3 +179,17 @@ def load_script(name: str):  # noqa: ANN201 (a module)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def damaged(src: Path, dst: Path, edit) -> None:  # noqa: ANN001
+    """Copy the bundle, apply `edit(manifest, folder)`, refresh the file hashes and reseal
+    the manifest: only the field checks can catch what is left."""
+    import json
+
+    from stpr.runtime.manifest import seal_manifest, sha256_file
+
+    shutil.copytree(src, dst)
+    m = json.loads((dst / "manifest.json").read_text())
+    edit(m, dst)
+    m["files"] = {name: sha256_file(dst / name) for name in m["files"]}
+    (dst / "manifest.json").write_text(json.dumps(seal_manifest(m)))

@@ -9,17 +9,8 @@ from click.testing import CliRunner
 
 from stpr.runtime import cli as run_cli
 from stpr.runtime.bundle import load_bundle
-from stpr.runtime.manifest import BundleError, seal_manifest, sha256_file
-
-
-def damaged(src, dst, edit) -> None:
-    """Copy the bundle, apply `edit(manifest, folder)`, refresh the file hashes and reseal
-    the manifest: only the field checks can catch what is left."""
-    shutil.copytree(src, dst)
-    m = json.loads((dst / "manifest.json").read_text())
-    edit(m, dst)
-    m["files"] = {name: sha256_file(dst / name) for name in m["files"]}
-    (dst / "manifest.json").write_text(json.dumps(seal_manifest(m)))
+from helpers import damaged
+from stpr.runtime.manifest import BundleError
 
 
 def _save(folder, name, fn):
@@ -90,3 +81,18 @@ def test_a_bundle_refused_for_its_manifest_can_be_replaced_with_force(demo, tmp_
         load_bundle(out)
     export_run(demo[1], out, task=0, force=True)
     assert load_bundle(out).manifest["source"]["task"] == 0
+
+
+def test_manifest_whose_frames_disagree_with_the_graphs_is_refused_in_one_line(demo, tmp_path):
+    """A resealed manifest with another T passes the field checks; the graphs' own input
+    shapes catch it before any frame is read."""
+    from stpr.runtime.recognizer import Recognizer
+
+    _, _, bundle, _ = demo
+    bad = tmp_path / "t4"
+    damaged(bundle, bad, lambda m, d: (m["dims"].update(T=4), m["preprocess"].update(frames=4)))
+    b = load_bundle(bad)  # the fields agree with each other
+    with pytest.raises(BundleError, match=r"manifest says \[4, 64\].*re-export"):
+        Recognizer(b).__enter__()
+    res = CliRunner().invoke(run_cli.main, ["--bundle", str(bad), "--frames", str(tmp_path), "--headless"])
+    assert res.exit_code == 1 and "does not match its graphs" in res.output and "Traceback" not in res.output

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import fast_config, write_video
+from helpers import damaged, fast_config, write_video
 from stpr.export import export_run
 from stpr.export.parity import torch_head_outputs
 from stpr.runtime.bundle import load_bundle
-from stpr.runtime.manifest import BundleError, seal_manifest
+from stpr.runtime.manifest import BundleError
 from stpr.runtime.recognizer import Recognizer
 from stpr.train import run as R
 from stpr.train.data.synthetic import SyntheticActions
@@ -56,13 +56,6 @@ def test_head_alone_runs_one_tower_and_no_experts(head_bundle):
         assert rec.feature_dim == b.dim * len(rec.towers)
 
 
-def _reseal(bundle_dir, edit) -> None:
-    m = json.loads((bundle_dir / "manifest.json").read_text())
-    edit(m)
-    (bundle_dir / "manifest.json").write_text(json.dumps(seal_manifest({k: v for k, v in m.items()
-                                                                          if k != "manifest_sha256"})))
-
-
 def test_tampered_head_files_are_refused(head_bundle, tmp_path):
     _, bundle_dir = head_bundle
     bad = tmp_path / "weights"
@@ -73,13 +66,11 @@ def test_tampered_head_files_are_refused(head_bundle, tmp_path):
     with pytest.raises(BundleError, match="head_weights.npy"):
         load_bundle(bad)
     seed = tmp_path / "seed"  # a resealed manifest whose projection seed was changed
-    shutil.copytree(bundle_dir, seed)
-    _reseal(seed, lambda m: m["head"]["projection"].update(seed=m["head"]["projection"]["seed"] + 1))
+    damaged(bundle_dir, seed, lambda m, d: m["head"]["projection"].update(seed=m["head"]["projection"]["seed"] + 1))
     with pytest.raises(BundleError, match="projection"):
         load_bundle(seed)
     mode = tmp_path / "mode"
-    shutil.copytree(bundle_dir, mode)
-    _reseal(mode, lambda m: m["head"].update(mode="vote"))
+    damaged(bundle_dir, mode, lambda m, d: m["head"].update(mode="vote"))
     with pytest.raises(BundleError, match="head.mode is 'vote'"):
         load_bundle(mode)
 
