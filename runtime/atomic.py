@@ -85,7 +85,7 @@ _WRITE_WORDS = ("write failed", "failed writing", "no space left", "file too lar
 def as_write_error(err: BaseException, target: str | os.PathLike | None = None) -> OSError | None:
     """`err` as a failed write (None when it is something else: a bug, a failed read):
     an OSError only a write gives or one about a file under `target`, or a RuntimeError
-    from torch's or onnx's C++ writers, which say what failed only in their text."""
+    that the C++ writers of torch or onnx raise, which say what failed only in their text."""
     if isinstance(err, RuntimeError):
         text = str(err).strip()
         if not any(w in text.lower() for w in _WRITE_WORDS):
