@@ -26,8 +26,8 @@ from .losses import contrastive_loss
 from .model.analytic import mode_probabilities, own_expert_logits
 from .model.router import td_class_means, td_distance_scores
 from .model.stpr import StPRModel
-from .seed import derive_seed
 from .model.text import cosine_logits, encode_class_names
+from .seed import derive_seed
 
 log = logging.getLogger(__name__)
 
@@ -220,8 +220,9 @@ class StPRLearner:
             residuals.append(d.double().cpu())
             locals_.append(local.cpu())
             if self.head is not None:
-                with self.autocast():
-                    head_rows.append(self.head.features(self.head_window(frames, feats)).cpu())
+                with self.autocast():  # the tower in bf16 on GPU; the projection stays float32
+                    window = self.head_window(frames, feats)
+                head_rows.append(self.head.features(window).cpu())
                 head_labels.append(labels.cpu())
         for t in (stats.sum, stats.sumsq, stats.count, videos, *sums.values()):
             dist.all_reduce_sum(t)  # each rank saw a shard: sums make the whole task
