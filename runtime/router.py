@@ -1,4 +1,4 @@
-"""TD-MoE routing and the cosine classifier in NumPy (METHOD.md sec. 3-4).
+"""TD-MoE routing and the cosine classifier in NumPy (docs/method.md, "Classifier" and "Routing between experts").
 
 The device-side twin of `stpr.train.model.router`: same maths, no torch. Used by
 `stpr-run` and by the export's parity check, which holds the two to 1e-5.

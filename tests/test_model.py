@@ -1,4 +1,4 @@
-"""The adapted tower, experts and parameter budgets (METHOD.md sec. 1-2, paper App. C)."""
+"""The adapted tower, experts and parameter budgets (docs/method.md: "Frame features", "One temporal expert per task"; App. C)."""
 import pytest
 import torch
 

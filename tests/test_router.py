@@ -1,4 +1,4 @@
-"""TD-MoE routing against hand-worked examples (METHOD.md sec. 4)."""
+"""TD-MoE routing against hand-worked examples (docs/method.md, "Routing between experts")."""
 import math
 
 import pytest

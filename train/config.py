@@ -1,6 +1,6 @@
 """Typed run configuration: dataclasses with defaults, YAML files that list only
 what differs, and `key=value` overrides. Unknown keys are errors that list the
-valid ones. Defaults are the paper's settings (METHOD.md sec. 7); `configs/demo.yaml`
+valid ones. Defaults are the paper's settings (docs/method.md, "Training and evaluation"); `configs/demo.yaml`
 shrinks them to the built-in synthetic demo.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Frame-Shared Semantics Distillation (METHOD.md sec. 6, Eqs. 3-7).
+"""Frame-Shared Semantics Distillation (docs/method.md, "Losses"; the paper's Eqs. 3-7).
 
 After each task: per class, the per-channel mean and variance of frame features
 over every frame of the task's training videos; importance

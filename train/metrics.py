@@ -1,4 +1,4 @@
-"""Continual-learning metrics over an accuracy matrix (METHOD.md sec. 8).
+"""Continual-learning metrics over an accuracy matrix (docs/method.md, "Training and evaluation").
 
 Pure functions in the Mammoth style: they never mutate their input. Accuracies are
 percentages (0-100). The matrix `A` has shape `(R, K)`: R tasks finished so far out

@@ -1,4 +1,4 @@
-"""AdaptFormer adapter (METHOD.md sec. 1, Eq. 1): one per block, shared by all tasks."""
+"""AdaptFormer adapter (docs/method.md, "Frame features"; Eq. 1): one per block, shared by all tasks."""
 from __future__ import annotations
 
 import math

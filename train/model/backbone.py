@@ -2,7 +2,7 @@
 
 The forward pass is written out here rather than patched into open_clip's modules, so
 the adapters live in their own `ModuleList` (what checkpoints store) and the frozen
-tower stays untouched. Placement is AdaptFormer's parallel form (METHOD.md sec. 1):
+tower stays untouched. Placement is AdaptFormer's parallel form (docs/method.md, "Frame features"):
 `h = x + MHSA(LN1(x))`, then `x' = h + FFN(LN2(h)) + A(h)`.
 """
 from __future__ import annotations

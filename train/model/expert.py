@@ -1,4 +1,4 @@
-"""One spatiotemporal expert per task (METHOD.md sec. 2, Eq. 2, App. B.3).
+"""One spatiotemporal expert per task (docs/method.md, "One temporal expert per task"; Eq. 2, App. B.3).
 
 A small pre-LN transformer over the T frame features with its own CLS token:
 `z_k = E_k([c_k; f_1 .. f_T] + P_k)[0]`. Written out (no nn.TransformerEncoder)

@@ -1,4 +1,4 @@
-"""TD-MoE routing (METHOD.md sec. 4, Eqs. 8-12) and the Table 4 variants.
+"""TD-MoE routing (docs/method.md, "Routing between experts"; Eqs. 8-12) and the Table 4 variants.
 
 Pure tensor functions; the NumPy twin in `stpr.runtime` must agree with these.
 """

@@ -1,5 +1,5 @@
 """The StPR model: adapted frozen CLIP tower, one expert per task, TD-MoE router,
-and the text classifier (METHOD.md sec. 1-4).
+and the text classifier (docs/method.md, "Frame features" to "Routing between experts").
 
 Holds only what inference needs; the text tower stays with the learner, which
 encodes class names once per task. The class-indexed tensors (text embeddings,
@@ -64,7 +64,7 @@ class StPRModel(nn.Module):
         """Append a task's classes and a new expert; returns the expert's index."""
         k = self.num_experts
         if init_from_previous and k > 0:
-            expert = copy.deepcopy(self.experts[-1])  # warm start (METHOD.md sec. 2, Choice)
+            expert = copy.deepcopy(self.experts[-1])  # warm start (model.expert_init, docs/method.md)
         else:
             expert = TemporalExpert(self.dim, self.num_frames, **self.expert_kwargs)
         self.experts.append(expert.to(self.text_embeddings.device))

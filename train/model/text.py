@@ -1,4 +1,4 @@
-"""The text classifier (METHOD.md sec. 3): frozen CLIP text tower, prompts, clean names."""
+"""The text classifier (docs/method.md, "Classifier"): frozen CLIP text tower, prompts, clean names."""
 from __future__ import annotations
 
 import re
