@@ -1,4 +1,4 @@
-"""The adapted tower, experts and parameter budgets (docs/method.md: "Frame features", "One temporal expert per task"; App. C)."""
+"""The adapted tower, experts and parameter budgets (docs/method.md; paper App. C)."""
 import pytest
 import torch
 
