@@ -9,7 +9,8 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+from .frame_folder import IMAGE_EXTS, frame_files
+
 
 
 class SourceError(RuntimeError):
@@ -73,9 +74,9 @@ def frames_from_folder(folder: Path) -> Iterator[np.ndarray]:
     empty or missing folder is a plain error before anything runs."""
     if not folder.is_dir():
         raise SourceError(f"--frames {str(folder)!r} is not a folder; pass a folder of frame images")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = frame_files(folder)
     if not files:
-        raise SourceError(f"--frames {str(folder)!r} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}); "
+        raise SourceError(f"--frames {str(folder)!r} holds no images ({', '.join(sorted(IMAGE_EXTS))}); "
                           "nothing to run on")
 
     def read() -> Iterator[np.ndarray]:

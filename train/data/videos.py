@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from stpr.runtime.clip import fill_from_earlier, grab_frames
+from stpr.runtime.frame_folder import IMAGE_EXTS, frame_files  # one rule for training and the device
 from stpr.runtime.preprocess import preprocess
 
 from ..errors import StprError
@@ -29,16 +30,10 @@ __all__ = ["IMAGE_EXTS", "VIDEO_EXTS", "VideoClips", "frame_files", "prefer_fram
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png"})
 VIDEO_EXTS = frozenset({".avi", ".mp4", ".mkv", ".webm", ".mov", ".mpg", ".mpeg", ".m4v", ".flv", ".3gp"})
 # Memory only: train and train_eval are built from the same videos, so the second scan is
 # free; keyed by mtime and size so a re-extracted sample is scanned again.
 _SCAN_CACHE: dict[tuple[str, int, int], tuple[int, str | None]] = {}
-
-
-def frame_files(folder: Path) -> list[Path]:
-    """The image files of a frame folder, sorted by name (``000001.jpg`` ...)."""
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith("."))
 
 
 def prefer_frames(video: Path) -> Path:
