@@ -23,25 +23,32 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from stpr.runtime.atomic import atomic_write_json, make_temp_dir
-from stpr.runtime.manifest import (MANIFEST_NAME, SCHEMA_VERSION, BundleError, read_manifest, seal_manifest,
-                                   sha256_file)
-from stpr.runtime.router import BUNDLE_ROUTING_MODES
 from stpr.runtime.analytic import PROJECTION_GENERATOR, projection_sha256
+from stpr.runtime.atomic import atomic_write_json, make_temp_dir
 from stpr.runtime.experts import FUSED_FILE, FUSED_KEY
 from stpr.runtime.head_bundle import HEAD_TOWER_FILE, HEAD_WEIGHTS_FILE
+from stpr.runtime.manifest import MANIFEST_NAME, SCHEMA_VERSION, BundleError, read_manifest, seal_manifest, sha256_file
+from stpr.runtime.router import BUNDLE_ROUTING_MODES
 from stpr.train.config import routing_tau
 from stpr.train.errors import StprError
 from stpr.train.restore import Restored, restore
 
 from . import parity
-from .openset import HEAD_SUBSPACE_FILE, OPENSET_FILE, head_openset_report, head_subspace, openset_report
 from .fp16 import to_fp16
 from .fuse import fuse_experts
 from .int8 import to_int8
 from .onnx_export import MIN_OPSET, export_backbone, export_expert, finish_onnx
-from .text_export import (CLIP_IMAGE_FILE, TEXT_TOWER_FILE, TOKENIZER_FILE, export_text_tower, text_manifest,
-                          text_parity, text_problems, write_tokenizer)
+from .openset import HEAD_SUBSPACE_FILE, OPENSET_FILE, head_openset_report, head_subspace, openset_report
+from .text_export import (
+    CLIP_IMAGE_FILE,
+    TEXT_TOWER_FILE,
+    TOKENIZER_FILE,
+    export_text_tower,
+    text_manifest,
+    text_parity,
+    text_problems,
+    write_tokenizer,
+)
 
 PLAIN_TOWERS_FP16_KEEP_FP32 = ("Transpose",)
 
@@ -331,7 +338,8 @@ def run_parity(r: Restored, tmp: Path, manifest: dict[str, Any], count: int, res
             report["text_tower"] = text_parity(r, tmp, manifest["text"])
             problems += text_problems(report["text_tower"])
         report["passed"] = not problems
-    log.info("parity: %s", json.dumps({k: v for k, v in report.items() if isinstance(v, dict) and "top1_agreement" in v}))
+    gated = {k: v for k, v in report.items() if isinstance(v, dict) and "top1_agreement" in v}
+    log.info("parity: %s", json.dumps(gated))
     if problems:
         raise StprError("export failed its parity check: " + "; ".join(problems) +
                         " (see the numbers above; nothing was written)")

@@ -16,12 +16,26 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from stpr.runtime.analytic import expand, projection_matrix
 from stpr.runtime.backends import OrtRunner
 from stpr.runtime.experts import ExpertsRunner, expert_files
-from stpr.runtime.analytic import expand, projection_matrix
-from stpr.runtime.openset import (COMBINED, FALLBACK_SCORE, HEAD_COMBINED, HEAD_SUBSPACE_RANK, HEAD_UNKNOWN_SCORE,
-                                  SCORES, TARGET_TPR, UNKNOWN_SCORE, auroc, fpr_at, head_standardisation,
-                                  head_unknown_scores, standardisation, threshold_at_tpr, unknown_score)
+from stpr.runtime.openset import (
+    COMBINED,
+    FALLBACK_SCORE,
+    HEAD_COMBINED,
+    HEAD_SUBSPACE_RANK,
+    HEAD_UNKNOWN_SCORE,
+    SCORES,
+    TARGET_TPR,
+    UNKNOWN_SCORE,
+    auroc,
+    fpr_at,
+    head_standardisation,
+    head_unknown_scores,
+    standardisation,
+    threshold_at_tpr,
+    unknown_score,
+)
 from stpr.train.data.registry import build_splits
 from stpr.train.restore import Restored
 

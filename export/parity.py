@@ -9,14 +9,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from stpr.runtime.backends import OrtRunner
-from stpr.runtime.experts import FUSED_KEY, PER_EXPERT_KEY, ExpertsRunner, expert_files
 from stpr.runtime.analytic import head_scores, projection_matrix
 from stpr.runtime.analytic import mode_probabilities as np_mode_probabilities
 from stpr.runtime.analytic import own_expert_logits as np_own_expert_logits
+from stpr.runtime.backends import OrtRunner
+from stpr.runtime.experts import FUSED_KEY, PER_EXPERT_KEY, ExpertsRunner, expert_files
 from stpr.runtime.router import calibration_from_array, classify
-from stpr.train.data.registry import build_splits
 from stpr.train.config import routing_tau
+from stpr.train.data.registry import build_splits
 from stpr.train.model.analytic import mode_probabilities, own_expert_logits
 from stpr.train.restore import Restored
 
@@ -55,7 +55,8 @@ def torch_outputs(r: Restored, clips: torch.Tensor) -> dict[str, np.ndarray]:
 def variants(manifest: dict[str, Any]) -> dict[str, tuple[str, list[str], bool]]:
     """Each precision the bundle holds -> (backbone file, expert files, fused): what parity runs."""
     out = {}
-    for name, backbone, variant, fused in (("fp32", "backbone", "fp32", False), ("fp32_fused", "backbone", "fp32", True),
+    for name, backbone, variant, fused in (("fp32", "backbone", "fp32", False),
+                                           ("fp32_fused", "backbone", "fp32", True),
                                            ("fp16", "backbone_fp16", "fp16", False),
                                            ("fp16_fused", "backbone_fp16", "fp16", True),
                                            ("int8", "backbone", "int8", True)):
@@ -122,7 +123,8 @@ def check(report: dict[str, Any]) -> list[str]:
         if got["top1_agreement"] < need:
             problems.append(f"{name} top-1 agreement {got['top1_agreement']:.2%} < {need:.0%}")
         if name.startswith("fp32") and got["feature_max_abs_diff"] > FP32_MAX_FEATURE_DIFF:
-            problems.append(f"{name} feature max abs diff {got['feature_max_abs_diff']:.2e} > {FP32_MAX_FEATURE_DIFF:.0e}")
+            problems.append(f"{name} feature max abs diff {got['feature_max_abs_diff']:.2e} > "
+                            f"{FP32_MAX_FEATURE_DIFF:.0e}")
     return problems
 
 

@@ -15,17 +15,26 @@ from .app import Summary, classify_clip, stream
 from .backends import DeviceUnavailable
 from .bundle import Bundle, load_bundle
 from .clip import TruncatedClip, clip_frames
+from .exits import EXIT_ERROR, EXIT_INTERRUPT, EXIT_SIGTERM, EXIT_STREAM, EXIT_WRITE, click_error, exit_codes_help
 from .experts import EXPERT_VARIANTS
 from .manifest import BundleError
-from .exits import EXIT_ERROR, EXIT_INTERRUPT, EXIT_SIGTERM, EXIT_STREAM, EXIT_WRITE, click_error, exit_codes_help
-from .outputs import EventLog, OutputError, VideoOut, check_distinct, check_writable
 from .openset import check_threshold
+from .outputs import EventLog, OutputError, VideoOut, check_distinct, check_writable
 from .overlay import draw_overlay
 from .recognizer import Recognizer
 from .sampling import centre_indices
 from .signals import Terminated, sigterm_as_interrupt
-from .stream import (LatestFrame, SourceError, SourceFailed, frames_from_capture, frames_from_folder, live_frames,
-                     live_readers_alive, open_capture, source_fps)
+from .stream import (
+    LatestFrame,
+    SourceError,
+    SourceFailed,
+    frames_from_capture,
+    frames_from_folder,
+    live_frames,
+    live_readers_alive,
+    open_capture,
+    source_fps,
+)
 from .trt_build import TensorRTUnavailable
 from .watch import BundleWatcher
 from .zero_shot import load_zero_shot

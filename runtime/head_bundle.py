@@ -56,7 +56,8 @@ def check_head_fields(m: dict[str, Any], problems: list[str]) -> None:
         if h.get(key) not in (m.get("files") or {}):
             problems.append(f"head.{key} is {h.get(key)!r}: must name a file listed under files")
     if h.get("frame_order") != "oldest-first" or h.get("frame_norm") != "l2":
-        problems.append("head.frame_order must be 'oldest-first' and head.frame_norm 'l2' (what this stpr-run computes)")
+        problems.append("head.frame_order must be 'oldest-first' and head.frame_norm 'l2' "
+                        "(what this stpr-run computes)")
     p = h.get("projection")
     if not isinstance(p, dict) or p.get("generator") != PROJECTION_GENERATOR or \
             not all(isinstance(p.get(k), int) and not isinstance(p.get(k), bool) and p[k] >= 0

@@ -6,13 +6,13 @@ from typing import Any
 
 import numpy as np
 
+from .analytic import expand, mode_probabilities, own_expert_logits, task_probabilities
 from .backends import OrtRunner
 from .bundle import Bundle
-from .manifest import BundleError
 from .experts import ExpertsRunner, expert_files
-from .analytic import expand, mode_probabilities, own_expert_logits, task_probabilities
-from .router import classify, softmax
+from .manifest import BundleError
 from .openset import check_threshold, head_unknown_scores, unknown_score
+from .router import classify, softmax
 from .text import text_section
 from .zero_shot import ZeroShot, zero_shot_logits
 

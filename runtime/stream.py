@@ -12,7 +12,6 @@ import numpy as np
 from .frame_folder import IMAGE_EXTS, frame_files
 
 
-
 class SourceError(RuntimeError):
     """A camera, video or frame folder that cannot be read, with what to do."""
 

@@ -30,9 +30,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from stpr.runtime.atomic import atomic_write_json, atomic_write_text
 from stpr.train import metrics as M
 from stpr.train import run as R
-from stpr.runtime.atomic import atomic_write_json, atomic_write_text
 from stpr.train.checkpoint import check_same_model, checkpoint_path, finished_tasks, load_checkpoint
 from stpr.train.config import Config, apply_overrides, load_config, parse_set
 from stpr.train.errors import StprError

@@ -121,9 +121,9 @@ def with_head(b: "Bundle", mode: str) -> "Bundle":  # noqa: F821
 
 def sizes_mib(bundle: Path) -> dict:
     """On-disk size per variant: the files a device serving it loads, and the whole bundle."""
-    from stpr.runtime.experts import expert_files
-
     import onnx
+
+    from stpr.runtime.experts import expert_files
 
     m = json.loads((bundle / "manifest.json").read_text())
 

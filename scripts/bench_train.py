@@ -152,7 +152,8 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["stpr-tiny", "ViT-B-16"])
     ap.add_argument("--devices", nargs="+", default=None, help="default: cpu, plus cuda if available")
     ap.add_argument("--steps", type=int, default=None, help="timed steps (default: 20 tiny, 3 ViT-B on CPU, 20 on GPU)")
-    ap.add_argument("--batch", type=int, default=None, help="clips per step (default: 16 tiny, 2 ViT-B on CPU, 40 on GPU)")
+    ap.add_argument("--batch", type=int, default=None,
+                    help="clips per step (default: 16 tiny, 2 ViT-B on CPU, 40 on GPU)")
     ap.add_argument("--data-only", action="store_true",
                     help="loader clips/s from video files vs frame folders, beside the model's clips/s")
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers for --data-only")

@@ -18,6 +18,7 @@ def demo(tmp_path_factory):
     """A finished 3-task fast run and its fp16 bundle, shared by the stpr-run tests:
     (root, run dir, bundle dir, synthetic test clips)."""
     from helpers import fast_config
+
     from stpr.export import export_run
     from stpr.train import run as R
     from stpr.train.data.synthetic import SyntheticActions

@@ -68,7 +68,8 @@ def test_ablation_tables_and_reuse(ablate, tmp_path, capsys):
     assert float(by["lambda", "10"]["acc_mean"]) == pytest.approx(sum(accs) / 2)
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["seed_0", "seed_1"]
     for seed in ("seed_0", "seed_1"):
-        assert sorted(p.name for p in (out / seed).iterdir() if p.is_dir()) == sorted(RUNS)  # no lambda_10 run: it is the fssd run
+        # no lambda_10 run: it is the fssd run
+        assert sorted(p.name for p in (out / seed).iterdir() if p.is_dir()) == sorted(RUNS)
         for run in RUNS:
             tasks = 1 if run == "joint" else 2
             assert len(list((out / seed / run / "checkpoints").glob("task_*.pt"))) == tasks

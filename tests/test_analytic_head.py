@@ -3,11 +3,12 @@ NumPy/PyTorch twins, checkpoints, DDP, and retention on the motion-centric layou
 from __future__ import annotations
 
 import json
+
 import numpy as np
 import pytest
 import torch
-
 from helpers import fast_config, train_one_and_two_processes
+
 from stpr.runtime import analytic as NA
 from stpr.train import run as R
 from stpr.train.analytic_fit import LAMBDA_GRID, AnalyticHead, choose_lambda, holdout_mask

@@ -6,10 +6,10 @@ import shutil
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from helpers import damaged
 
 from stpr.runtime import cli as run_cli
 from stpr.runtime.bundle import load_bundle
-from helpers import damaged
 from stpr.runtime.manifest import BundleError
 
 
@@ -38,7 +38,8 @@ CASES = {
                              "a score spread <= 0"),
     "unknown threshold text": (lambda m, d: m["unknown"].update(threshold="high"),
                                "unknown.threshold is 'high': must be a finite number"),
-    "unknown score foreign": (lambda m, d: m["unknown"].update(score="vibes"), "unknown.score is 'vibes': must be one of"),
+    "unknown score foreign": (lambda m, d: m["unknown"].update(score="vibes"),
+                              "unknown.score is 'vibes': must be one of"),
     "unknown spread 0": (lambda m, d: m["unknown"]["standardise"]["margin"].__setitem__(1, 0.0),
                          "unknown.standardise is"),
     "unknown report outside": (lambda m, d: m["unknown"].update(report="../openset.json"),

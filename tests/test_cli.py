@@ -1,15 +1,15 @@
 """`stpr-train` from the command line: the table, the log, and clear errors."""
 import pytest
 from click.testing import CliRunner
+from helpers import FAST, fast_config, start_run_dir
 
 from stpr.train import run as R
 from stpr.train.cli import main
 from stpr.train.data import registry
 from stpr.train.errors import StprError
 
-from helpers import FAST, fast_config, start_run_dir
-
-FAST_ARGS = [a for k, v in FAST.items() if k != "device" for a in ("--set", f"{k}={v}")] + ["--device", "cpu", "--quiet"]
+FAST_ARGS = [a for k, v in FAST.items() if k != "device" for a in ("--set", f"{k}={v}")] + \
+    ["--device", "cpu", "--quiet"]
 
 
 def invoke(*args: str):

@@ -7,6 +7,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
+from helpers import fast_config
+from test_runtime import write_video
 
 from stpr.export import bundle as bundle_mod
 from stpr.export import export_run
@@ -16,9 +18,6 @@ from stpr.runtime.recognizer import Recognizer
 from stpr.train import run as R
 from stpr.train.data.synthetic import SyntheticActions
 from stpr.train.errors import StprError
-
-from helpers import fast_config
-from test_runtime import write_video
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,10 @@ import onnxruntime as ort
 import pytest
 import torch
 from click.testing import CliRunner
+from helpers import fast_config, start_run_dir
 
-from stpr.export import export_run
 from stpr.export import bundle as bundle_mod
+from stpr.export import export_run
 from stpr.export.cli import main as export_main
 from stpr.export.onnx_export import export_backbone
 from stpr.runtime.manifest import BundleError, verify_bundle
@@ -18,8 +19,6 @@ from stpr.train import run as R
 from stpr.train.errors import StprError
 from stpr.train.model.backbone import AdaptedVisionTower
 from stpr.train.model.clip_tower import load_clip
-
-from helpers import fast_config, start_run_dir
 
 MANIFEST_KEYS = ("schema_version", "classes", "class_to_expert", "experts", "routing", "logit_scale",
                  "preprocess", "tools", "source", "files")

@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from helpers import damaged, fast_config, write_video
+
 from stpr.export import export_run
 from stpr.export.parity import torch_head_outputs
 from stpr.runtime.bundle import load_bundle

@@ -7,17 +7,16 @@ import time
 
 import pytest
 from click.testing import CliRunner
+from helpers import fast_config
+from test_runtime import write_video
 
 from stpr.export import export_run
 from stpr.export.cli import main as export_main
 from stpr.runtime import cli as run_cli
-from stpr.runtime.manifest import sha256_file, seal_manifest
+from stpr.runtime.manifest import seal_manifest, sha256_file
 from stpr.runtime.publish import publish
 from stpr.train import run as R
 from stpr.train.data.synthetic import SyntheticActions
-
-from helpers import fast_config
-from test_runtime import write_video
 
 SWITCH_AT = 12  # the source frame after which the new bundle is published
 

@@ -9,12 +9,11 @@ import time
 
 import numpy as np
 import pytest
+from helpers import FakeLiveCapture, decode
+from live_server import MjpegServer
 
 from stpr.runtime.exits import EXIT_INTERRUPT, EXIT_SIGTERM, EXIT_STREAM
 from stpr.runtime.stream import LatestFrame, live_readers_alive
-
-from helpers import FakeLiveCapture, decode
-from live_server import MjpegServer
 
 
 def test_the_capture_is_released_by_its_reading_thread_after_the_read():

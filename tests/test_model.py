@@ -83,7 +83,8 @@ def test_model_grows_per_task_and_warm_starts(tiny_clip):
 def test_unknown_model_and_missing_weights_file_are_clear_errors(tmp_path):
     with pytest.raises(StprError, match="unknown model 'ViT-Q-99'"):
         load_clip("ViT-Q-99", "none")
-    with pytest.raises(StprError, match=r"neither 'none', 'openai', a packaged tag \('synthetic-shapes'\) nor an existing file"):
+    refused = r"neither 'none', 'openai', a packaged tag \('synthetic-shapes'\) nor an existing file"
+    with pytest.raises(StprError, match=refused):
         load_clip("stpr-tiny", str(tmp_path / "nope.pt"))
     with pytest.raises(StprError, match="has no 'openai' weights"):
         load_clip("stpr-tiny", "openai")

@@ -7,14 +7,13 @@ import sys
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from helpers import fast_config, write_video
+from test_bundle_fields import damaged
 
 from stpr.runtime import cli as run_cli
 from stpr.runtime.bundle import load_bundle
 from stpr.runtime.openset import auroc, check_threshold, fpr_at, threshold_at_tpr
 from stpr.runtime.overlay import draw_overlay
-
-from helpers import fast_config, write_video
-from test_bundle_fields import damaged
 
 # Measured on this fixture (4+4x3, 32 clips a class, 15 + 10 epochs; README "Unknown
 # actions"): AUROC 0.70-0.71 on fresh clips. A random score sits at 0.5 +- 0.03 here.
@@ -171,8 +170,7 @@ def test_overlay_shows_unknown():
 
 
 def test_export_without_readable_data_has_no_threshold(demo, tmp_path, monkeypatch):
-    from stpr.export import export_run
-    from stpr.export import openset
+    from stpr.export import export_run, openset
 
     def unreadable(*a, **k):
         raise OSError("no dataset on this machine")

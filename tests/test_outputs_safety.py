@@ -7,11 +7,10 @@ import sys
 
 import pytest
 from click.testing import CliRunner
+from helpers import write_video
 
 from stpr.runtime import cli as run_cli
 from stpr.runtime.exits import EXIT_USAGE, EXIT_WRITE
-
-from helpers import write_video
 
 
 def run(*args):

@@ -30,7 +30,8 @@ def test_layout_motion_and_refusal(script, tmp_path, capsys):
     from stpr.train.data.folder import list_class_samples
 
     samples = list_class_samples(out)
-    assert sorted(samples) == ["chelsea_moving_left", "chelsea_moving_right", "coffee_moving_left", "coffee_moving_right"]
+    assert sorted(samples) == ["chelsea_moving_left", "chelsea_moving_right",
+                               "coffee_moving_left", "coffee_moving_right"]
     for clips in samples.values():
         assert [c.name for c in clips] == ["clip_000", "clip_001", "clip_002"]
         for c in clips:

@@ -1,7 +1,5 @@
 """stpr-run as an operator meets it: exit codes a supervisor can act on, refusals before
 any work, an --output that is a full annotated copy, SIGTERM like Ctrl-C."""
-import json
-import os
 import signal
 import subprocess
 import sys
@@ -12,10 +10,9 @@ import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from helpers import FakeLiveCapture, decode, write_video
 
 from stpr.runtime import cli as run_cli
-
-from helpers import FakeLiveCapture, decode, write_video
 
 REPO = Path(__file__).resolve().parent.parent
 

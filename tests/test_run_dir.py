@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import fast_config, start_run_dir
 
 from stpr.train import run as R
 from stpr.train.checkpoint import checkpoint_path, finished_tasks, load_checkpoint
 from stpr.train.errors import StprError
-
-from helpers import fast_config, start_run_dir
 
 REPO = Path(__file__).resolve().parent.parent
 

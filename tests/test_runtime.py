@@ -4,23 +4,21 @@ import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from helpers import FakeLiveCapture, decode, write_video
 
 from stpr.runtime import cli as run_cli
-from stpr.runtime.sampling import centre_indices
 from stpr.runtime.bundle import load_bundle
 from stpr.runtime.manifest import BundleError, seal_manifest
 from stpr.runtime.preprocess import preprocess
+from stpr.runtime.sampling import centre_indices
 from stpr.runtime.stream import FeatureRing, LatestFrame, StreamStalled
 from stpr.train.restore import restore
-
-from helpers import FakeLiveCapture, decode, write_video
 
 
 def invoke(*args: str):

@@ -5,9 +5,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from click.testing import CliRunner
-
 from helpers import train_one_and_two_processes
 
 from stpr.train.cli import main as train_main
@@ -45,7 +43,8 @@ def test_ucf101_protocol_end_to_end(tmp_path):
     root = make_ucf101(tmp_path / "ucf")
     out = tmp_path / "run"
     res = CliRunner().invoke(train_main, [
-        "--dataset", "ucf101", "--data-root", str(root), "--protocol", "51+10x5", "--config", "demo", "--model", "stpr-tiny",
+        "--dataset", "ucf101", "--data-root", str(root), "--protocol", "51+10x5", "--config", "demo",
+        "--model", "stpr-tiny",
         "--pretrained", "none", "--epochs", "1", "--batch-size", "16", "--seed", "1000", "--device", "cpu",
         "--out", str(out), "--quiet"], catch_exceptions=False)
     assert res.exit_code == 0, res.output

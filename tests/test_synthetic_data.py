@@ -6,7 +6,6 @@ import torch
 from stpr.train.data.sampling import tsn_indices
 from stpr.train.data.synthetic import CLIP_MEAN, CLIP_STD, DEFAULT_MOTIONS, FAMILIES, SHAPES, SyntheticActions
 
-
 # ---------------------------------------------------------------- tsn_indices
 
 @pytest.mark.parametrize("train", [False, True])

@@ -1,10 +1,9 @@
 """Every routing and distillation variant runs through the learner (paper Tables 4-5)."""
 import pytest
 import torch
+from helpers import fast_config
 
 from stpr.train import run as R
-
-from helpers import fast_config
 
 
 @pytest.fixture(scope="module")

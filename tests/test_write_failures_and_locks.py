@@ -8,14 +8,13 @@ import time
 
 import pytest
 from click.testing import CliRunner
+from helpers import FAST
 
 from stpr.export.cli import main as export_main
 from stpr.runtime.classes_cli import main as classes_main
 from stpr.runtime.cli import main as run_main
 from stpr.runtime.exits import EXIT_ERROR, EXIT_USAGE, EXIT_WRITE
 from stpr.train.cli import main as train_main
-
-from helpers import FAST
 
 FAST_ARGS = [a for k, v in FAST.items() if k != "device" for a in ("--set", f"{k}={v}")] + ["--device", "cpu"]
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from helpers import write_video
 
 from stpr.runtime import classes_cli
 from stpr.runtime.manifest import MANIFEST_NAME, seal_manifest
@@ -20,8 +21,6 @@ from stpr.runtime.text import TextEncoder
 from stpr.train.data.synthetic import SHAPES, SyntheticActions
 from stpr.train.model.text import encode_class_names
 from stpr.train.restore import restore
-
-from helpers import write_video
 
 # Runs stpr-classes / stpr-run commands with torch unimportable; prints their exit codes and output.
 BLOCKED = """

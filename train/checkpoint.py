@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from stpr.runtime.atomic import atomic_write_bytes
+
 from .errors import StprError
 
 FORMAT = "stpr-checkpoint"

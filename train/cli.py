@@ -165,7 +165,8 @@ EPILOG = exit_codes_help(
 @click.option("--model", help="open_clip model: ViT-B-16-quickgelu (paper), stpr-tiny (demo).")
 @click.option("--pretrained", help="none | openai | synthetic-shapes (stpr-tiny, packaged) | PATH to a weights file.")
 @click.option("--routing", type=click.Choice(["td", "td-raw", "avg", "clip", "adapter", "oracle"]),
-              help="Expert routing: td (calibrated), td-raw (the paper's Eq. 11), avg, clip, adapter, oracle (analysis).")
+              help="Expert routing: td (calibrated), td-raw (the paper's Eq. 11), avg, clip, adapter, "
+                   "oracle (analysis).")
 @click.option("--distill", type=click.Choice(["fssd", "uniform", "none"]), help="Adapter distillation.")
 @click.option("--head", type=click.Choice(["none", *HEAD_MODES]),
               help="Analytic head: none (StPR, the paper), alone, route-hard, route-soft, fuse.")

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from stpr.runtime.analytic import HEAD_MODES, HEAD_TOWERS
+
 from .errors import StprError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"

@@ -23,10 +23,11 @@ import yaml
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
+from stpr.runtime.atomic import atomic_write_json, atomic_write_text
+
 from . import distributed as dist
 from . import metrics as M
 from . import plots
-from stpr.runtime.atomic import atomic_write_json, atomic_write_text
 from .checkpoint import check_same_model, checkpoint_path, finished_tasks, load_checkpoint, save_checkpoint
 from .config import Config, apply_overrides, check_ranges, dump_config, flatten_keys
 from .data.protocol import build_tasks, class_order, load_task_file

@@ -89,7 +89,8 @@ def load_task_file(path: str, classes: list[str], allow_pickle: bool) -> list[li
         raw = json.loads(p.read_text())
     elif not allow_pickle:
         raise StprError(f"task file {path!r} is not JSON; pickles can run code when read. Convert it with "
-                        f"`python scripts/convert_task_file.py {path}` or, for a file you trust, set data.allow_pickle=true")
+                        f"`python scripts/convert_task_file.py {path}` or, for a file you trust, "
+                        "set data.allow_pickle=true")
     else:
         import pickle
 

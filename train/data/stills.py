@@ -20,7 +20,8 @@ import numpy as np
 
 from .synthetic import _FAMILY_OF, _FORWARD_STEP, _NOISE_SIGMA, MOTIONS, SHAPES, _draw_shape
 
-__all__ = ["COLOURS", "Caption", "Still", "render_still", "sample_stills", "caption_for", "positives", "motion_words", "place_words"]
+__all__ = ["COLOURS", "Caption", "Still", "render_still", "sample_stills", "caption_for", "positives",
+           "motion_words", "place_words"]
 
 # Named colours (RGB). The demo's clips use random light colours that need no name.
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -123,7 +124,8 @@ def render_still(still: Still, rng: np.random.Generator, size_px: int = 32) -> t
 
 
 def sample_stills(n: int, rng: np.random.Generator, size_px: int = 32,
-                  p_static: float = 0.3, p_unnamed_colour: float = 0.3) -> tuple[np.ndarray, list[Still], list[Caption]]:
+                  p_static: float = 0.3,
+                  p_unnamed_colour: float = 0.3) -> tuple[np.ndarray, list[Still], list[Caption]]:
     """`n` random images `(n, H, W, 3)` uint8, their attributes and one caption each.
 
     A caption always names the shape; it names the motion of most moving images, the

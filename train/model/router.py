@@ -46,7 +46,8 @@ def td_distance_scores(d: torch.Tensor, means: torch.Tensor, class_to_expert: to
     return -dist.masked_fill(~_owned(class_to_expert, K, d.device), float("inf")).amin(dim=-1)
 
 
-def expert_scores(query: torch.Tensor, anchors: torch.Tensor, class_to_expert: torch.Tensor, num_experts: int) -> torch.Tensor:
+def expert_scores(query: torch.Tensor, anchors: torch.Tensor, class_to_expert: torch.Tensor,
+                  num_experts: int) -> torch.Tensor:
     """`s_e = max_{c in C_e} cos(query_e, anchor_c)` (Eq. 11).
 
     query: `(B, K, D)` one vector per expert (td: `d_e = z_e - fbar`) or `(B, D)` shared
