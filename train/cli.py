@@ -213,6 +213,7 @@ def main(config_name: str | None, epochs: str | None, out: Path | None, resume: 
         progress = (lambda it, d, t: it) if quiet else _tqdm_progress
         with sigterm_as_interrupt():  # stopped by a service manager: same clean exit as Ctrl-C
             metrics = run_mod.run(cfg, out, resume=resume, progress=progress, device=overrides.get("device"))
+            run_mod.dist.shutdown()
     except StprError as e:
         raise click.ClickException(str(e)) from None
     except (OSError, RuntimeError) as e:

@@ -74,6 +74,15 @@ def gather(x: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts, dim=0)
 
 
+def shutdown() -> None:
+    """Leave the process group together at the end of a run. A rank that exits while
+    another still holds its gloo connections can abort in the teardown (SIGABRT,
+    "terminate called without an active exception"), failing a run that succeeded."""
+    if world_size() > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def barrier() -> None:
     if world_size() > 1:
         dist.barrier()
