@@ -103,6 +103,7 @@ def torch_top1(bundle: Path, root: Path, L: int) -> list[str]:
     """The training side's prediction (PyTorch, the run the bundle came from) on the same videos."""
     import torch
 
+    from stpr.export.parity import torch_head_outputs, torch_outputs
     from stpr.runtime.clip import clip_frames
     from stpr.runtime.preprocess import preprocess
     from stpr.runtime.stream import open_capture
@@ -111,26 +112,15 @@ def torch_top1(bundle: Path, root: Path, L: int) -> list[str]:
     manifest = json.loads((bundle / "manifest.json").read_text())
     r = restore(manifest["source"]["run_dir"], manifest["source"]["task"])
     labels = json.loads((root / "labels.json").read_text())[str(L)]
-    pp, T, m = r.preprocess, r.cfg.data.num_frames, r.learner.model
+    pp, T = r.preprocess, r.cfg.data.num_frames
     tops = []
     for name in labels:
         frames, _ = clip_frames(lambda: open_capture(str(root / name)), name, T)
         x = torch.from_numpy(np.stack([preprocess(f, pp.size, np.array(pp.mean, np.float32),
                                                   np.array(pp.std, np.float32)) for f in frames]))[None]
-        with torch.no_grad():
-            feats = m.frame_features(x)
-            out = m.classify_features(feats, r.cfg.method.routing, 1.0 if r.cfg.method.routing == "td"
-                                      else r.cfg.method.tau)
-            logits = out["logits"]
-            if r.learner.head is not None:
-                from stpr.train.model.analytic import mode_probabilities, own_expert_logits
-
-                h = r.cfg.head
-                own = own_expert_logits(fbar=out["fbar"], z=out["z"], text=m.text_embeddings,
-                                        class_to_expert=m.class_to_expert, logit_scale=m.logit_scale)
-                logits = mode_probabilities(h.mode, scores=r.learner.head.scores(r.learner.head_window(x, feats)),
-                                            class_to_expert=m.class_to_expert, num_tasks=m.num_experts, tau=h.tau,
-                                            own_logits=own, stpr_logits=logits, fuse_weight=h.fuse_weight)
+        # the export's own PyTorch reference: StPR's logits, or the head's mode probabilities
+        ref = torch_head_outputs(r, x) if r.learner.head is not None else torch_outputs(r, x)
+        logits = ref["logits"]
         tops.append(manifest["classes"][int(logits.argmax())])
     return tops
 
