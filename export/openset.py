@@ -16,7 +16,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from stpr.runtime.analytic import expand, projection_matrix
+from stpr.runtime.analytic import expand
 from stpr.runtime.backends import OrtRunner
 from stpr.runtime.experts import ExpertsRunner, expert_files
 from stpr.runtime.openset import (
@@ -39,7 +39,7 @@ from stpr.runtime.openset import (
 from stpr.train.data.registry import build_splits
 from stpr.train.restore import Restored
 
-from .parity import load_calibration, route_and_classify
+from .parity import head_arrays, load_calibration, route_and_classify
 
 log = logging.getLogger(__name__)
 
@@ -184,12 +184,9 @@ def head_subspace(r: Restored) -> tuple[np.ndarray, float]:
 
 def head_bundle_outputs(bundle: Path, manifest: dict[str, Any], clips: torch.Tensor) -> dict[str, np.ndarray]:
     """The fp32 bundle's head on `clips`: ridge scores `(B, C)` and features `h (B, M)`."""
-    h = manifest["head"]
-    p = h["projection"]
-    proj = projection_matrix(p["seed"], p["in_dim"], p["out_dim"])
-    weights = np.load(bundle / h["weights"], allow_pickle=False)
+    proj, weights = head_arrays(bundle, manifest)
     feats, scores = [], []
-    with OrtRunner(bundle / h["tower_file"]) as tower:
+    with OrtRunner(bundle / manifest["head"]["tower_file"]) as tower:
         for chunk in np.array_split(clips.numpy(), max(1, -(-len(clips) // _CHUNK))):
             B, T = chunk.shape[:2]
             window = tower.infer({"frames": chunk.reshape(B * T, *chunk.shape[2:])})["features"].reshape(B, T, -1)

@@ -150,14 +150,19 @@ def _tower_features(bundle: Path, file: str, clips: np.ndarray) -> np.ndarray:
         return runner.infer({"frames": clips.reshape(B * T, *clips.shape[2:])})["features"].reshape(B, T, -1)
 
 
+def head_arrays(bundle: Path, manifest: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """The head's projection, regenerated from its seed as the runtime does, and its weights."""
+    h = manifest["head"]
+    p = h["projection"]
+    return projection_matrix(p["seed"], p["in_dim"], p["out_dim"]), np.load(bundle / h["weights"], allow_pickle=False)
+
+
 def bundle_head_outputs(bundle: Path, manifest: dict[str, Any], clips: np.ndarray, fp16: bool) -> dict[str, np.ndarray]:
     """The device's head path on a bundle's files: the head's tower, the regenerated
     projection, the weights and (for the modes that use StPR) the fused experts and router."""
     h = manifest["head"]
     window = _tower_features(bundle, h["tower_fp16" if fp16 else "tower_file"], clips)
-    p = h["projection"]
-    scores = head_scores(window, projection_matrix(p["seed"], p["in_dim"], p["out_dim"]),
-                         np.load(bundle / h["weights"], allow_pickle=False))
+    scores = head_scores(window, *head_arrays(bundle, manifest))
     c2e, K = np.asarray(manifest["class_to_expert"]), manifest["dims"]["K"]
     own = stpr_logits = None
     if h["mode"] != "alone":
