@@ -232,3 +232,14 @@ def test_leverage_from_the_full_subspace_is_the_exact_mahalanobis_distance():
     top = np.vstack([V[:, -6:], 1.0 / (e[-6:] + lam)])  # the top half and one mean eigenvalue for the rest
     approx = head_leverage(h, top, 1.0 / (e[:-6].mean() + lam))
     assert np.corrcoef(approx, exact)[0, 1] > 0.9
+
+
+def test_head_alone_reads_the_frozen_tower_from_the_one_pass_it_makes():
+    """With no gradient step the adapters' up projection is still zero: the adapted pass is
+    CLIP's frozen tower exactly, so the head alone needs no second pass."""
+    s = R.build(fast_config(**{"head.mode": "alone", "head.tower": "frozen", "head.dim": 64}))
+    m = s.learner.model.eval()
+    frames = torch.stack([s.splits.test[i][0] for i in range(3)])
+    with torch.no_grad():
+        feats = m.frame_features(frames)
+        assert torch.equal(s.learner.head_window(frames, feats), m.frame_features(frames, adapters=False).float())

@@ -101,10 +101,15 @@ class StPRLearner:
     def head_window(self, frames: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
         """The head's tower's frame features `(B, T, D)`: frozen CLIP, or the adapters as the
         base task left them (the current ones while they still are)."""
+        if self.cfg.head.mode == "alone":
+            # No gradient step after the base task (tower adapted) or at all (tower frozen: the
+            # adapters keep their zero up projection, so the adapted tower is CLIP's, exactly):
+            # the features already computed are the head's, no second tower pass.
+            return feats.float()
         if self.cfg.head.tower == "frozen":
             return self.model.frame_features(frames, adapters=False).float()
-        if self.head_adapters is None or self.cfg.head.mode == "alone":
-            return feats.float()  # adapters not trained past the base task
+        if self.head_adapters is None:
+            return feats.float()  # the base task: its adapters are the ones the head keeps
         return self.model.frame_features(frames, adapters=self.head_adapters).float()
 
     # ------------------------------------------------------------------ lifecycle
