@@ -347,6 +347,8 @@ class StPRLearner:
             with self.autocast():
                 window = self.head_window(frames, feats)
             scores = self.head.scores(window)  # (B, C)
+        own = None
+        if any(name.startswith("route") for name in modes):
             own = own_expert_logits(fbar=out["fbar"].float(), z=out["z"].float(), text=m.text_embeddings,
                                     class_to_expert=m.class_to_expert, logit_scale=m.logit_scale)
         for name in modes:
