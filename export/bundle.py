@@ -12,7 +12,6 @@ import datetime as dt
 import json
 import logging
 import os
-import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -25,9 +24,12 @@ import torch
 
 from stpr.runtime.analytic import PROJECTION_GENERATOR, projection_sha256
 from stpr.runtime.atomic import atomic_write_json, make_temp_dir
+from stpr.runtime.bundle_dir import prepare_target, remove_stale_temp, swap_into_place
 from stpr.runtime.experts import FUSED_FILE, FUSED_KEY
 from stpr.runtime.head_bundle import HEAD_TOWER_FILE, HEAD_WEIGHTS_FILE
-from stpr.runtime.manifest import MANIFEST_NAME, SCHEMA_VERSION, BundleError, read_manifest, seal_manifest, sha256_file
+from stpr.runtime.head_sums import HeadSums, save_sums, sums_section
+from stpr.runtime.manifest import MANIFEST_NAME, SCHEMA_VERSION, BundleError, seal_manifest, sha256_file
+from stpr.runtime.openset import head_subspace
 from stpr.runtime.router import BUNDLE_ROUTING_MODES
 from stpr.train.config import routing_tau
 from stpr.train.errors import StprError
@@ -38,7 +40,7 @@ from .fp16 import to_fp16
 from .fuse import fuse_experts
 from .int8 import to_int8
 from .onnx_export import MIN_OPSET, export_backbone, export_expert, finish_onnx
-from .openset import HEAD_SUBSPACE_FILE, OPENSET_FILE, head_openset_report, head_subspace, openset_report
+from .openset import HEAD_SUBSPACE_FILE, OPENSET_FILE, head_openset_report, openset_report
 from .text_export import (
     CLIP_IMAGE_FILE,
     TEXT_TOWER_FILE,
@@ -204,11 +206,12 @@ def write_text(r: Restored, tmp: Path, meta: dict[str, Any], opset: int, fp16: b
 
 
 def write_head(r: Restored, tmp: Path, manifest: dict[str, Any], meta: dict[str, Any], opset: int, fp16: bool,
-               res: ExportResult) -> dict[str, Any]:
-    """The analytic head: its weights, the seed and hash of its projection, and its tower
-    (docs/bundle.md, `head`). The tower is a file the bundle already holds where it can be:
-    the frozen image tower (`clip_backbone.onnx`) or, for the head alone on the adapted tower,
-    StPR's own backbone (the adapters stop changing after the base task)."""
+               res: ExportResult, sums: str | None = "float64") -> dict[str, Any]:
+    """The analytic head: its weights, the seed and hash of its projection, its tower and
+    (unless `sums` is None) its sums, which `stpr-learn` needs (docs/bundle.md, `head`). The
+    tower is a file the bundle already holds where it can be: the frozen image tower
+    (`clip_backbone.onnx`) or, for the head alone on the adapted tower, StPR's own backbone
+    (the adapters stop changing after the base task)."""
     learner, cfg = r.learner, r.cfg.head
     head = learner.head
     with _step(res, "head"):
@@ -240,33 +243,44 @@ def write_head(r: Restored, tmp: Path, manifest: dict[str, Any], meta: dict[str,
     }
     if fp16_name:
         section["tower_fp16"] = fp16_name
+    if sums is not None:
+        with _step(res, "head sums"):
+            held = HeadSums(gram=head.gram.numpy(), cross=head.cross.numpy(), counts=head.counts.numpy(),
+                            n_ref=float(head.n_ref), lam=float(head.lam), balance=head.balance, dtype=sums)
+            _check_stored_sums(held)
+            save_sums(tmp, held)
+            section["sums"] = sums_section(held, manifest["classes"])[0]
     return {"head": section}
 
 
-def _prepare_target(out: Path, force: bool) -> None:
-    """Refuse to overwrite anything but a bundle, and a bundle only with --force."""
-    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+STORED_SUMS_TOLERANCE = 1e-4  # max |W from the stored sums - W| / max |W|; stpr-learn refuses more (learn.py)
+
+
+def _check_stored_sums(sums: HeadSums) -> None:
+    """float32 sums are refused when their rounding moves the solve: with a small lambda
+    (the demo's is ~1e-6 of G's scale) it flips G's near-null directions and the weights
+    come out ~1000x off; float64 is exact."""
+    if sums.dtype == "float64":
         return
-    try:
-        old = read_manifest(out, check_hash=False)
-    except BundleError:
-        raise StprError(f"{str(out)!r} exists and is not a bundle; choose a new or empty folder for --out") from None
-    if not force:
-        src = old.get("source", {})
-        raise StprError(
-            f"{str(out)!r} already holds a bundle (from {src.get('run_dir')}, task {src.get('task')}); "
-            "pass --force to replace it"
-        )
+    w = sums.solve()
+    stored = HeadSums(**{**sums.__dict__, "gram": sums.gram.astype(sums.dtype).astype(np.float64),
+                         "cross": sums.cross.astype(sums.dtype).astype(np.float64)})
+    gap = float(np.abs(stored.solve() - w).max() / max(1e-12, float(np.abs(w).max())))
+    if gap > STORED_SUMS_TOLERANCE:
+        raise StprError(f"--head-sums {sums.dtype} would move the head's weights by {gap:.2g} (relative; lambda "
+                        f"{sums.lam:.3g} is small next to the rounding of G); use --head-sums float64")
 
 
 def export_run(
     run_dir: str | Path, out: str | Path, *, fp16: bool = False, task: int | None = None,
     opset: int = MIN_OPSET, engine: bool = False, force: bool = False, parity_clips: int = 16,
-    int8: bool = False, text: bool = True,
+    int8: bool = False, text: bool = True, head_sums: str | None = "float64",
 ) -> ExportResult:
     """Export the model after `task` (default: the last) of `run_dir` to the bundle `out`.
     `text=False` leaves out what adding classes by name needs (text tower, frozen image
-    tower, tokenizer): a smaller bundle that cannot add classes on the device."""
+    tower, tokenizer): a smaller bundle that cannot add classes on the device.
+    `head_sums` stores the analytic head's sums at that precision (None: not at all, a
+    smaller bundle that `stpr-learn` refuses)."""
     out = Path(out)
     if opset < MIN_OPSET:
         raise StprError(f"--opset {opset} is too old: LayerNormalization needs opset >= {MIN_OPSET}")
@@ -282,7 +296,10 @@ def export_run(
         except Exception as e:
             raise StprError(f"--engine needs TensorRT here: {e}\nWithout --engine, `stpr-run --backend trt` "
                             "builds the engines on the device at first start.") from None
-    _prepare_target(out, force)
+    try:
+        prepare_target(out, force)
+    except BundleError as e:
+        raise StprError(str(e)) from None
     res = ExportResult(bundle=out)
     with _step(res, "restore"):
         r = restore(run_dir, task)
@@ -301,7 +318,7 @@ def export_run(
         if fp16:
             manifest.update(write_fp16(tmp, manifest, res))
         if r.learner.head is not None:
-            manifest.update(write_head(r, tmp, manifest, meta, opset, fp16, res))
+            manifest.update(write_head(r, tmp, manifest, meta, opset, fp16, res, head_sums))
         manifest.update(write_fused(tmp, manifest, int8, res))
         if engine:
             manifest.update(write_engines(tmp, manifest, res))
@@ -312,7 +329,7 @@ def export_run(
                              for p in sorted(tmp.rglob("*")) if p.is_file() and p.name != "timing.cache"}
         manifest = seal_manifest(manifest)
         atomic_write_json(tmp / MANIFEST_NAME, manifest)
-        _swap_into_place(tmp, out)
+        swap_into_place(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     res.files = {name: out / name for name in manifest["files"]} | {MANIFEST_NAME: out / MANIFEST_NAME}
@@ -352,7 +369,7 @@ def write_openset(r: Restored, tmp: Path, manifest: dict[str, Any], res: ExportR
     extra: dict[str, Any] = {}
     with _step(res, "openset"):
         if "head" in manifest:  # the head's own scores (runtime/openset.py), from G's subspace
-            subspace, tail_inverse = head_subspace(r)
+            subspace, tail_inverse = head_subspace(r.learner.head.gram.numpy(), float(r.learner.head.lam))
             report = head_openset_report(r, tmp, manifest, subspace, tail_inverse)
             if report is not None:
                 np.save(tmp / HEAD_SUBSPACE_FILE, subspace, allow_pickle=False)
@@ -365,40 +382,3 @@ def write_openset(r: Restored, tmp: Path, manifest: dict[str, Any], res: ExportR
     atomic_write_json(tmp / OPENSET_FILE, report)
     keep = ("score", "threshold", "target_tpr", "standardise")
     return {"unknown": {**{k: report[k] for k in keep if k in report}, **extra, "report": OPENSET_FILE}}
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)  # signal 0: only asks whether the process exists
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
-def remove_stale_temp(out: Path) -> list[Path]:
-    """Remove the hidden work folders (`.tmp-<name>-<pid>-*`, `.old-<name>-<pid>-*`) that an
-    export of `out` killed before its cleanup left beside it (hundreds of MB for ViT-B/16).
-    A folder whose process still runs is left alone: that export is in progress."""
-    pattern = re.compile(rf"^\.(tmp|old)-{re.escape(out.name)}-(\d+)-")
-    removed = []
-    for p in out.parent.iterdir() if out.parent.is_dir() else []:
-        m = pattern.match(p.name)
-        if m and p.is_dir() and int(m.group(2)) != os.getpid() and not _pid_alive(int(m.group(2))):
-            shutil.rmtree(p, ignore_errors=True)
-            removed.append(p)
-            log.info("removed %s, left by an interrupted export", p)
-    return removed
-
-
-def _swap_into_place(tmp: Path, out: Path) -> None:
-    # Rename the finished bundle into place; an old bundle (with --force) goes aside first
-    # and is removed only once the new one is there.
-    old = None
-    if out.exists():
-        old = out.with_name(f".old-{out.name}-{os.getpid()}-{int(time.time())}")
-        out.rename(old)
-    tmp.rename(out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

@@ -44,10 +44,13 @@ def _check_opset(ctx: click.Context, param: click.Parameter, value: int) -> int:
 @click.option("--int8", is_flag=True, help="Also write int8 experts for CPUs (experts.int8.onnx, parity-checked).")
 @click.option("--no-text", is_flag=True, help="Leave out the text tower, frozen image tower and tokenizer "
               "(smaller bundle; stpr-classes cannot add classes by name to it).")
+@click.option("--head-sums", type=click.Choice(["float64", "float32", "none"]), default="float64", show_default=True,
+              help="Store the analytic head's sums (G, C) so stpr-learn can add classes on the device; float32 "
+                   "halves them (M = 2048: 16 MB instead of 32), none leaves them out.")
 @click.option("--publish", type=click.Path(path_type=Path),
               help="Then point this symlink at the bundle, atomically (what `stpr-run --watch` follows).")
 def main(run_dir: Path, out: Path, fp16: bool, task: int | None, opset: int, engine: bool, force: bool,
-         parity_clips: int, int8: bool, no_text: bool, publish: Path | None) -> None:
+         parity_clips: int, int8: bool, no_text: bool, head_sums: str, publish: Path | None) -> None:
     """Export a trained run to an ONNX bundle that stpr-run serves without PyTorch.
 
     Needs the [export] install extra (torch, open_clip_torch and onnx)."""
@@ -74,7 +77,8 @@ def main(run_dir: Path, out: Path, fp16: bool, task: int | None, opset: int, eng
         out.parent.mkdir(parents=True, exist_ok=True)
         with sigterm_as_interrupt(), exclusive(lock):  # a stopped export still removes its temp folder
             res = export_run(run_dir, out, fp16=fp16, task=task, opset=opset, engine=engine, force=force,
-                             parity_clips=parity_clips, int8=int8, text=not no_text)
+                             parity_clips=parity_clips, int8=int8, text=not no_text,
+                             head_sums=None if head_sums == "none" else head_sums)
     except StprError as e:
         raise click.ClickException(str(e)) from None
     except LockHeld:

@@ -23,7 +23,6 @@ from stpr.runtime.openset import (
     COMBINED,
     FALLBACK_SCORE,
     HEAD_COMBINED,
-    HEAD_SUBSPACE_RANK,
     HEAD_UNKNOWN_SCORE,
     SCORES,
     TARGET_TPR,
@@ -167,19 +166,6 @@ def _calibrate_and_measure(r: Restored, outputs: Callable[[torch.Tensor], dict],
 
 
 HEAD_SUBSPACE_FILE = "head_subspace.npy"  # (M + 1, r): G's top eigenvectors, then 1 / (eigenvalue + lambda)
-
-
-def head_subspace(r: Restored) -> tuple[np.ndarray, float]:
-    """G's top-r eigenvectors with `1 / (e + lambda)` as a last row, and the rest of the
-    spectrum's `1 / (mean e + lambda)`: what the Mahalanobis score needs, without G."""
-    head = r.learner.head
-    evals, evecs = torch.linalg.eigh(head.gram)  # ascending
-    rank = min(HEAD_SUBSPACE_RANK, head.dim)
-    top_e, top_v = evals[-rank:].clamp_min(0), evecs[:, -rank:]
-    rest = evals[:-rank].clamp_min(0)
-    tail = float(rest.mean()) if len(rest) else 0.0
-    sub = torch.cat([top_v, (1.0 / (top_e + head.lam)).unsqueeze(0)]).numpy().astype(np.float32)
-    return sub, 1.0 / (tail + head.lam)
 
 
 def head_bundle_outputs(bundle: Path, manifest: dict[str, Any], clips: torch.Tensor) -> dict[str, np.ndarray]:

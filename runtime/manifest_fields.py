@@ -11,6 +11,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from .head_bundle import check_head_fields
+from .head_sums import LEARNED_EXPERT
 from .manifest import BundleError
 from .openset import COMBINED, COMBINED_PARTS, HEAD_COMBINED, HEAD_COMBINED_PARTS, HEAD_SCORE_NAMES, SCORE_NAMES
 from .router import BUNDLE_ROUTING_MODES
@@ -74,6 +75,7 @@ def _channels(m: dict[str, Any], field: str, positive: bool, problems: list[str]
 
 def _classes(m: dict[str, Any], C: int | None, K: int | None, problems: list[str]) -> None:
     names, c2e = m.get("classes"), m.get("class_to_expert")
+    alone = isinstance(m.get("head"), dict) and m["head"].get("mode") == "alone"  # only the head serves
     if not isinstance(names, list) or not all(isinstance(c, str) and c for c in names):
         problems.append("classes must be a list of non-empty class names")
     elif C is not None and len(names) != C:
@@ -83,9 +85,10 @@ def _classes(m: dict[str, Any], C: int | None, K: int | None, problems: list[str
         problems.append(f"class_to_expert must be a list of integer expert indices, found {bad!r}")
     elif C is not None and len(c2e) != C:
         problems.append(f"class_to_expert has {len(c2e)} entries but dims.C is {C}")
-    elif K is not None and any(not 0 <= k < K for k in c2e):
+    elif K is not None and any(not 0 <= k < K and not (k == LEARNED_EXPERT and alone) for k in c2e):
         problems.append(f"class_to_expert holds {sorted(set(k for k in c2e if not 0 <= k < K))}: "
-                        f"expert indices must be in 0..{K - 1} (dims.K is {K})")
+                        f"expert indices must be in 0..{K - 1} (dims.K is {K})" +
+                        (f", or {LEARNED_EXPERT} for a class learned on the device" if alone else ""))
 
 
 def _model_files(m: dict[str, Any], K: int | None, problems: list[str]) -> None:

@@ -186,3 +186,16 @@ def head_unknown_scores(scores: np.ndarray, h: np.ndarray, subspace: np.ndarray 
 HEAD_SCORE_NAMES = ("head_max", "head_margin", "head_mahalanobis", HEAD_COMBINED)
 HEAD_UNKNOWN_SCORE = HEAD_COMBINED  # chosen by AUROC on never-trained classes (README, "Unknown actions")
 HEAD_SUBSPACE_RANK = 256  # eigenvectors of G kept for the Mahalanobis score
+
+
+def head_subspace(gram: np.ndarray, lam: float) -> tuple[np.ndarray, float]:
+    """G's top-r eigenvectors with `1 / (e + lambda)` as a last row, and the rest of the
+    spectrum's `1 / (mean e + lambda)`: what `head_leverage` needs, without G. The export
+    calls it on the trained sums, `stpr-learn` on the sums after learning."""
+    evals, evecs = np.linalg.eigh(np.asarray(gram, np.float64))  # ascending
+    rank = min(HEAD_SUBSPACE_RANK, gram.shape[0])
+    top_e, top_v = np.maximum(evals[-rank:], 0.0), evecs[:, -rank:]
+    rest = np.maximum(evals[:-rank], 0.0)
+    tail = float(rest.mean()) if len(rest) else 0.0
+    sub = np.concatenate([top_v, (1.0 / (top_e + lam))[None, :]]).astype(np.float32)
+    return sub, 1.0 / (tail + lam)
