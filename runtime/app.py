@@ -15,6 +15,7 @@ from .recognizer import Recognizer
 from .stream import FeatureRing
 
 if TYPE_CHECKING:
+    from .live_learn import LiveLearner
     from .watch import BundleWatcher
 
 STAGES = ("preprocess", "backbone", "experts", "router", "total")
@@ -71,12 +72,14 @@ FrameHook = Callable[[np.ndarray, "dict | None"], None]
 
 def stream(rec: Recognizer, frames: Iterable[tuple[int, np.ndarray]], *, stride: int, smooth: int, topk: int,
            events: EventLog, summary: Summary, on_frame: FrameHook | None = None,
-           max_frames: int | None = None, watcher: "BundleWatcher | None" = None) -> None:
+           max_frames: int | None = None, watcher: "BundleWatcher | None" = None,
+           learner: "LiveLearner | None" = None) -> None:
     """Run the backbone once per frame entering the ring; predict once the ring is full.
 
     `on_frame(frame, latest_event)` sees every source frame (not only the predicting
     ones), with the latest prediction so far or None, so `--output` is a full copy.
-    With a `watcher`, a new bundle it offers is swapped in between two steps."""
+    With a `watcher`, a new bundle it offers is swapped in between two steps. A
+    `learner` (stpr-run --learn) sees every full window and records those it needs."""
     b = rec.bundle
     ring = FeatureRing(b.frames, rec.feature_dim)
     recent: deque[np.ndarray] = deque(maxlen=max(1, smooth))
@@ -101,6 +104,8 @@ def stream(rec: Recognizer, frames: Iterable[tuple[int, np.ndarray]], *, stride:
             ring.push(rec.frame_features(x)[0])
             t2 = time.perf_counter()
             if ring.full:
+                if learner is not None:
+                    learner.on_step(rec, ring.window(), index)
                 out = rec.classify(ring.window()[None])
                 recent.append(out["probs"][0])
                 probs = np.mean(recent, axis=0)
@@ -116,6 +121,8 @@ def stream(rec: Recognizer, frames: Iterable[tuple[int, np.ndarray]], *, stride:
                 fit = float(np.mean(recent_fit)) if recent_fit else None
                 latest = rec.mark(make_event(index, time.perf_counter() - summary.started, rec.topk(probs, topk),
                                              out["weights"][0], latency, fit, rec.unknown_threshold))
+                if learner is not None:
+                    latest["learning"] = learner.status()
                 events.write(latest)
         if on_frame:
             on_frame(frame, latest)

@@ -6,7 +6,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Iterator, NoReturn
+from typing import Callable, Iterator, NoReturn
 
 import click
 import numpy as np
@@ -17,6 +17,7 @@ from .bundle import Bundle, load_bundle
 from .clip import TruncatedClip, clip_frames
 from .exits import EXIT_ERROR, EXIT_INTERRUPT, EXIT_SIGTERM, EXIT_STREAM, EXIT_WRITE, click_error, exit_codes_help
 from .experts import EXPERT_VARIANTS
+from .live_learn import LEARN_KEY, LearnOptions, LiveLearner, make_learner
 from .manifest import BundleError
 from .openset import check_threshold
 from .outputs import EventLog, OutputError, VideoOut, check_distinct, check_writable
@@ -145,12 +146,23 @@ def _finite_threshold(ctx: click.Context, param: click.Parameter, value: float |
                    "if present].")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True,
               help="Seconds without a live frame = stalled (exit 3).")
+@click.option("--learn", "learn_name", help="Record windows as examples of this action and learn it (stpr-learn, "
+              "live): press l in the window, or see --learn-after.")
+@click.option("--learn-windows", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Windows to record for --learn.")
+@click.option("--learn-every", type=click.IntRange(min=1), help="Source frames between recorded windows [T: no "
+              "frame shared].")
+@click.option("--learn-after", type=click.FloatRange(min=0), help="Start recording this many seconds after the "
+              "first prediction (needed with --headless).")
+@click.option("--learn-out", type=click.Path(path_type=Path), help="Where --learn writes the new bundle "
+              "[BUNDLE-learned-<time> beside the bundle]; with --watch on a link, the link is switched to it.")
 def main(url: str | None, bundle_dir: Path, camera: int | None, video: Path | None, frames_dir: Path | None,
          backend: str, device: str, fp16: bool, experts_variant: str | None, watch: bool, watch_interval: float,
          stride: int, smooth: int, topk: int, clip: bool, headless: bool,
          output: Path | None, jsonl: Path | None, max_frames: int | None, unknown_threshold: float | None,
          classes_file: Path | None,
-         timeout: float) -> None:
+         timeout: float, learn_name: str | None = None, learn_windows: int = 16, learn_every: int | None = None,
+         learn_after: float | None = None, learn_out: Path | None = None) -> None:
     """Recognise actions from a camera, video, frame folder or stream URL."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     logging.getLogger("stpr.runtime.backends").setLevel(logging.INFO)
@@ -167,14 +179,19 @@ def main(url: str | None, bundle_dir: Path, camera: int | None, video: Path | No
         return Recognizer(b, backend, device, fp16, experts_variant, zero_shot=load_zero_shot(b, classes_file),
                           unknown_threshold=unknown_threshold).__enter__()
 
-    watcher = BundleWatcher(bundle_dir, start_recognizer, watch_interval) if watch else None
+    # --learn hands its bundle to a watcher, which polls the link only with --watch
+    watcher = BundleWatcher(bundle_dir, start_recognizer, watch_interval) if watch or learn_name else None
     try:
         bundle = load_bundle(watcher.resolved if watcher else bundle_dir)  # watching: the folder the link names now
+        learner = None if learn_name is None else make_learner(
+            bundle, bundle_dir, watcher, LearnOptions(learn_name, learn_windows, learn_every, learn_after, learn_out),
+            clip=clip, headless=headless, watch=watch, classes_file=classes_file)
         recognizer = Recognizer(bundle, backend, device, fp16, experts_variant,
                                 zero_shot=load_zero_shot(bundle, classes_file), unknown_threshold=unknown_threshold)
     except (BundleError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     summary, code, failure, write_errors = Summary(), 0, None, []
+    key_hook = learner.trigger if learner is not None else None
     # SIGINT too: a second Ctrl-C must not cut short the cleanup (the capture thread's join, the files).
     with sigterm_as_interrupt(sigint=True):
         try:
@@ -189,9 +206,10 @@ def main(url: str | None, bundle_dir: Path, camera: int | None, video: Path | No
                 else:
                     if watcher is not None:
                         watcher.serving_bundle = bundle
-                        watcher.start()
+                        if watch:
+                            watcher.start()
                     _run_stream(rec, kind, source, stride, smooth, topk, events, summary, video_out, window,
-                                max_frames, timeout, watcher)
+                                max_frames, timeout, watcher, learner, key_hook)
         except KeyboardInterrupt as e:  # Ctrl-C, the window's q/Esc, or SIGTERM (Terminated)
             terminated = isinstance(e, Terminated)
             click.echo("\nterminated (SIGTERM)" if terminated else "\ninterrupted", err=True)
@@ -300,7 +318,8 @@ def _frames(kind: str, source: object, timeout: float
 
 def _run_stream(rec: Recognizer, kind: str, source: object, stride: int, smooth: int, topk: int,
                 events: EventLog, summary: Summary, video_out: VideoOut, window: bool, max_frames: int | None,
-                timeout: float, watcher: BundleWatcher | None = None) -> None:
+                timeout: float, watcher: BundleWatcher | None = None, learner: LiveLearner | None = None,
+                key_hook: Callable[[], None] | None = None) -> None:
     import cv2
 
     frames, grabber, fps = _frames(kind, source, timeout)
@@ -312,14 +331,19 @@ def _run_stream(rec: Recognizer, kind: str, source: object, stride: int, smooth:
         video_out.write(annotated)
         if window:
             cv2.imshow("stpr-run", annotated)
-            if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+            key = cv2.waitKey(1) & 0xFF
+            if key in (ord("q"), 27):
                 raise KeyboardInterrupt
+            if key == ord(LEARN_KEY) and key_hook is not None:
+                key_hook()
 
     drawn = video_out.active or window  # nobody sees the overlay otherwise: do not draw it
     try:
         stream(rec, frames, stride=stride, smooth=smooth, topk=topk, events=events, summary=summary,
-               on_frame=on_frame if drawn else None, max_frames=max_frames, watcher=watcher)
+               on_frame=on_frame if drawn else None, max_frames=max_frames, watcher=watcher, learner=learner)
     finally:
+        if learner is not None:  # a bundle being written is finished, so the run does not leave it half-way
+            learner.wait(timeout=600)
         if grabber is not None:
             summary.dropped = grabber.dropped
             grabber.stop(wait=timeout + 2 * READ_GRACE_S)

@@ -11,6 +11,7 @@ _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _BOX = (0, 0, 0)  # BGR: black behind every text
 _LABEL, _TEXT, _BAR = (0, 255, 0), (255, 255, 255), (0, 200, 255)
 _UNKNOWN = (0, 140, 255)  # BGR orange: no known action fits
+_RECORDING = (0, 0, 255)  # BGR red: stpr-run --learn is recording examples
 
 
 def _text_box(img: np.ndarray, text: str, org: tuple[int, int], scale: float, colour: tuple[int, int, int],
@@ -59,6 +60,20 @@ def draw_overlay(frame: np.ndarray, event: dict | None, fps: float) -> np.ndarra
                           _TEXT, 1)
     else:
         below = _text_box(out, f"{label} {score:.2f}", (8, y), scale, _LABEL, thick)
-    _text_box(out, f"{fps:.1f} fps", (8, below + int(22 * scale) + 4), scale * 0.8, _TEXT, 1)
+    below = _text_box(out, f"{fps:.1f} fps", (8, below + int(22 * scale) + 4), scale * 0.8, _TEXT, 1)
+    if event.get("learning"):
+        _learning(out, event["learning"], below + int(22 * scale) + 4, scale)
     _routing_bars(out, list(event["routing"].values()), scale)
     return out
+
+
+def _learning(img: np.ndarray, s: dict, y: int, scale: float) -> None:
+    """The --learn session's state: red while it records, so the person in front of the
+    camera knows when to perform the action."""
+    text = {"waiting": f"press l to record '{s['class']}'",
+            "recording": f"REC '{s['class']}' {s['recorded']}/{s['of']}",
+            "learning": f"learning '{s['class']}'...",
+            "done": f"learned '{s['class']}'",
+            "failed": f"not learned: {s.get('reason', '')[:60]}"}[s["state"]]
+    colour = _RECORDING if s["state"] in ("recording", "failed") else _TEXT
+    _text_box(img, text, (8, y), scale * 0.8, colour, max(1, int(2 * scale)) if s["state"] == "recording" else 1)

@@ -111,6 +111,11 @@ class BundleWatcher(threading.Thread):
             return Offer(str(folder), reason=f"smoke inference failed: {e}")
         return Offer(str(folder), rec)
 
+    def offer_folder(self, folder: Path) -> None:
+        """Load, verify and offer the bundle in `folder` now, from any thread: how the bundle
+        that `stpr-run --learn` wrote reaches the stream when no link is watched."""
+        self._offer(self._load(Path(folder)))
+
     def _offer(self, offer: Offer) -> None:
         with self._lock:
             if offer.recognizer is not None:  # a newer bundle supersedes one not yet taken

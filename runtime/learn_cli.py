@@ -1,0 +1,145 @@
+"""`stpr-learn`: add, extend or remove classes of a bundle's analytic head on the device.
+
+Torch-free, like `stpr-run`. The clips go through the bundle's own head tower, their
+features update the head's sums, the head is solved again and a new bundle is written
+(docs/runtime.md, "Learn on the device"; the maths in docs/method.md).
+
+    stpr-learn --bundle bundles/b1 --out bundles/b2 --add "wave hello" clips/*.mp4
+    stpr-learn --bundle bundles/b1 --out bundles/b2 --data my_clips/   # my_clips/<class>/<clips>
+    stpr-learn --bundle bundles/b2 --out bundles/b3 --remove "wave hello" --publish bundles/current
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+from .atomic import LockHeld, exclusive, write_error_line
+from .bundle import Bundle
+from .exits import EXIT_INTERRUPT, EXIT_SIGTERM, EXIT_WRITE, click_error, exit_codes_help
+from .frame_folder import IMAGE_EXTS
+from .learn import MIN_CLIPS, check_request, head_bundle, learn
+from .learn_clips import LearnError, rows_of_clips
+from .manifest import BundleError
+from .publish import publish
+from .recognizer import Recognizer
+from .signals import Terminated, sigterm_as_interrupt
+
+EPILOG = exit_codes_help(
+    error="refused, nothing written: a bundle without a head or its sums, a clip that decodes no frame or has "
+          "fewer than T, a class with fewer clips than --min-clips, an empty, duplicate or unknown name",
+    write="the new bundle could not be written (full disk, read-only): nothing half-written is kept",
+    interrupt="Ctrl-C: nothing written, the old bundle is untouched",
+    sigterm="SIGTERM: nothing written, the old bundle is untouched")
+_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def data_clips(data: Path) -> dict[str, list[Path]]:
+    """`DIR/<class>/<clips>` -> class -> clips (video files, or folders of frames). Hidden
+    entries are skipped, as in training's folder rule."""
+    if not data.is_dir():
+        raise LearnError(f"--data {str(data)!r} is not a folder; pass DIR holding one folder of clips per class")
+    out: dict[str, list[Path]] = {}
+    for folder in sorted(p for p in data.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        clips = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+        if any(p.suffix.lower() in IMAGE_EXTS for p in clips):
+            raise LearnError(f"--data {str(folder)!r} holds images directly; put each clip's frames in a folder of "
+                             "its own (DIR/<class>/<clip>/<frames>) or pass video files")
+        out[folder.name] = clips
+    if not out:
+        raise LearnError(f"--data {str(data)!r} holds no class folders; lay it out as DIR/<class>/<clips>")
+    return out
+
+
+def _requested(add: str | None, clips: tuple[Path, ...], data: Path | None) -> dict[str, list[Path]]:
+    if clips and add is None:
+        raise click.UsageError("clips were given without --add NAME; name the class they show")
+    if add is not None and not clips:
+        raise LearnError(f"--add {add!r} has no clips; pass its video files or frame folders after it")
+    wanted = data_clips(data) if data is not None else {}
+    if add is not None:
+        if add in wanted:
+            raise LearnError(f"class {add!r} is given twice, by --add and by a folder of --data; give it once")
+        wanted[add] = list(clips)
+    return wanted
+
+
+@click.command(context_settings=_SETTINGS, epilog=EPILOG)
+@click.option("--bundle", "bundle_dir", required=True, type=click.Path(path_type=Path),
+              help="The bundle to learn from (a folder, or the --publish link).")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="The new bundle's folder.")
+@click.option("--add", help="A class to add (or to give more examples): its clips follow as arguments.")
+@click.argument("clips", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--data", type=click.Path(path_type=Path), help="Add every class of DIR/<class>/<clips>.")
+@click.option("--remove", multiple=True, help="A class to drop (repeatable).")
+@click.option("--min-clips", type=click.IntRange(min=1), default=MIN_CLIPS, show_default=True,
+              help="Refuse a new class with fewer clips.")
+@click.option("--backend", type=click.Choice(["ort", "trt"]), default="ort", show_default=True,
+              help="What runs the head's tower: onnxruntime or TensorRT.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--fp16", is_flag=True, help="Run the bundle's fp16 tower (the one stpr-run --fp16 serves).")
+@click.option("--force", is_flag=True, help="Replace a bundle already in --out.")
+@click.option("--publish", "publish_link", type=click.Path(path_type=Path),
+              help="Then point this symlink at the new bundle (what `stpr-run --watch` follows).")
+def main(bundle_dir: Path, out: Path, add: str | None, clips: tuple[Path, ...], data: Path | None,
+         remove: tuple[str, ...], min_clips: int, backend: str, device: str, fp16: bool, force: bool,
+         publish_link: Path | None) -> None:
+    """Teach a bundle new actions from a few clips, or drop some: a new bundle, no torch, no workstation."""
+    if publish_link is not None and publish_link.exists() and not publish_link.is_symlink():
+        raise click.UsageError(f"--publish {str(publish_link)!r} exists and is not a symlink; pick a new path")
+    t0 = time.perf_counter()
+    code = 0
+    with sigterm_as_interrupt():
+        try:
+            wanted = _requested(add, clips, data)
+            if not wanted and not remove:
+                raise click.UsageError("nothing to do: give --add NAME CLIPS..., --data DIR or --remove NAME")
+            loaded = head_bundle(bundle_dir)
+            # names and clip counts before the tower runs: a refusal comes in a second, not after it
+            check_request(loaded[0].classes, {n: np.zeros((len(p), 0)) for n, p in wanted.items()}, list(remove),
+                          min_clips)
+            adds = _rows(loaded[0], wanted, backend, device, fp16)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with exclusive(out.parent / f".{out.name}.lock"):
+                report = learn(bundle_dir, out, adds, list(remove), min_clips=min_clips, force=force, loaded=loaded)
+            if publish_link is not None:
+                publish(out, publish_link)
+        except (LearnError, BundleError) as e:
+            raise click.ClickException(str(e)) from None
+        except LockHeld:
+            raise click.ClickException(f"another stpr-learn or stpr-export is writing {str(out)!r} now; wait for "
+                                       "it or choose another --out") from None
+        except OSError as e:
+            raise click_error(write_error_line(e, detail=" (nothing was written; the old bundle is untouched)"),
+                              EXIT_WRITE) from None
+        except KeyboardInterrupt as e:
+            click.echo("\nstopped: nothing written, the old bundle is untouched", err=True)
+            code = EXIT_SIGTERM if isinstance(e, Terminated) else EXIT_INTERRUPT
+    if code:
+        sys.exit(code)
+    changes = [f"+{n} ({k} clips)" for n, k in report.added.items()] + [f"-{n}" for n in report.removed]
+    click.echo(f"wrote {str(out)!r}: {len(report.classes)} classes ({', '.join(changes)}) in "
+               f"{time.perf_counter() - t0:.1f} s", err=True)
+    if publish_link is not None:
+        click.echo(f"published: {str(publish_link)!r} -> {str(out)!r}", err=True)
+
+
+def _rows(b: Bundle, wanted: dict[str, list[Path]], backend: str, device: str, fp16: bool) -> dict[str, np.ndarray]:
+    """Each class's head rows, with a progress line per class (the tower is the slow part)."""
+    adds: dict[str, np.ndarray] = {}
+    if not wanted:
+        return adds
+    with Recognizer(b, backend, device, fp16) as rec:
+        for name, paths in wanted.items():
+            t = time.perf_counter()
+            adds[name] = rows_of_clips(rec, paths)
+            click.echo(f"{name!r}: {len(paths)} clips through the head's tower in {time.perf_counter() - t:.1f} s",
+                       err=True)
+    return adds
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""Clips learned on the device: read with the training sampling, through the head's tower.
+
+A clip is a video file or a folder of frames (`frame_folder`'s rule). Its T segment-centre
+frames (`sampling.centre_indices`, what training's head sums were built from) go through
+the bundle's own head tower; the head's feature `h = relu(x P)` of each clip is what
+`stpr-learn` adds to the sums.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+import cv2
+import numpy as np
+
+from .analytic import expand
+from .clip import TruncatedClip, clip_frames
+from .frame_folder import IMAGE_EXTS, frame_files
+from .preprocess import preprocess
+from .recognizer import Recognizer
+from .sampling import centre_indices
+from .stream import SourceError, SourceFailed, open_capture
+
+
+class LearnError(ValueError):
+    """Input that `stpr-learn` refuses, in one line with what to do; nothing is written."""
+
+
+def _folder_frames(folder: Path, T: int) -> list[np.ndarray]:
+    files = frame_files(folder)
+    if not files:
+        raise LearnError(f"clip {str(folder)!r} is a folder with no frame images ({', '.join(sorted(IMAGE_EXTS))}); "
+                         "pass video files or folders of frames")
+    if len(files) < T:
+        raise LearnError(f"clip {str(folder)!r} has {len(files)} frames, fewer than the T={T} the head reads in time "
+                         "order; record a longer clip")
+    frames = []
+    for i in centre_indices(len(files), T):
+        img = cv2.imread(str(files[int(i)]), cv2.IMREAD_COLOR)
+        if img is None:
+            raise LearnError(f"clip {str(folder)!r}: frame {files[int(i)].name!r} cannot be decoded; "
+                             "replace or remove it")
+        frames.append(img)
+    return frames
+
+
+def read_clip(path: Path, T: int) -> list[np.ndarray]:
+    """The T segment-centre frames (BGR) of a video file or frame folder, or a `LearnError`.
+
+    A clip shorter than T is refused, not padded: a repeated frame carries no motion,
+    and motion is what the head tells classes apart by."""
+    path = Path(path)
+    if path.is_dir():
+        return _folder_frames(path, T)
+    if not path.is_file():
+        raise LearnError(f"clip {str(path)!r} does not exist; pass video files or folders of frames")
+    try:
+        frames, n = clip_frames(lambda: open_capture(str(path)), str(path), T)
+    except TruncatedClip as e:
+        raise LearnError(f"clip {e}; re-record or drop it") from None
+    except (SourceError, SourceFailed) as e:
+        raise LearnError(f"clip {e}; pass a video OpenCV can decode") from None
+    if n < T:
+        raise LearnError(f"clip {str(path)!r} has {n} frames, fewer than the T={T} the head reads in time order; "
+                         "record a longer clip")
+    return frames
+
+
+def window_rows(rec: Recognizer, windows: np.ndarray) -> np.ndarray:
+    """`(B, T, feature_dim)` windows of the recognizer's towers -> the head's `h (B, M)` float32."""
+    return expand(rec.window_block(windows, "head"), rec.head.projection).astype(np.float32)
+
+
+def _preprocessed(rec: Recognizer, frames: list[np.ndarray]) -> np.ndarray:
+    b = rec.bundle
+    return np.stack([preprocess(f, b.size, b.mean, b.std) for f in frames])
+
+
+def clip_rows(rec: Recognizer, frames: list[np.ndarray]) -> np.ndarray:
+    """One clip's T frames -> its head row `h (1, M)`."""
+    return window_rows(rec, rec.frame_features(_preprocessed(rec, frames))[None])
+
+
+def rows_of_clips(rec: Recognizer, paths: Sequence[Path],
+                  progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """`(N, M)` head rows of the clips at `paths`. Every clip is read (and preprocessed, so
+    memory holds T model-sized frames per clip, not the video's) before any is run: a bad
+    one fails in seconds, not after the tower has run on the others."""
+    T = rec.bundle.frames
+    clips = [_preprocessed(rec, read_clip(p, T)) for p in paths]
+    rows = []
+    for i, x in enumerate(clips):
+        rows.append(window_rows(rec, rec.frame_features(x)[None]))
+        if progress is not None:
+            progress(i + 1, len(clips))
+    return np.concatenate(rows) if rows else np.zeros((0, rec.head.projection.shape[1]), np.float32)

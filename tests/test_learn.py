@@ -1,0 +1,316 @@
+"""stpr-learn: classes learned on the device, exactly as the training side would solve them, torch-free."""
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from helpers import fast_config, write_video
+from test_hot_swap import _read, _stream_publishing
+
+from stpr.export import export_run
+from stpr.runtime.bundle import load_bundle
+from stpr.runtime.head_sums import LEARNED_EXPERT
+from stpr.runtime.learn import head_bundle, learn
+from stpr.runtime.learn_cli import main as learn_main
+from stpr.runtime.manifest import BundleError, seal_manifest, sha256_file, verify_bundle
+from stpr.runtime.preprocess import preprocess
+from stpr.runtime.publish import publish
+from stpr.runtime.recognizer import Recognizer
+from stpr.train import run as R
+from stpr.train.analytic_fit import AnalyticHead
+from stpr.train.data.synthetic import SyntheticActions
+from stpr.train.restore import restore
+
+NEW = ["cross_moving_right", "cross_moving_left"]  # classes the run never trained (4+4x2 trains 12 of 20)
+
+
+@pytest.fixture(scope="module")
+def learned(tmp_path_factory):
+    """A head-alone run and its bundle, the never-trained classes' clips as frame folders
+    (`data/<class>/<clip>/`), and a bundle that learned them from 6 clips each."""
+    root = tmp_path_factory.mktemp("learn")
+    R.run(fast_config(**{"head.mode": "alone", "head.dim": 512}), root / "run")
+    export_run(root / "run", root / "b0")
+    train = SyntheticActions("train", clips_per_class=8, seed=0)
+    for name in NEW:
+        c = train.classes.index(name)
+        for j, i in enumerate([i for i, t in enumerate(train.targets) if t == c][:6]):
+            folder = root / "data" / name / f"{j:02d}"
+            folder.mkdir(parents=True)
+            for f, frame in enumerate(train.raw_clip(i)):
+                cv2.imwrite(str(folder / f"{f:02d}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    res = CliRunner().invoke(learn_main, ["--bundle", str(root / "b0"), "--out", str(root / "b1"),
+                                          "--data", str(root / "data")])
+    assert res.exit_code == 0, res.output
+    return root
+
+
+def _snapshot(folder):
+    return {p.relative_to(folder).as_posix(): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _probs(bundle, clips):
+    b = load_bundle(bundle)
+    with Recognizer(b) as rec:
+        return np.concatenate([rec.classify(rec.frame_features(np.stack(
+            [preprocess(cv2.cvtColor(f, cv2.COLOR_RGB2BGR), b.size, b.mean, b.std) for f in clip]))[None])["probs"]
+            for clip in clips])
+
+
+def _test_clips(n=12):
+    test = SyntheticActions("test", clips_per_class=1, seed=5)
+    return [test.raw_clip(i) for i in range(n)]
+
+
+def test_device_solve_equals_the_training_side_solve(learned):
+    m = json.loads((learned / "b1" / "manifest.json").read_text())
+    assert m["classes"][-2:] == sorted(NEW) and m["dims"]["C"] == 14
+    assert m["class_to_expert"][-2:] == [LEARNED_EXPERT] * 2
+    assert m["head"]["learned"] == {"rows": "head_learned_rows.npy", "classes": sorted(NEW), "clips": [6, 6]}
+    rows = np.load(learned / "b1" / "head_learned_rows.npy", allow_pickle=False)
+    # the device's rows are the training tower's features of the same clips
+    train = SyntheticActions("train", clips_per_class=8, seed=0)
+    r = restore(learned / "run")
+    idx = [i for i, t in enumerate(train.targets) if train.classes[t] == sorted(NEW)[0]][:6]
+    with torch.no_grad():
+        x = torch.stack([train[i][0] for i in idx])
+        ref = r.learner.head.features(r.learner.model.frame_features(x, adapters=False).float()).numpy()
+    np.testing.assert_allclose(rows[:6], ref, atol=1e-4)
+    # and the solve is training's: the sums plus one new task of these rows
+    head = AnalyticHead.from_state(r.learner.head.state_dict())
+    head.add_task(torch.from_numpy(rows), torch.tensor([12] * 6 + [13] * 6), 14)
+    w = np.load(learned / "b1" / "head_weights.npy", allow_pickle=False)
+    assert np.abs(w - head.weights.numpy()).max() <= 1e-5 * np.abs(head.weights.numpy()).max()
+    assert m["lineage"][-1]["added"] == {n: 6 for n in sorted(NEW)}
+    parity = json.loads((learned / "b1" / "parity.json").read_text())["learned"]
+    assert parity["sums_reproduce_shipped_weights"]["max_rel_diff"] <= 1e-4
+
+
+def test_add_then_remove_returns_the_original_predictions(learned, tmp_path):
+    before = _snapshot(learned / "b1")
+    report = learn(learned / "b1", tmp_path / "b2", {}, sorted(NEW))
+    assert report.removed == sorted(NEW) and _snapshot(learned / "b1") == before  # never edited in place
+    clips = _test_clips()
+    p0, p2 = _probs(learned / "b0", clips), _probs(tmp_path / "b2", clips)
+    np.testing.assert_allclose(p2, p0, atol=1e-5)
+    assert load_bundle(tmp_path / "b2").classes == load_bundle(learned / "b0").classes
+    assert "learned" not in json.loads((tmp_path / "b2" / "manifest.json").read_text())["head"]
+
+
+def test_more_examples_of_a_learned_class_equal_learning_them_at_once(learned, tmp_path):
+    _, sums = head_bundle(learned / "b1")
+    c = load_bundle(learned / "b1").classes.index(NEW[0])
+    rows = sums.rows[c]
+    learn(learned / "b0", tmp_path / "a", {NEW[0]: rows[:4]}, [])
+    learn(tmp_path / "a", tmp_path / "b", {NEW[0]: rows[4:]}, [])  # --add to an existing (learned) class
+    learn(learned / "b0", tmp_path / "c", {NEW[0]: rows}, [])
+    wb = np.load(tmp_path / "b" / "head_weights.npy")
+    wc = np.load(tmp_path / "c" / "head_weights.npy")
+    np.testing.assert_allclose(wb, wc, atol=1e-5 * np.abs(wc).max())
+
+
+def test_removing_a_trained_class_leaves_the_others_scores_as_they_were(learned, tmp_path):
+    b0 = load_bundle(learned / "b0")
+    learn(learned / "b0", tmp_path / "less", {}, [b0.classes[0]])
+    w0 = np.load(learned / "b0" / "head_weights.npy")
+    w = np.load(tmp_path / "less" / "head_weights.npy")
+    np.testing.assert_allclose(w, w0[:, 1:], atol=1e-6 * np.abs(w0).max())  # columns of one solve
+
+
+def test_learned_classes_are_recognised(learned):
+    test = SyntheticActions("test", clips_per_class=4, seed=0)
+    clips = [(test.raw_clip(i), test.classes[t]) for i, t in enumerate(test.targets) if test.classes[t] in NEW]
+    names = load_bundle(learned / "b1").classes
+    pred = _probs(learned / "b1", [c for c, _ in clips]).argmax(1)
+    assert np.mean([names[p] == y for p, (_, y) in zip(pred, clips)]) >= 0.5  # chance is 1/14
+
+
+def _strip(src, dst, edit):
+    """A copy of bundle `src` with its manifest edited by `edit` and resealed: a valid bundle otherwise."""
+    import shutil
+
+    shutil.copytree(src, dst)
+    m = json.loads((dst / "manifest.json").read_text())
+    edit(m)
+    m.pop("manifest_sha256")
+    (dst / "manifest.json").write_text(json.dumps(seal_manifest(m)))
+    verify_bundle(dst)
+    return dst
+
+
+def _bad_inputs(root, tmp):
+    """(name, arguments, words the one-line error must hold) for each refusal."""
+    (tmp / "junk.mp4").write_bytes(os.urandom(4096))
+    short = write_video(tmp / "short.avi", [SyntheticActions("test", clips_per_class=1, num_frames=3)
+                                            .raw_clip(0)])
+    clips = sorted(str(p) for p in (root / "data" / NEW[0]).iterdir())
+    dup = tmp / "dup"
+    for name in ("wave_hello", "Wave-Hello"):
+        (dup / name).mkdir(parents=True)
+        (dup / name / "clip").symlink_to(root / "data" / NEW[0] / "00")
+    no_head = _strip(root / "b0", tmp / "nohead", lambda m: [m.pop("head"), m.pop("unknown", None)])
+    no_sums = _strip(root / "b0", tmp / "nosums", lambda m: m["head"].pop("sums"))
+    b0 = str(root / "b0")
+    return [
+        ("no frame", ["--bundle", b0, "--add", "x", str(tmp / "junk.mp4"), *clips], "junk.mp4"),
+        ("too short", ["--bundle", b0, "--add", "x", str(short), *clips], "fewer than the T=8"),
+        ("too few clips", ["--bundle", b0, "--add", "x", *clips[:3]], "at least 4"),
+        ("empty name", ["--bundle", b0, "--add", "  ", *clips], "empty"),
+        ("duplicate name", ["--bundle", b0, "--data", str(dup)], "give each class once"),
+        ("name of a class", ["--bundle", b0, "--add", "Circle Moving Right", *clips], "circle_moving_right"),
+        ("unknown removal", ["--bundle", b0, "--remove", "nope"], "no such class"),
+        ("no head", ["--bundle", str(no_head), "--add", "x", *clips], "no analytic head"),
+        ("no sums", ["--bundle", str(no_sums), "--add", "x", *clips], "no head sums"),
+    ]
+
+
+def test_bad_input_gets_one_line_and_nothing_is_written(learned, tmp_path):
+    before = _snapshot(learned / "b0")
+    for name, args, words in _bad_inputs(learned, tmp_path):
+        out = tmp_path / f"out-{name.replace(' ', '-')}"
+        res = CliRunner().invoke(learn_main, [*args, "--out", str(out)])
+        lines = [line for line in res.output.splitlines() if line.strip()]
+        assert res.exit_code == 1, (name, res.output)
+        assert len(lines) == 1 and lines[0].startswith("Error: ") and words in lines[0], (name, res.output)
+        assert not out.exists(), name
+    assert _snapshot(learned / "b0") == before
+    assert not [p for p in learned.iterdir() if p.name.startswith(".tmp-")]
+
+
+KILLED = """
+import os, signal, sys
+sys.modules["torch"] = None
+import stpr.runtime.learn as L
+def die(*a, **k):
+    os.kill(os.getpid(), signal.SIGKILL)  # the power goes off mid-write
+L.save_sums = die
+from stpr.runtime.learn_cli import main
+main()
+"""
+
+TORCHLESS = "import sys; sys.modules['torch'] = None\nfrom stpr.runtime.learn_cli import main\nmain()"
+
+
+def test_a_run_killed_mid_way_leaves_the_old_bundle_serving(learned, tmp_path):
+    before = _snapshot(learned / "b0")
+    args = ["--bundle", str(learned / "b0"), "--out", str(tmp_path / "new"), "--data", str(learned / "data")]
+    proc = subprocess.run([sys.executable, "-c", KILLED, *args], capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL
+    assert not (tmp_path / "new").exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+    assert _snapshot(learned / "b0") == before
+    load_bundle(learned / "b0")
+    # the next run (torch blocked, as on a device) succeeds and clears what the killed one left
+    proc = subprocess.run([sys.executable, "-c", TORCHLESS, *args], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert load_bundle(tmp_path / "new").classes[-2:] == sorted(NEW)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_watch_picks_up_a_bundle_published_by_stpr_learn_without_a_gap(learned, tmp_path, monkeypatch):
+    link = publish(learned / "b0", tmp_path / "current")
+    test = SyntheticActions("test", clips_per_class=4, seed=0)
+    video = write_video(tmp_path / "v.avi", [test.raw_clip(i) for i in (0, 4, 8, 12)])
+
+    def learn_and_publish(_new, link):
+        res = CliRunner().invoke(learn_main, ["--bundle", str(learned / "b0"), "--out", str(tmp_path / "b1"),
+                                              "--data", str(learned / "data"), "--publish", str(link)])
+        assert res.exit_code == 0, res.output
+
+    events = tmp_path / "ev.jsonl"
+    res = _stream_publishing(monkeypatch, link, None, video, events, publish_with=learn_and_publish)
+    assert res.exit_code == 0, res.output
+    predictions, swaps = _read(events)
+    assert [e["frame"] for e in predictions] == list(range(7, 32))  # one per step, no gap
+    assert len(swaps) == 1 and swaps[0]["classes"] == 14 and swaps[0]["bundle"].endswith("b1")
+
+
+def test_learn_refuses_to_edit_a_bundle_in_place_or_overwrite_one(learned, tmp_path):
+    with pytest.raises(ValueError, match="never edited in place"):
+        learn(learned / "b1", learned / "b1", {}, [NEW[0]])
+    with pytest.raises(BundleError, match="--force"):
+        learn(learned / "b1", learned / "b0", {}, [NEW[0]])
+
+
+def test_class_learned_on_the_device_is_refused_outside_the_head_alone(learned, tmp_path):
+    def route(m):
+        m["head"]["mode"] = "route-soft"
+
+    with pytest.raises(BundleError, match="class learned on the device|expert indices"):
+        _strip(learned / "b1", tmp_path / "routed", route)
+
+
+def test_live_session_records_learns_and_swaps_in_the_new_class(learned, tmp_path, monkeypatch):
+    from stpr.runtime import cli as run_cli
+    from stpr.runtime.overlay import draw_overlay
+
+    train = SyntheticActions("train", clips_per_class=8, seed=0)
+    c = train.classes.index(NEW[0])
+    video = write_video(tmp_path / "v.avi", [train.raw_clip(i) for i, t in enumerate(train.targets) if t == c])
+    original = run_cli.stream
+
+    def stream(rec, frames, **kw):  # hold the stream after the 4th window until the new bundle is offered
+        def gen():
+            for index, frame in frames:
+                yield index, frame
+                if index == 40:
+                    while not kw["watcher"].has_offer and kw["learner"].state != "failed":
+                        pass
+        return original(rec, gen(), **kw)
+
+    monkeypatch.setattr(run_cli, "stream", stream)
+    events, out = tmp_path / "ev.jsonl", tmp_path / "learned"
+    res = CliRunner().invoke(run_cli.main, ["--bundle", str(learned / "b0"), "--video", str(video), "--headless",
+                                            "--learn", "wave", "--learn-after", "0", "--learn-windows", "4",
+                                            "--jsonl", str(events), "--learn-out", str(out)])
+    assert res.exit_code == 0, res.output
+    predictions, swaps = _read(events)
+    assert [e["frame"] for e in predictions] == list(range(7, 64))  # no gap while learning or swapping
+    states = [(e["frame"], e["learning"]["state"], e["learning"]["recorded"]) for e in predictions]
+    assert states[0] == (7, "recording", 1) and (31, "learning", 4) in states  # every T = 8 frames, 4 windows
+    assert len(swaps) == 1 and swaps[0]["classes"] == 13 and swaps[0]["bundle"] == str(out)
+    assert all(len(e["top"]) == 3 for e in predictions) and predictions[-1]["learning"]["state"] == "done"
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["classes"][-1] == "wave" and m["head"]["learned"]["clips"] == [4]
+    frame = np.zeros((240, 320, 3), np.uint8)
+    def red(img):
+        b, g, r = (img[..., i].astype(int) for i in range(3))
+        return int(((r > 150) & (g < 60) & (b < 60)).sum())
+
+    assert red(draw_overlay(frame, predictions[0], 10.0)) > 20  # the red REC line
+    waiting = {**predictions[0], "learning": {**predictions[0]["learning"], "state": "waiting"}}
+    assert red(draw_overlay(frame, waiting, 10.0)) == 0
+
+
+def test_live_session_refusals(learned, tmp_path):
+    from stpr.runtime import cli as run_cli
+
+    video = write_video(tmp_path / "v.avi", [SyntheticActions("test", clips_per_class=1).raw_clip(0)])
+    base = ["--bundle", str(learned / "b0"), "--video", str(video), "--learn", "wave"]
+    for extra, words in ((["--headless"], "--learn-after"), (["--headless", "--learn-after", "0", "--clip"], "--clip"),
+                         (["--headless", "--learn-after", "0", "--learn-windows", "2"], "at least 4")):
+        res = CliRunner().invoke(run_cli.main, [*base, *extra])
+        assert res.exit_code == 2 and words in res.output, res.output
+
+
+def test_float32_sums_are_refused_where_rounding_moves_the_solve():
+    from stpr.export.bundle import _check_stored_sums
+    from stpr.runtime.head_sums import HeadSums
+    from stpr.train.errors import StprError
+
+    rng = np.random.default_rng(0)
+    h = rng.standard_normal((40, 256))  # 40 clips in 256 dimensions: G is singular
+    gram, cross = h.T @ h, h.T @ np.eye(4)[rng.integers(0, 4, 40)]
+
+    def sums(lam):
+        return HeadSums(gram=gram, cross=cross, counts=np.full(4, 10.0), n_ref=10.0, lam=lam, balance="weight",
+                        dtype="float32")
+
+    _check_stored_sums(sums(1.0))  # a lambda well above float32's rounding of G: kept
+    with pytest.raises(StprError, match="use --head-sums float64"):
+        _check_stored_sums(sums(1e-9))
