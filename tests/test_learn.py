@@ -314,3 +314,24 @@ def test_float32_sums_are_refused_where_rounding_moves_the_solve():
     _check_stored_sums(sums(1.0))  # a lambda well above float32's rounding of G: kept
     with pytest.raises(StprError, match="use --head-sums float64"):
         _check_stored_sums(sums(1e-9))
+
+
+@pytest.mark.parametrize("balance", ["weight", "none"])
+def test_device_sums_follow_the_training_balance_rule_on_uneven_classes(balance):
+    from stpr.runtime.head_sums import HeadSums
+
+    rng = np.random.default_rng(1)
+    M = 64
+    head = AnalyticHead(in_dim=8, dim=M, seed=0, balance=balance, ridge=0.5)
+    counts = [12, 5, 9]  # an uneven base task
+    h = torch.from_numpy(rng.random((sum(counts), M)))
+    head.add_task(h, torch.tensor(np.repeat(np.arange(3), counts)), 3)
+    sums = HeadSums(gram=head.gram.numpy().copy(), cross=head.cross.numpy().copy(), counts=head.counts.numpy().copy(),
+                    n_ref=head.n_ref,
+                    lam=head.lam, balance=balance, dtype="float64")
+    new = rng.random((4, M)).astype(np.float32)
+    sums.add_rows(sums.add_class(), new)
+    head.add_task(torch.from_numpy(new.astype(np.float64)), torch.tensor([3] * 4), 4)
+    np.testing.assert_allclose(sums.solve(), head.weights.numpy(), atol=1e-5 * float(head.weights.abs().max()))
+    if balance == "weight":  # 4 clips against n_ref = 26 / 3: each weighs n_ref / 4, the class as much as any
+        assert sums.row_weight(3) == pytest.approx(head.n_ref / 4)
