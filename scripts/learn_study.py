@@ -19,6 +19,12 @@ run's own test clips, through the device code:
 n_ref / its class's count; `none`: plain ridge), the imbalance comparison.
 
     python scripts/learn_study.py --out runs/learn_study --seeds 0 1 2 --clips 2 4 8 16 32
+    python scripts/learn_study.py --out runs/learn_study_seeded --order seeded --clips 4 8 16 32
+    python scripts/learn_study.py --out runs/learn_photo --dataset folder --data-root runs/photo_motion --clips 4 8 16 32
+
+With `--order seeded` the held-out task mixes shapes and motions; with a folder dataset
+(e.g. `scripts/make_photo_motion.py`'s photos) the held-out classes' clips are the
+dataset's own training clips and the test clips are read as the device reads them.
 """
 from __future__ import annotations
 
@@ -30,7 +36,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import cv2
 import numpy as np
@@ -42,7 +48,7 @@ from ablate import ensure_run, note, variant  # noqa: E402
 from stpr.runtime.atomic import atomic_write_json  # noqa: E402
 from stpr.train.config import load_config  # noqa: E402
 
-HELD_OUT_TASK = 4  # the ring: the demo's fifth task (shape-major class order)
+HELD_OUT_TASK = 4  # the fifth task (the demo's ring: its default order is shape-major)
 CHILD = "import sys; sys.modules['torch'] = None; from stpr.runtime.learn_cli import main; main()"
 
 
@@ -77,8 +83,8 @@ def subset(root: Path, k: int, dest: Path) -> Path:
     return dest
 
 
-def predict(bundle: Path, test: Any) -> tuple[list[str], list[str]]:
-    """(predicted class, true class) for every test clip, through the device's code."""
+def predict(bundle: Path, test: list[tuple[Callable[[], list[np.ndarray]], str]]) -> tuple[list[str], list[str]]:
+    """(predicted class, true class) for every test clip (its BGR frames, its class), through the device's code."""
     from stpr.runtime.bundle import load_bundle
     from stpr.runtime.preprocess import preprocess
     from stpr.runtime.recognizer import Recognizer
@@ -86,13 +92,49 @@ def predict(bundle: Path, test: Any) -> tuple[list[str], list[str]]:
     b = load_bundle(bundle)
     pred, truth = [], []
     with Recognizer(b) as rec:
-        for i, t in enumerate(test.targets):
-            x = np.stack([preprocess(cv2.cvtColor(f, cv2.COLOR_RGB2BGR), b.size, b.mean, b.std)
-                          for f in test.raw_clip(i)])
+        for frames, name in test:
+            x = np.stack([preprocess(f, b.size, b.mean, b.std) for f in frames()])
             probs = rec.classify(rec.frame_features(x)[None])["probs"][0]
             pred.append(rec.names[int(probs.argmax())])
-            truth.append(test.classes[t])
+            truth.append(name)
     return pred, truth
+
+
+def synthetic_clips(cfg: Any, out: Path, held: list[str]) -> tuple[Path, list]:
+    """The demo: (DIR/<held-out class>/<48 PNG frame folders>, test clips)."""
+    from stpr.train.data.synthetic import SyntheticActions
+
+    common = dict(num_frames=cfg.data.num_frames, image_size=32, seed=cfg.seed)
+    train, test = SyntheticActions("train", **common), SyntheticActions("test", **common)
+    root = out / "clips"  # all 48 training clips of each held-out class; each k takes its first k
+    if not (root / held[0] / f"{train.clips_per_class - 1:03d}").is_dir():
+        shutil.rmtree(root, ignore_errors=True)
+        write_clips(train, held, train.clips_per_class, root)
+
+    def frames(i: int) -> Callable[[], list[np.ndarray]]:
+        return lambda: [cv2.cvtColor(f, cv2.COLOR_RGB2BGR) for f in test.raw_clip(i)]
+
+    return root, [(frames(i), test.classes[t]) for i, t in enumerate(test.targets)]
+
+
+def folder_clips(cfg: Any, out: Path, held: list[str]) -> tuple[Path, list]:
+    """A folder dataset (e.g. scripts/make_photo_motion.py's photos): the same, with the held-out
+    classes' training clips linked from the dataset, and its test split read as the device reads."""
+    from stpr.runtime.learn_clips import read_clip
+    from stpr.train.data.folder import folder_dataset
+
+    kw = dict(holdout=cfg.data.holdout, seed=cfg.seed, num_frames=cfg.data.num_frames, size=32,
+              mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    train, test = folder_dataset(Path(cfg.data.root), True, **kw), folder_dataset(Path(cfg.data.root), False, **kw)
+    classes = list(train.classes)
+    root = out / "clips"
+    shutil.rmtree(root, ignore_errors=True)
+    for path, label in train.samples:
+        if classes[label] in held:
+            (root / classes[label]).mkdir(parents=True, exist_ok=True)
+            (root / classes[label] / path.name).symlink_to(path.resolve())
+    T = cfg.data.num_frames
+    return root, [((lambda p=p: read_clip(p, T)), classes[y]) for p, y in test.samples]
 
 
 def accuracy(pred: list[str], truth: list[str], classes: list[str]) -> float:
@@ -121,27 +163,21 @@ def workstation_gap(run_dir: Path, bundle: Path, learned: Path) -> float:
 
 
 def one_seed(cfg: Any, out: Path, clips: Sequence[int]) -> dict[str, Any]:
-    from stpr.train.data.synthetic import SyntheticActions
-
     base_cfg, full_cfg = variant(cfg, {"data.protocol": "4+4x3"}), variant(cfg, {"data.protocol": "4+4x4"})
     base_run, full_run = out / "base", out / "full"
     ensure_run(base_cfg, base_run)
     ensure_run(full_cfg, full_run)
     base, full = export(base_run, out / "bundle_base"), export(full_run, out / "bundle_full")
-    common = dict(num_frames=cfg.data.num_frames, image_size=32, seed=cfg.seed)
-    train, test = SyntheticActions("train", **common), SyntheticActions("test", **common)
-    classes = list(train.classes)
-    held = classes[4 * HELD_OUT_TASK:4 * HELD_OUT_TASK + 4]
-    trained = classes[:4 * HELD_OUT_TASK]
-    root = out / "clips"  # all 48 training clips of each held-out class; each k takes its first k
-    if not (root / held[0] / f"{train.clips_per_class - 1:03d}").is_dir():
-        shutil.rmtree(root, ignore_errors=True)
-        write_clips(train, held, train.clips_per_class, root)
+    order = json.loads((full_run / "metrics.json").read_text())["classes"]  # the protocol's order, task by task
+    held, trained = order[4 * HELD_OUT_TASK:4 * HELD_OUT_TASK + 4], order[:4 * HELD_OUT_TASK]
+    root, test = (synthetic_clips if cfg.data.dataset == "synthetic" else folder_clips)(cfg, out, held)
+    available = min(len(list((root / c).iterdir())) for c in held)
+    clips = [k for k in clips if k <= available]
     before, truth = predict(base, test)
     ws_pred, _ = predict(full, test)
     res: dict[str, Any] = {
         "trained_acc_before": accuracy(before, truth, trained),
-        "workstation": {"clips": 48, "new_recall": accuracy(ws_pred, truth, held),
+        "workstation": {"clips": available, "new_recall": accuracy(ws_pred, truth, held),
                         "trained_acc": accuracy(ws_pred, truth, trained)},
         "device": {},
     }
@@ -158,7 +194,8 @@ def one_seed(cfg: Any, out: Path, clips: Sequence[int]) -> dict[str, Any]:
         pred, _ = predict(learned, test)
         recall = accuracy(pred, truth, held)
         res["device"][str(k)] = {
-            "new_recall": recall, "ratio_to_workstation": recall / res["workstation"]["new_recall"],
+            "new_recall": recall,
+            "ratio_to_workstation": recall / max(1e-9, res["workstation"]["new_recall"]),
             "trained_acc_after": accuracy(pred, truth, trained),
             "trained_change": accuracy(pred, truth, trained) - res["trained_acc_before"],
             "wall_s": wall, "gap_to_training_solve": workstation_gap(base_run, base, learned),
@@ -187,12 +224,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--clips", type=int, nargs="+", default=[2, 4, 8, 16, 32], help="clips per learned class")
     p.add_argument("--balance", choices=["weight", "none"], default="weight", help="the head's balance rule")
+    p.add_argument("--dataset", default="synthetic", help="synthetic (the demo) or folder")
+    p.add_argument("--order", default="auto", help="data.class_order: auto (the dataset's) or seeded (shuffled)")
+    p.add_argument("--data-root", help="the folder dataset's ROOT/<class>/<clips>")
     args = p.parse_args(argv)
-    if max(args.clips) > 48:
-        p.error("--clips: the demo has 48 training clips per class")
     per_seed = {}
     for seed in args.seeds:
-        cfg = variant(load_config("demo"), {"seed": seed, "head.balance": args.balance})
+        keys = {"seed": seed, "head.balance": args.balance, "data.class_order": args.order}
+        if args.dataset != "synthetic":
+            keys.update({"data.dataset": args.dataset, "data.root": args.data_root})
+        cfg = variant(load_config("demo"), keys)
         per_seed[str(seed)] = one_seed(cfg, args.out / f"{args.balance}_s{seed}", args.clips)
     result = {"balance": args.balance, "seeds": args.seeds, "per_seed": per_seed,
               "mean_std": aggregate(list(per_seed.values())),

@@ -335,3 +335,15 @@ def test_device_sums_follow_the_training_balance_rule_on_uneven_classes(balance)
     np.testing.assert_allclose(sums.solve(), head.weights.numpy(), atol=1e-5 * float(head.weights.abs().max()))
     if balance == "weight":  # 4 clips against n_ref = 26 / 3: each weighs n_ref / 4, the class as much as any
         assert sums.row_weight(3) == pytest.approx(head.n_ref / 4)
+
+
+def test_live_session_runs_with_torch_absent(learned, tmp_path):
+    train = SyntheticActions("train", clips_per_class=8, seed=0)
+    c = train.classes.index(NEW[1])
+    video = write_video(tmp_path / "v.avi", [train.raw_clip(i) for i, t in enumerate(train.targets) if t == c])
+    code = ("import sys; sys.modules['torch'] = None\nfrom stpr.runtime.cli import main\nmain()")
+    args = ["--bundle", str(learned / "b0"), "--video", str(video), "--headless", "--learn", "wave",
+            "--learn-after", "0", "--learn-windows", "4", "--learn-out", str(tmp_path / "out")]
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert load_bundle(tmp_path / "out").classes[-1] == "wave"  # written before stpr-run exited
