@@ -25,12 +25,30 @@ import torch
 from stpr.runtime.analytic import PROJECTION_GENERATOR, projection_sha256
 from stpr.runtime.atomic import atomic_write_json, make_temp_dir
 from stpr.runtime.bundle_dir import prepare_target, remove_stale_temp, swap_into_place
-from stpr.runtime.experts import FUSED_FILE, FUSED_KEY
-from stpr.runtime.head_bundle import HEAD_TOWER_FILE, HEAD_WEIGHTS_FILE
+from stpr.runtime.contract import (
+    ANCHORS_FILE,
+    BACKBONE_FILE,
+    BUNDLE_ROUTING_MODES,
+    CLIP_IMAGE_FILE,
+    FUSED_FILE,
+    FUSED_KEY,
+    HEAD_SUBSPACE_FILE,
+    HEAD_TOWER_FILE,
+    HEAD_WEIGHTS_FILE,
+    MANIFEST_NAME,
+    OPENSET_FILE,
+    PARITY_FILE,
+    ROUTING_ANCHORS,
+    TD_CALIBRATION_FILE,
+    TEXT_EMBEDDINGS_FILE,
+    TEXT_TOWER_FILE,
+    TOKENIZER_FILE,
+    expert_file,
+    pack_td_calibration,
+)
 from stpr.runtime.head_sums import HeadSums, save_sums, sums_section
-from stpr.runtime.manifest import MANIFEST_NAME, SCHEMA_VERSION, BundleError, seal_manifest, sha256_file
+from stpr.runtime.manifest import SCHEMA_VERSION, BundleError, seal_manifest, sha256_file
 from stpr.runtime.openset import head_subspace
-from stpr.runtime.router import BUNDLE_ROUTING_MODES
 from stpr.train.config import routing_tau
 from stpr.train.errors import StprError
 from stpr.train.restore import Restored, restore
@@ -40,11 +58,8 @@ from .fp16 import to_fp16
 from .fuse import fuse_experts
 from .int8 import to_int8
 from .onnx_export import MIN_OPSET, export_backbone, export_expert, finish_onnx
-from .openset import HEAD_SUBSPACE_FILE, OPENSET_FILE, head_openset_report, openset_report
+from .openset import head_openset_report, openset_report
 from .text_export import (
-    CLIP_IMAGE_FILE,
-    TEXT_TOWER_FILE,
-    TOKENIZER_FILE,
     export_text_tower,
     text_manifest,
     text_parity,
@@ -87,15 +102,12 @@ def _versions() -> dict[str, str | None]:
 def base_metadata(r: Restored, opset: int) -> dict[str, Any]:
     """What every artifact carries: the manifest minus file names and hashes."""
     m, cfg, pp = r.learner.model, r.cfg, r.preprocess
-    anchors_of = {"td": "calibrated td anchors (class means of the centred residual)",
-                  "td-raw": "td anchors mu_c (the paper's Eq. 11)",
-                  "adapter": "adapted frame-mean prototypes", "avg": "unused by avg"}
     return {
         "schema_version": SCHEMA_VERSION,
         "classes": list(r.checkpoint["classes"]),
         "class_to_expert": m.class_to_expert.tolist(),
         "routing": {"mode": cfg.method.routing, "tau": routing_tau(cfg.method),
-                    "anchors": anchors_of[cfg.method.routing]},
+                    "anchors": ROUTING_ANCHORS[cfg.method.routing]},
         "logit_scale": float(m.logit_scale),
         "preprocess": {"size": pp.size, "mean": list(pp.mean), "std": list(pp.std), "frames": cfg.data.num_frames,
                        "sampling": "tsn: T equal segments, segment centre", "resize": "shorter side to size, bicubic",
@@ -113,35 +125,35 @@ def base_metadata(r: Restored, opset: int) -> dict[str, Any]:
 
 def write_onnx(r: Restored, tmp: Path, meta: dict[str, Any], opset: int, res: ExportResult) -> dict[str, Any]:
     m = r.learner.model
-    with _step(res, "backbone.onnx"):
-        finish_onnx(export_backbone(m.backbone, tmp / "backbone.onnx", r.preprocess.size, opset), meta)
+    with _step(res, BACKBONE_FILE):
+        finish_onnx(export_backbone(m.backbone, tmp / BACKBONE_FILE, r.preprocess.size, opset), meta)
     experts = []
     for k, expert in enumerate(m.experts):
-        with _step(res, f"expert_{k}.onnx"):
-            finish_onnx(export_expert(expert, tmp / f"expert_{k}.onnx", m.dim, opset), meta)
-        experts.append(f"expert_{k}.onnx")
-    return {"backbone": "backbone.onnx", "experts": experts}
+        with _step(res, expert_file(k)):
+            finish_onnx(export_expert(expert, tmp / expert_file(k), m.dim, opset), meta)
+        experts.append(expert_file(k))
+    return {"backbone": BACKBONE_FILE, "experts": experts}
 
 
 def write_arrays(r: Restored, tmp: Path, res: ExportResult) -> dict[str, Any]:
     m, mode = r.learner.model, r.cfg.method.routing
-    anchors = {"adapter": m.proto_adapter, "td": m.td_anchors}.get(mode, m.anchors)
-    out: dict[str, Any] = {"text_embeddings": "text_embeddings.npy", "anchors": "anchors.npy"}
+    anchors = {"adapter": m.proto_adapter, "td": m.td_anchors}.get(mode, m.td_raw_anchors)
+    out: dict[str, Any] = {"text_embeddings": TEXT_EMBEDDINGS_FILE, "anchors": ANCHORS_FILE}
 
-    def save(name: str, t: torch.Tensor) -> None:
-        np.save(tmp / name, t.detach().cpu().numpy().astype(np.float32), allow_pickle=False)
+    def save(name: str, a: np.ndarray) -> None:
+        np.save(tmp / name, np.asarray(a, dtype=np.float32), allow_pickle=False)
+
+    def numpy(t: torch.Tensor) -> np.ndarray:
+        return t.detach().cpu().float().numpy()
 
     with _step(res, "arrays"):
-        save("text_embeddings.npy", m.text_embeddings)
-        save("anchors.npy", anchors)
-        if mode == "td":  # the calibrated router's per-expert statistics (runtime.router)
-            save(TD_CALIBRATION_FILE, torch.cat([m.td_center, m.td_var, m.td_score_mean[:, None],
-                                                 m.td_score_std[:, None]], 1))
+        save(TEXT_EMBEDDINGS_FILE, numpy(m.text_embeddings))
+        save(ANCHORS_FILE, numpy(anchors))
+        if mode == "td":  # the calibrated router's per-expert statistics, unpacked by the runtime's contract
+            save(TD_CALIBRATION_FILE, pack_td_calibration(numpy(m.td_center), numpy(m.td_var),
+                                                          numpy(m.td_score_mean), numpy(m.td_score_std)))
             out["td_calibration"] = TD_CALIBRATION_FILE
     return out
-
-
-TD_CALIBRATION_FILE = "td_calibration.npy"  # (K, 2D + 2): centre, channel spread, own-score mean and std
 
 
 def write_fp16(tmp: Path, names: dict[str, Any], res: ExportResult) -> dict[str, Any]:
@@ -193,7 +205,7 @@ def write_text(r: Restored, tmp: Path, meta: dict[str, Any], opset: int, fp16: b
         finish_onnx(export_text_tower(clip, tmp / TEXT_TOWER_FILE, opset), meta)
         write_tokenizer(tmp / TOKENIZER_FILE)
         # The frozen image tower without adapters: the adapters, trained on the seen classes
-        # only, erase what the tower knew of unseen ones (README, "Add an action by name").
+        # only, erase what the tower knew of unseen ones (docs/results.md, "Zero-shot").
         finish_onnx(export_backbone(r.learner.model.backbone, tmp / CLIP_IMAGE_FILE, r.preprocess.size, opset,
                                     adapters=False), meta)
         # Transpose stays float32: onnxruntime's transpose optimiser crashes (SIGSEGV) on the
@@ -323,7 +335,7 @@ def export_run(
         if engine:
             manifest.update(write_engines(tmp, manifest, res))
         res.parity = run_parity(r, tmp, manifest, parity_clips, res)
-        atomic_write_json(tmp / "parity.json", res.parity)
+        atomic_write_json(tmp / PARITY_FILE, res.parity)
         manifest.update(write_openset(r, tmp, manifest, res))
         manifest["files"] = {p.relative_to(tmp).as_posix(): sha256_file(p)
                              for p in sorted(tmp.rglob("*")) if p.is_file() and p.name != "timing.cache"}

@@ -42,7 +42,6 @@ from .parity import head_arrays, load_calibration, route_and_classify
 
 log = logging.getLogger(__name__)
 
-OPENSET_FILE = "openset.json"
 UNKNOWN_CLIPS_PER_CLASS = 4  # clips rendered per never-trained class
 _CHUNK = 32  # clips per onnxruntime call: bounds memory on large towers
 
@@ -165,7 +164,6 @@ def _calibrate_and_measure(r: Restored, outputs: Callable[[torch.Tensor], dict],
     return report
 
 
-HEAD_SUBSPACE_FILE = "head_subspace.npy"  # (M + 1, r): G's top eigenvectors, then 1 / (eigenvalue + lambda)
 
 
 def head_bundle_outputs(bundle: Path, manifest: dict[str, Any], clips: torch.Tensor) -> dict[str, np.ndarray]:

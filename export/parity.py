@@ -13,8 +13,9 @@ from stpr.runtime.analytic import head_scores, projection_matrix
 from stpr.runtime.analytic import mode_probabilities as np_mode_probabilities
 from stpr.runtime.analytic import own_expert_logits as np_own_expert_logits
 from stpr.runtime.backends import OrtRunner
-from stpr.runtime.experts import FUSED_KEY, PER_EXPERT_KEY, ExpertsRunner, expert_files
-from stpr.runtime.router import calibration_from_array, classify
+from stpr.runtime.contract import FUSED_KEY, PER_EXPERT_KEY, unpack_td_calibration
+from stpr.runtime.experts import ExpertsRunner, expert_files
+from stpr.runtime.router import classify
 from stpr.train.config import routing_tau
 from stpr.train.data.registry import build_splits
 from stpr.train.model.analytic import mode_probabilities, own_expert_logits
@@ -71,7 +72,7 @@ def load_calibration(bundle: Path, manifest: dict[str, Any]) -> dict[str, np.nda
     if "td_calibration" not in manifest:
         return None
     arr = np.load(bundle / manifest["td_calibration"], allow_pickle=False)
-    return calibration_from_array(arr, manifest["dims"]["K"], manifest["dims"]["D"])
+    return unpack_td_calibration(arr, num_experts=manifest["dims"]["K"], dim=manifest["dims"]["D"])
 
 
 def route_and_classify(bundle: Path, manifest: dict[str, Any], feats: np.ndarray, z: np.ndarray,
@@ -171,8 +172,8 @@ def bundle_head_outputs(bundle: Path, manifest: dict[str, Any], clips: np.ndarra
         with ExpertsRunner([OrtRunner(bundle / f) for f in files], fused) as experts:
             z = experts.infer(feats)
         stpr_logits = route_and_classify(bundle, manifest, feats, z, load_calibration(bundle, manifest))["logits"]
-        own = np_own_expert_logits(feats.mean(axis=1), z, np.load(bundle / manifest["text_embeddings"]), c2e,
-                                   manifest["logit_scale"])
+        own = np_own_expert_logits(fbar=feats.mean(axis=1), z=z, text=np.load(bundle / manifest["text_embeddings"]),
+                                   class_to_expert=c2e, logit_scale=manifest["logit_scale"])
     probs = np_mode_probabilities(h["mode"], scores=scores, class_to_expert=c2e, num_tasks=K, tau=h["tau"],
                                   own_logits=own, stpr_logits=stpr_logits, fuse_weight=h["fuse_weight"])
     return {"features": window, "logits": probs.astype(np.float32)}

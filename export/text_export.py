@@ -21,12 +21,9 @@ from open_clip import tokenizer as oc_tokenizer
 from torch import nn
 
 from stpr.runtime.atomic import atomic_write_text
+from stpr.runtime.contract import CLIP_IMAGE_FILE, TEXT_TOWER_FILE, TOKENIZER_FILE
 from stpr.runtime.tokenizer import MERGES_USED, SPECIAL_TOKENS, byte_vocab
 from stpr.train.restore import Restored
-
-TEXT_TOWER_FILE = "text_tower.onnx"
-TOKENIZER_FILE = "tokenizer.json"
-CLIP_IMAGE_FILE = "clip_backbone.onnx"  # the image tower without adapters
 
 
 class _TextTower(nn.Module):

@@ -13,10 +13,9 @@ import hashlib
 
 import numpy as np
 
+from .contract import HEAD_MODES
 from .router import normalize, softmax
 
-HEAD_MODES = ("alone", "route-hard", "route-soft", "fuse")  # what a bundle's head can serve
-HEAD_TOWERS = ("frozen", "adapted")  # frozen CLIP tower | the adapters as the base task left them
 PROJECTION_GENERATOR = "numpy-pcg64-standard-normal-float32"  # what `projection_matrix` draws with
 
 
@@ -54,7 +53,7 @@ def head_scores(window: np.ndarray, projection: np.ndarray, weights: np.ndarray)
     return (expand(window, projection) @ weights).astype(np.float32)
 
 
-def own_expert_logits(fbar: np.ndarray, z: np.ndarray, text: np.ndarray, class_to_expert: np.ndarray,
+def own_expert_logits(*, fbar: np.ndarray, z: np.ndarray, text: np.ndarray, class_to_expert: np.ndarray,
                       logit_scale: float) -> np.ndarray:
     """Each class scored by its own task's expert: `logit_scale * cos(fbar + z_e(c), t_c)`,
     from `fbar (B, D)`, `z (B, K, D)`, text `(C, D)` -> `(B, C)`."""

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Callable, Iterable
 
 import numpy as np
 
-from .manifest import BundleError
+from .errors import BundleError
 from .outputs import EventLog
 from .preprocess import preprocess
-from .recognizer import Recognizer
+from .recognizer import Recognizer, Verdict
 from .stream import FeatureRing
 
 if TYPE_CHECKING:
@@ -46,14 +46,15 @@ class Summary:
         return "\n".join(lines)
 
 
-def make_event(frame: int, t: float, top: list[tuple[str, float]], weights: np.ndarray,
-               latency: dict[str, float], fit: float | None = None, threshold: float | None = None) -> dict:
-    """One prediction; with a calibrated open-set score (`fit`, `threshold`) it also says
-    whether the clip is `unknown` (fit below the threshold) beside `top`, which still
-    names the nearest known classes."""
-    event: dict = {"frame": frame, "time": round(t, 4), "top": [[c, round(p, 6)] for c, p in top]}
-    if fit is not None and threshold is not None:
-        event.update({"unknown": bool(fit < threshold), "unknown_score": round(float(fit), 6)})
+def make_event(frame: int, t: float, verdict: Verdict, weights: np.ndarray, latency: dict[str, float]) -> dict:
+    """One prediction as a JSON-ready event: it writes the recognizer's verdict (`top`, and
+    with a calibrated open-set score `unknown` and `unknown_score`; `zero_shot` flags when
+    classes were added by name), the routing weights and the latency. It decides nothing."""
+    event: dict = {"frame": frame, "time": round(t, 4), "top": [[c, round(p, 6)] for c, p in verdict.top]}
+    if verdict.unknown is not None:
+        event.update({"unknown": verdict.unknown, "unknown_score": round(float(verdict.unknown_score), 6)})
+    if verdict.zero_shot is not None:
+        event["zero_shot"] = verdict.zero_shot
     event.update({"routing": {f"expert_{k}": round(float(w), 6) for k, w in enumerate(weights)},
                   "latency_ms": {k: round(v, 3) for k, v in latency.items()}})
     return event
@@ -68,6 +69,17 @@ def _check_finite(probs: np.ndarray) -> None:
 
 
 FrameHook = Callable[[np.ndarray, "dict | None"], None]
+
+
+def refilled_ring(rec: Recognizer, inputs: Iterable[np.ndarray]) -> FeatureRing:
+    """A ring for `rec`, filled from the last T preprocessed frames by its own towers (each
+    new bundle retrains the adapters), so the first step after a swap predicts with no gap."""
+    ring = FeatureRing(rec.bundle.frames, rec.feature_dim)
+    frames = list(inputs)
+    if frames:
+        for f in rec.frame_features(np.stack(frames)):
+            ring.push(f)
+    return ring
 
 
 def stream(rec: Recognizer, frames: Iterable[tuple[int, np.ndarray]], *, stride: int, smooth: int, topk: int,
@@ -90,12 +102,12 @@ def stream(rec: Recognizer, frames: Iterable[tuple[int, np.ndarray]], *, stride:
         if max_frames is not None and summary.frames >= max_frames:
             break
         if index % stride == 0:
-            if watcher is not None:
-                rec, new_ring = watcher.between_steps(rec, inputs, index, events.write, summary.started)
-                if new_ring is not None:
-                    b, ring = rec.bundle, new_ring
-                    recent.clear()  # scores of another class list cannot be averaged in
-                    recent_fit.clear()
+            if watcher is not None and (new := watcher.between_steps(rec, index, events.write,
+                                                                     summary.started)) is not None:
+                rec, b = new, new.bundle
+                ring = refilled_ring(rec, inputs)
+                recent.clear()  # scores of another class list cannot be averaged in
+                recent_fit.clear()
             t0 = time.perf_counter()
             x = preprocess(frame, b.size, b.mean, b.std)[None]
             if watcher is not None:
@@ -119,8 +131,8 @@ def stream(rec: Recognizer, frames: Iterable[tuple[int, np.ndarray]], *, stride:
                     summary.latency_ms[k].append(v)
                 summary.predictions += 1
                 fit = float(np.mean(recent_fit)) if recent_fit else None
-                latest = rec.mark(make_event(index, time.perf_counter() - summary.started, rec.topk(probs, topk),
-                                             out["weights"][0], latency, fit, rec.unknown_threshold))
+                latest = make_event(index, time.perf_counter() - summary.started, rec.verdict(probs, fit, topk),
+                                    out["weights"][0], latency)
                 if learner is not None:
                     latest["learning"] = learner.status()
                 events.write(latest)
@@ -138,10 +150,8 @@ def classify_clip(rec: Recognizer, frames: list[np.ndarray], topk: int, last_ind
     t1 = time.perf_counter()
     feats = rec.frame_features(x)
     t2 = time.perf_counter()
-    out = rec.classify(feats[None])
+    out = rec.classify(feats[None], topk=topk)
     _check_finite(out["probs"][0])
     latency = {"preprocess": 1000 * (t1 - t0), "backbone": 1000 * (t2 - t1), "experts": out["experts_ms"],
                "router": out["router_ms"], "total": 1000 * (time.perf_counter() - t0)}
-    fit = None if out["unknown_score"] is None else float(out["unknown_score"][0])
-    return rec.mark(make_event(last_index, 0.0, rec.topk(out["probs"][0], topk), out["weights"][0], latency, fit,
-                               rec.unknown_threshold))
+    return make_event(last_index, 0.0, out["verdicts"][0], out["weights"][0], latency)

@@ -20,6 +20,8 @@ import secrets
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from .errors import LockHeld  # noqa: F401 (also imported from here)
+
 _ATTEMPTS = 100  # name collisions are astronomically rare; this only bounds the loop
 
 
@@ -106,10 +108,6 @@ def write_error_line(err: OSError, target: str | None = None, detail: str = "") 
     fix = "free space or write elsewhere" if err.errno in _FULL else \
         "write to a folder you can write to" if err.errno in _DENIED else "check the disk, or write elsewhere"
     return f"cannot write {target}: {cause}{detail}; {fix}"
-
-
-class LockHeld(RuntimeError):
-    """Another process holds the lock: it is writing the same target now."""
 
 
 @contextlib.contextmanager

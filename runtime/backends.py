@@ -9,7 +9,10 @@ from typing import Protocol
 
 import numpy as np
 
-from .manifest import BundleError
+from .errors import (
+    BundleError,
+    DeviceUnavailable,  # noqa: F401 (also imported from here)
+)
 
 log = logging.getLogger(__name__)
 
@@ -22,10 +25,6 @@ class Backend(Protocol):
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
     def __enter__(self) -> "Backend": ...
     def __exit__(self, *exc: object) -> None: ...
-
-
-class DeviceUnavailable(RuntimeError):
-    """The user asked for a GPU that did not come up."""
 
 
 # --device -> onnxruntime providers, best first. CPU stays last as the op fallback.

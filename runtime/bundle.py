@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
+from .contract import unpack_td_calibration
 from .head_bundle import Head, load_head
 from .manifest import BundleError, verify_bundle
-from .router import calibration_from_array
 
 
 @dataclass
@@ -75,7 +75,8 @@ def load_bundle(path: str | Path) -> Bundle:
     calibration = None
     if m["routing"]["mode"] == "td":  # verify_bundle checked that the manifest names the file
         try:
-            calibration = calibration_from_array(_array(path, m["td_calibration"], "td_calibration"), dims["K"], D)
+            arr = _array(path, m["td_calibration"], "td_calibration")
+            calibration = unpack_td_calibration(arr, num_experts=dims["K"], dim=D)
         except ValueError as e:
             problems.append(str(e))
     if problems:

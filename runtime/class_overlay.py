@@ -13,17 +13,14 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .atomic import atomic_write_json
-from .manifest import MANIFEST_HASH_KEY, BundleError, manifest_digest
+from .errors import OverlayError  # noqa: F401 (also imported from here)
+from .manifest import MANIFEST_HASH_KEY, manifest_digest
 from .text import clean_class_name
 
 OVERLAY_KIND = "stpr zero-shot classes"
 OVERLAY_VERSION = 1
 OVERLAY_HASH_KEY = "overlay_sha256"
 SCORING = "frozen-rank"  # runtime/zero_shot.py: frozen image tower, ranked against the trained classes
-
-
-class OverlayError(BundleError):
-    """An overlay file or an added name that cannot be used, with what to do."""
 
 
 def default_overlay_path(bundle: str | Path) -> Path:

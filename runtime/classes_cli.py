@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Callable
 
 import click
 
@@ -61,15 +62,18 @@ def _check_fits(enc: TextEncoder, names: tuple[str, ...]) -> None:
                                        "differ only past the cut would be one class)")
 
 
+def _names_command(f: Callable[..., None]) -> click.Command:
+    """`stpr-classes <command> BUNDLE NAMES... [--classes FILE]`: add and remove."""
+    return main.command(context_settings=_SETTINGS, epilog=EPILOG)(
+        _BUNDLE(click.argument("names", nargs=-1, required=True)(_OVERLAY(f))))
+
+
 @click.group(context_settings=_SETTINGS, epilog=EPILOG)
 def main() -> None:
     """Add actions to a bundle by name, without retraining (zero-shot, scored by stpr-run)."""
 
 
-@main.command(context_settings=_SETTINGS, epilog=EPILOG)
-@_BUNDLE
-@click.argument("names", nargs=-1, required=True)
-@_OVERLAY
+@_names_command
 def add(bundle: Path, names: tuple[str, ...], overlay: Path | None) -> None:
     """Add NAMES (each one argument: quote names with spaces)."""
     manifest, path, added = _open(bundle, overlay)
@@ -95,10 +99,7 @@ def list_(bundle: Path, overlay: Path | None) -> None:
     click.echo(json.dumps({"trained": manifest["classes"], "zero_shot": added, "overlay": str(path)}, indent=2))
 
 
-@main.command(context_settings=_SETTINGS, epilog=EPILOG)
-@_BUNDLE
-@click.argument("names", nargs=-1, required=True)
-@_OVERLAY
+@_names_command
 def remove(bundle: Path, names: tuple[str, ...], overlay: Path | None) -> None:
     """Remove added NAMES (trained classes cannot be removed here)."""
     manifest, path, added = _open(bundle, overlay)

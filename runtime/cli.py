@@ -5,8 +5,9 @@ import logging
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, NoReturn
+from typing import Any, Callable, Iterator, NoReturn
 
 import click
 import numpy as np
@@ -15,10 +16,10 @@ from .app import Summary, classify_clip, stream
 from .backends import DeviceUnavailable
 from .bundle import Bundle, load_bundle
 from .clip import TruncatedClip, clip_frames
+from .contract import PRECISIONS
+from .errors import BundleError
 from .exits import EXIT_ERROR, EXIT_INTERRUPT, EXIT_SIGTERM, EXIT_STREAM, EXIT_WRITE, click_error, exit_codes_help
-from .experts import EXPERT_VARIANTS
 from .live_learn import LEARN_KEY, LearnOptions, LiveLearner, make_learner
-from .manifest import BundleError
 from .openset import check_threshold
 from .outputs import EventLog, OutputError, VideoOut, check_distinct, check_writable
 from .overlay import draw_overlay
@@ -106,6 +107,38 @@ def _finite_threshold(ctx: click.Context, param: click.Parameter, value: float |
         raise click.BadParameter(str(e)) from None
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """stpr-run's command line, one field per option (click fills them by name)."""
+    url: str | None
+    bundle_dir: Path
+    camera: int | None
+    video: Path | None
+    frames_dir: Path | None
+    backend: str
+    device: str
+    fp16: bool
+    experts_variant: str | None
+    watch: bool
+    watch_interval: float
+    stride: int
+    smooth: int
+    topk: int
+    clip: bool
+    headless: bool
+    output: Path | None
+    jsonl: Path | None
+    max_frames: int | None
+    unknown_threshold: float | None
+    classes_file: Path | None
+    timeout: float
+    learn_name: str | None = None
+    learn_windows: int = 16
+    learn_every: int | None = None
+    learn_after: float | None = None
+    learn_out: Path | None = None
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}, epilog=EPILOG)
 @click.argument("url", required=False)
 @click.option("--bundle", "bundle_dir", required=True, type=click.Path(path_type=Path), help="Bundle from stpr-export.")
@@ -120,7 +153,7 @@ def _finite_threshold(ctx: click.Context, param: click.Parameter, value: float |
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="Where onnxruntime runs; cuda that does not come up is an error, not a silent CPU run.")
 @click.option("--fp16", is_flag=True, help="Use the bundle's fp16 files / engines.")
-@click.option("--experts", "experts_variant", type=click.Choice(EXPERT_VARIANTS),
+@click.option("--experts", "experts_variant", type=click.Choice(PRECISIONS),
               help="Expert weights: fp32, fp16 (GPU), int8 (CPU, from stpr-export --int8) [that of the backbone].")
 @click.option("--watch", is_flag=True, help="Follow --bundle (a symlink from stpr-export --publish) and swap in "
               "each new bundle between two steps.")
@@ -156,38 +189,36 @@ def _finite_threshold(ctx: click.Context, param: click.Parameter, value: float |
               "first prediction (needed with --headless).")
 @click.option("--learn-out", type=click.Path(path_type=Path), help="Where --learn writes the new bundle "
               "[BUNDLE-learned-<time> beside the bundle]; with --watch on a link, the link is switched to it.")
-def main(url: str | None, bundle_dir: Path, camera: int | None, video: Path | None, frames_dir: Path | None,
-         backend: str, device: str, fp16: bool, experts_variant: str | None, watch: bool, watch_interval: float,
-         stride: int, smooth: int, topk: int, clip: bool, headless: bool,
-         output: Path | None, jsonl: Path | None, max_frames: int | None, unknown_threshold: float | None,
-         classes_file: Path | None,
-         timeout: float, learn_name: str | None = None, learn_windows: int = 16, learn_every: int | None = None,
-         learn_after: float | None = None, learn_out: Path | None = None) -> None:
+def main(**options: Any) -> None:
     """Recognise actions from a camera, video, frame folder or stream URL."""
+    o = RunOptions(**options)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     logging.getLogger("stpr.runtime.backends").setLevel(logging.INFO)
     logging.getLogger("stpr.runtime.watch").setLevel(logging.INFO)
-    kind, source = _source(camera, video, frames_dir, url)
-    _check_outputs(kind, source, clip, output, jsonl, bundle_dir, classes_file)
-    if watch and (clip or watch_interval <= 0):
+    kind, source = _source(o.camera, o.video, o.frames_dir, o.url)
+    _check_outputs(kind, source, o.clip, o.output, o.jsonl, o.bundle_dir, o.classes_file)
+    if o.watch and (o.clip or o.watch_interval <= 0):
         raise click.UsageError("--watch follows a bundle while streaming: not with --clip, and --watch-interval > 0")
-    window = not headless and not clip  # clip mode prints one result: nothing to show
+    window = not o.headless and not o.clip  # clip mode prints one result: nothing to show
     if window and not os.environ.get("DISPLAY") and sys.platform.startswith("linux"):
         raise click.ClickException("no display to show the window on; pass --headless (and --output/--jsonl)")
 
+    def recognizer_for(b: Bundle) -> Recognizer:
+        return Recognizer(b, o.backend, o.device, o.fp16, o.experts_variant,
+                          zero_shot=load_zero_shot(b, o.classes_file), unknown_threshold=o.unknown_threshold)
+
     def start_recognizer(b: Bundle) -> Recognizer:
-        return Recognizer(b, backend, device, fp16, experts_variant, zero_shot=load_zero_shot(b, classes_file),
-                          unknown_threshold=unknown_threshold).__enter__()
+        return recognizer_for(b).__enter__()
 
     # --learn hands its bundle to a watcher, which polls the link only with --watch
-    watcher = BundleWatcher(bundle_dir, start_recognizer, watch_interval) if watch or learn_name else None
+    watcher = BundleWatcher(o.bundle_dir, start_recognizer, o.watch_interval) if o.watch or o.learn_name else None
     try:
-        bundle = load_bundle(watcher.resolved if watcher else bundle_dir)  # watching: the folder the link names now
-        learner = None if learn_name is None else make_learner(
-            bundle, bundle_dir, watcher, LearnOptions(learn_name, learn_windows, learn_every, learn_after, learn_out),
-            clip=clip, headless=headless, watch=watch, classes_file=classes_file)
-        recognizer = Recognizer(bundle, backend, device, fp16, experts_variant,
-                                zero_shot=load_zero_shot(bundle, classes_file), unknown_threshold=unknown_threshold)
+        bundle = load_bundle(watcher.resolved if watcher else o.bundle_dir)  # watching: the folder the link names now
+        learner = None if o.learn_name is None else make_learner(
+            bundle, o.bundle_dir, watcher,
+            LearnOptions(o.learn_name, o.learn_windows, o.learn_every, o.learn_after, o.learn_out),
+            clip=o.clip, headless=o.headless, watch=o.watch, classes_file=o.classes_file)
+        recognizer = recognizer_for(bundle)
     except (BundleError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     summary, code, failure, write_errors = Summary(), 0, None, []
@@ -195,27 +226,27 @@ def main(url: str | None, bundle_dir: Path, camera: int | None, video: Path | No
     # SIGINT too: a second Ctrl-C must not cut short the cleanup (the capture thread's join, the files).
     with sigterm_as_interrupt(sigint=True):
         try:
-            events, video_out = EventLog(jsonl), VideoOut(output)
+            events, video_out = EventLog(o.jsonl), VideoOut(o.output)
         except OutputError as e:
             raise click_error(str(e), EXIT_WRITE) from None
         try:
             with recognizer as rec:
-                _say_started(rec, backend)
-                if clip:
-                    _run_clip(rec, Path(str(source)), topk, events, summary)
+                _say_started(rec, o.backend)
+                if o.clip:
+                    _run_clip(rec, Path(str(source)), o.topk, events, summary)
                 else:
                     if watcher is not None:
                         watcher.serving_bundle = bundle
-                        if watch:
+                        if o.watch:
                             watcher.start()
-                    _run_stream(rec, kind, source, stride, smooth, topk, events, summary, video_out, window,
-                                max_frames, timeout, watcher, learner, key_hook)
+                    _run_stream(rec, kind, source, o.stride, o.smooth, o.topk, events, summary, video_out, window,
+                                o.max_frames, o.timeout, watcher, learner, key_hook)
         except KeyboardInterrupt as e:  # Ctrl-C, the window's q/Esc, or SIGTERM (Terminated)
             terminated = isinstance(e, Terminated)
             click.echo("\nterminated (SIGTERM)" if terminated else "\ninterrupted", err=True)
             code = EXIT_SIGTERM if terminated else EXIT_INTERRUPT
         except SourceFailed as e:
-            click.echo(f"error: {e}" + ("; events so far are saved" if jsonl else ""), err=True)
+            click.echo(f"error: {e}" + ("; events so far are saved" if o.jsonl else ""), err=True)
             code = EXIT_STREAM
         except OutputError as e:
             write_errors.append(str(e))

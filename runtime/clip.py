@@ -10,6 +10,7 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 
+from .errors import TruncatedClip  # noqa: F401 (also imported from here)
 from .sampling import centre_indices
 from .stream import SourceFailed, truncated
 
@@ -52,15 +53,6 @@ def count_frames(cap: cv2.VideoCapture) -> tuple[int, bool]:
     while cap.grab():
         n += 1
     return n, True
-
-
-class TruncatedClip(SourceFailed):
-    """A video that stops well before its stated length; `frames` are the T centre frames
-    of the part that decodes (`decodable` frames), so a prediction can still be made."""
-
-    def __init__(self, message: str, frames: list[np.ndarray], decodable: int) -> None:
-        super().__init__(message)
-        self.frames, self.decodable = frames, decodable
 
 
 def _centre_frames(open_cap: Callable[[], cv2.VideoCapture], n: int, frames: int) -> list[np.ndarray]:

@@ -11,14 +11,12 @@ from typing import Any
 
 import numpy as np
 
-from .manifest import BundleError
+from .contract import FUSED_KEY, PER_EXPERT_KEY
+from .contract import PRECISIONS as EXPERT_VARIANTS
+from .errors import BundleError
 
-EXPERT_VARIANTS = ("fp32", "fp16", "int8")
 # manifest key of each variant's per-expert file list and of its fused file (int8 is fused only:
 # it exists for the CPU, where the fused graph is what runs)
-PER_EXPERT_KEY = {"fp32": "experts", "fp16": "experts_fp16"}
-FUSED_KEY = {"fp32": "experts_fused", "fp16": "experts_fused_fp16", "int8": "experts_fused_int8"}
-FUSED_FILE = {"fp32": "experts.onnx", "fp16": "experts.fp16.onnx", "int8": "experts.int8.onnx"}
 EXPORT_FLAG = {"fp32": "", "fp16": " --fp16", "int8": " --int8"}
 
 

@@ -12,12 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from .analytic import HEAD_MODES, HEAD_TOWERS, PROJECTION_GENERATOR, projection_matrix, projection_sha256
+from .analytic import PROJECTION_GENERATOR, projection_matrix, projection_sha256
+from .contract import HEAD_BALANCES, HEAD_MODES, HEAD_TOWERS
+from .errors import BundleError
 from .head_sums import check_sums_fields
-from .manifest import BundleError
-
-HEAD_WEIGHTS_FILE = "head_weights.npy"  # (M, C) float32 ridge weights
-HEAD_TOWER_FILE = "head_backbone.onnx"  # tower 'adapted' beside StPR: the adapters as the base task left them
 
 
 @dataclass
@@ -70,8 +68,8 @@ def check_head_fields(m: dict[str, Any], problems: list[str]) -> None:
         if not _is_number(v) or not (lo < v <= hi if key != "fuse_weight" else lo <= v <= hi):
             problems.append(f"head.{key} is {v!r}: must be a finite number in {'[' if key == 'fuse_weight' else '('}"
                             f"{lo}, {hi}]")
-    if h.get("balance", "weight") not in ("weight", "none"):
-        problems.append(f"head.balance is {h.get('balance')!r}: must be weight or none")
+    if h.get("balance", "weight") not in HEAD_BALANCES:
+        problems.append(f"head.balance is {h.get('balance')!r}: must be one of {', '.join(HEAD_BALANCES)}")
     check_sums_fields(m, problems)
 
 

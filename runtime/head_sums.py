@@ -23,13 +23,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .manifest import BundleError
+from .contract import HEAD_CROSS_FILE, HEAD_GRAM_FILE, HEAD_ROWS_FILE, SUMS_DTYPES
+from .errors import BundleError
 
-HEAD_GRAM_FILE = "head_gram.npy"  # G (M, M): the workstation's clip-weighted sum of h h^T
-HEAD_CROSS_FILE = "head_cross.npy"  # C (M, C): the workstation's clip-weighted sum of h y^T
-HEAD_ROWS_FILE = "head_learned_rows.npy"  # (N, M) float32: every clip learned on the device, grouped by class
 LEARNED_EXPERT = -1  # class_to_expert of a class learned on the device: it belongs to no task, has no expert
-SUMS_DTYPES = ("float64", "float32")  # how G and C are stored; the device always solves in float64
 
 LoadArray = Callable[[Any, str, str], np.ndarray]
 

@@ -19,11 +19,11 @@ import numpy as np
 
 from .atomic import LockHeld, exclusive, write_error_line
 from .bundle import Bundle
+from .errors import BundleError
 from .exits import EXIT_INTERRUPT, EXIT_SIGTERM, EXIT_WRITE, click_error, exit_codes_help
 from .frame_folder import IMAGE_EXTS
 from .learn import MIN_CLIPS, check_request, head_bundle, learn
 from .learn_clips import LearnError, rows_of_clips
-from .manifest import BundleError
 from .publish import publish
 from .recognizer import Recognizer
 from .signals import Terminated, sigterm_as_interrupt

@@ -15,15 +15,12 @@ import numpy as np
 
 from .analytic import expand
 from .clip import TruncatedClip, clip_frames
+from .errors import LearnError  # noqa: F401 (also imported from here)
 from .frame_folder import IMAGE_EXTS, frame_files
 from .preprocess import preprocess
 from .recognizer import Recognizer
 from .sampling import centre_indices
 from .stream import SourceError, SourceFailed, open_capture
-
-
-class LearnError(ValueError):
-    """Input that `stpr-learn` refuses, in one line with what to do; nothing is written."""
 
 
 def _folder_frames(folder: Path, T: int) -> list[np.ndarray]:

@@ -12,17 +12,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .contract import MANIFEST_NAME
+from .errors import BundleError  # noqa: F401 (also imported from here)
+from .manifest_fields import check_fields
+
 SCHEMA_VERSION = 1
-MANIFEST_NAME = "manifest.json"
 REQUIRED_KEYS = (
     "schema_version", "classes", "class_to_expert", "experts", "backbone", "routing", "logit_scale",
     "preprocess", "text_embeddings", "anchors", "dims", "tools", "source", "files", "manifest_sha256",
 )
 MANIFEST_HASH_KEY = "manifest_sha256"
-
-
-class BundleError(Exception):
-    """A bundle that cannot be used, with what is wrong and what to do."""
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -75,8 +74,6 @@ def read_manifest(bundle: str | Path, check_hash: bool = True) -> dict[str, Any]
 
 def verify_bundle(bundle: str | Path) -> dict[str, Any]:
     """Manifest read, its fields checked, and every listed file present with its recorded sha256."""
-    from .manifest_fields import check_fields  # here, not at the top: it imports BundleError from us
-
     bundle = Path(bundle)
     manifest = read_manifest(bundle)
     check_fields(manifest)

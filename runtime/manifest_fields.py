@@ -10,11 +10,11 @@ import math
 from pathlib import PurePosixPath
 from typing import Any
 
+from .contract import BUNDLE_ROUTING_MODES
+from .errors import BundleError
 from .head_bundle import check_head_fields
 from .head_sums import LEARNED_EXPERT
-from .manifest import BundleError
 from .openset import COMBINED, COMBINED_PARTS, HEAD_COMBINED, HEAD_COMBINED_PARTS, HEAD_SCORE_NAMES, SCORE_NAMES
-from .router import BUNDLE_ROUTING_MODES
 
 _MISSING = object()
 

@@ -60,7 +60,7 @@ SCORES: dict[str, Callable[[dict, float], np.ndarray]] = {
 # The combination: each part standardised by its mean and spread on the calibration
 # clips, then the smaller one. A clip is unknown when its class decision is ambiguous
 # (margin) or no expert finds its dynamics typical (route): the two fail on different
-# clips, so the minimum beats either alone (README, "Unknown actions").
+# clips, so the minimum beats either alone (docs/results.md, "Open set").
 COMBINED = "margin_route"
 COMBINED_PARTS = ("margin", "route")
 SCORE_NAMES = (*SCORES, COMBINED)
@@ -184,7 +184,7 @@ def head_unknown_scores(scores: np.ndarray, h: np.ndarray, subspace: np.ndarray 
 
 
 HEAD_SCORE_NAMES = ("head_max", "head_margin", "head_mahalanobis", HEAD_COMBINED)
-HEAD_UNKNOWN_SCORE = HEAD_COMBINED  # chosen by AUROC on never-trained classes (README, "Unknown actions")
+HEAD_UNKNOWN_SCORE = HEAD_COMBINED  # chosen by AUROC on never-trained classes (docs/results.md, "Open set")
 HEAD_SUBSPACE_RANK = 256  # eigenvectors of G kept for the Mahalanobis score
 
 

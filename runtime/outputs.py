@@ -16,13 +16,10 @@ import cv2
 import numpy as np
 
 from .atomic import make_temp_file, write_error_line
+from .errors import OutputError  # noqa: F401 (also imported from here)
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov")
 _DISK_CHECK_FRAMES = 16  # OpenCV's writer reports no error (only a warning a frame): look at the disk instead
-
-
-class OutputError(Exception):
-    """An output file that could not be written; the message names it and the cause."""
 
 
 def write_failure(option: str, path: Path, err: OSError, detail: str = "") -> OutputError:

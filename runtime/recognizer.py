@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -9,8 +10,9 @@ import numpy as np
 from .analytic import expand, mode_probabilities, own_expert_logits, task_probabilities
 from .backends import OrtRunner
 from .bundle import Bundle
+from .contract import TOWER_INPUT, TOWER_OUTPUT
+from .errors import BundleError
 from .experts import ExpertsRunner, expert_files
-from .manifest import BundleError
 from .openset import check_threshold, head_unknown_scores, unknown_score
 from .router import classify, softmax
 from .text import text_section
@@ -46,6 +48,15 @@ def unknown_threshold_for(bundle: Bundle, override: float | None) -> float | Non
     if override is not None:  # finite, and inside the range of the bundle's score where it has one
         return check_threshold(override, "--unknown-threshold", bundle.unknown["score"])
     return float(bundle.unknown["threshold"])
+
+
+@dataclass
+class Verdict:
+    """What a prediction says; events and printouts only write it (`app.make_event`)."""
+    top: list[tuple[str, float]]
+    unknown: bool | None  # None: the bundle has no calibrated open-set score
+    unknown_score: float | None
+    zero_shot: list[bool] | None  # per `top` entry: a class added by name (None: none were added)
 
 
 class Recognizer:
@@ -158,10 +169,10 @@ class Recognizer:
     def frame_features(self, frames: np.ndarray) -> np.ndarray:
         """`(N, 3, H, W)` preprocessed frames -> `(N, feature_dim)`: each tower's features, in
         window order (`window_block` picks one out)."""
-        feats = [r.infer({"frames": frames})["features"] for r in self.tower_runners]
+        feats = [r.infer({TOWER_INPUT: frames})[TOWER_OUTPUT] for r in self.tower_runners]
         return feats[0] if len(feats) == 1 else np.concatenate(feats, axis=-1)
 
-    def classify(self, window: np.ndarray) -> dict[str, Any]:
+    def classify(self, window: np.ndarray, topk: int | None = None) -> dict[str, Any]:
         """`(B, T, feature_dim)` frame features -> probabilities `(B, C + Z)`, weights `(B, K)`
         (the router's; with the head, its probability per task), the unknown score, and the
         time spent in the experts and in the router + classifiers."""
@@ -193,8 +204,12 @@ class Recognizer:
         if probs is None:
             probs = softmax(logits.astype(np.float64))
         t2 = time.perf_counter()
-        return {"probs": probs, "weights": weights, "logits": logits, "unknown_score": fit,
-                "experts_ms": 1000 * (t1 - t0), "router_ms": 1000 * (t2 - t1)}
+        out = {"probs": probs, "weights": weights, "logits": logits, "unknown_score": fit,
+               "experts_ms": 1000 * (t1 - t0), "router_ms": 1000 * (t2 - t1)}
+        if topk is not None:  # each window's verdict (streaming smooths first, then asks `verdict`)
+            out["verdicts"] = [self.verdict(p, None if fit is None else float(fit[i]), topk)
+                               for i, p in enumerate(probs)]
+        return out
 
     def _head_classify(self, window: np.ndarray, out: dict[str, np.ndarray],
                        z: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -205,8 +220,8 @@ class Recognizer:
         scores = (h_feats @ h.weights).astype(np.float32)
         own = None
         if h.mode in ("route-hard", "route-soft"):
-            own = own_expert_logits(self.window_block(window, "stpr").mean(axis=1), z, b.text_embeddings,
-                                    b.class_to_expert, b.logit_scale)
+            own = own_expert_logits(fbar=self.window_block(window, "stpr").mean(axis=1), z=z, text=b.text_embeddings,
+                                    class_to_expert=b.class_to_expert, logit_scale=b.logit_scale)
         probs = mode_probabilities(h.mode, scores=scores, class_to_expert=b.class_to_expert, num_tasks=K,
                                    tau=h.tau, own_logits=own, stpr_logits=out.get("logits"),
                                    fuse_weight=h.fuse_weight)
@@ -225,11 +240,14 @@ class Recognizer:
         added = set(self.zero_shot.names) if self.zero_shot else set()
         return [name in added for name, _ in top]
 
-    def mark(self, event: dict) -> dict:
-        """Add `zero_shot` (one flag per `top` entry) to an event when classes were added by name."""
-        if self.zero_shot is not None:
-            event["zero_shot"] = self.zero_shot_flags([(c, p) for c, p in event["top"]])
-            if event.get("unknown") and event["zero_shot"][0]:
-                # the open-set score covers the trained classes; a class added by name matched
-                event["unknown"] = False
-        return event
+    def verdict(self, probs: np.ndarray, fit: float | None, topk: int) -> Verdict:
+        """The one place that decides what a prediction says: the top classes, and `unknown`
+        when the open-set score `fit` (smoothed like `probs` by the caller) is below the
+        threshold. The score covers the trained classes it was calibrated on, so a clip
+        whose top-1 is a class added by name matched a known name and is not unknown."""
+        top = self.topk(probs, topk)
+        flags = self.zero_shot_flags(top) if self.zero_shot is not None else None
+        unknown = None
+        if fit is not None and self.unknown_threshold is not None:
+            unknown = bool(fit < self.unknown_threshold) and not (flags is not None and flags[0])
+        return Verdict(top=top, unknown=unknown, unknown_score=fit, zero_shot=flags)

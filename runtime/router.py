@@ -1,18 +1,17 @@
 """TD-MoE routing and the cosine classifier in NumPy (docs/method.md, "Classifier" and "Routing between experts").
 
-The device-side twin of `stpr.train.model.router`: same maths, no torch. Used by
-`stpr-run` and by the export's parity check, which holds the two to 1e-5.
+The device-side twin of `stpr.train.model.router`: the same maths, no torch, the shared
+functions in the same order with the same keyword-only signatures (`td_distance_scores`,
+`expert_scores`, `routing_scores`, `routing_weights`, `weights_from_scores`, `combine`).
+`tests/test_numpy_router.py` holds the two together to 1e-5, and the export's parity check
+holds a bundle to PyTorch. Device only: `normalize` and `softmax` (torch's builtins) and
+`classify`, which composes the rest with the cosine classifier.
 """
 from __future__ import annotations
 
 import numpy as np
 
-BUNDLE_ROUTING_MODES = ("td", "td-raw", "avg", "adapter")  # clip needs a second (plain CLIP) tower; oracle needs labels
-
-
-def normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    """Unit vectors along the last axis (torch's F.normalize: divide by max(norm, eps))."""
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), eps)
+from .contract import BUNDLE_ROUTING_MODES
 
 
 def _owned(class_to_expert: np.ndarray, num_experts: int) -> np.ndarray:
@@ -20,26 +19,8 @@ def _owned(class_to_expert: np.ndarray, num_experts: int) -> np.ndarray:
     return class_to_expert[None, None, :] == np.arange(num_experts)[None, :, None]
 
 
-def expert_scores(query: np.ndarray, anchors: np.ndarray, class_to_expert: np.ndarray, num_experts: int) -> np.ndarray:
-    """`s_e = max_{c in C_e} cos(query_e, anchor_c)`: query `(B, K, D)` or `(B, D)` -> `(B, K)`."""
-    if query.ndim == 2:
-        query = np.broadcast_to(query[:, None, :], (query.shape[0], num_experts, query.shape[1]))
-    sim = normalize(query) @ normalize(anchors).T  # (B, K, C)
-    return np.where(_owned(class_to_expert, num_experts), sim, -np.inf).max(axis=-1)
-
-
-def calibration_from_array(arr: np.ndarray, num_experts: int, dim: int) -> dict[str, np.ndarray]:
-    """A bundle's `td_calibration.npy` `(K, 2D + 2)` -> `center (K, D)`, `var (K, D)`,
-    `score_mean (K,)`, `score_std (K,)` (the columns in that order)."""
-    if arr.shape != (num_experts, 2 * dim + 2):
-        raise ValueError(f"td calibration is {arr.shape}, expected ({num_experts}, {2 * dim + 2})")
-    arr = arr.astype(np.float32)
-    if not np.isfinite(arr).all() or (arr[:, dim:2 * dim] <= 0).any() or (arr[:, -1] <= 0).any():
-        raise ValueError("td calibration holds a non-finite value, a channel spread <= 0 or a score spread <= 0")
-    return {"center": arr[:, :dim], "var": arr[:, dim:2 * dim], "score_mean": arr[:, -2], "score_std": arr[:, -1]}
-
-
-def td_distance_scores(d: np.ndarray, means: np.ndarray, class_to_expert: np.ndarray, var: np.ndarray) -> np.ndarray:
+def td_distance_scores(d: np.ndarray, *, means: np.ndarray, class_to_expert: np.ndarray,
+                       var: np.ndarray) -> np.ndarray:
     """`s_e = -min_{c in C_e} mean_j (d_ej - m_cj)^2 / var_ej`: centred residuals `d (B, K, D)`,
     class means `(C, D)`, per-expert channel spreads `var (K, D)` -> `(B, K)`."""
     K, D = var.shape
@@ -51,22 +32,33 @@ def td_distance_scores(d: np.ndarray, means: np.ndarray, class_to_expert: np.nda
     return -np.where(_owned(class_to_expert, K), dist, np.inf).min(axis=-1)
 
 
-def softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
+def expert_scores(query: np.ndarray, *, anchors: np.ndarray, class_to_expert: np.ndarray,
+                  num_experts: int) -> np.ndarray:
+    """`s_e = max_{c in C_e} cos(query_e, anchor_c)`: query `(B, K, D)` or `(B, D)` -> `(B, K)`."""
+    if query.ndim == 2:
+        query = np.broadcast_to(query[:, None, :], (query.shape[0], num_experts, query.shape[1]))
+    sim = normalize(query) @ normalize(anchors).T  # (B, K, C)
+    return np.where(_owned(class_to_expert, num_experts), sim, -np.inf).max(axis=-1)
 
 
 def routing_scores(
-    mode: str, fbar: np.ndarray, z: np.ndarray, class_to_expert: np.ndarray,
-    anchors: np.ndarray | None = None, calibration: dict[str, np.ndarray] | None = None,
+    mode: str,
+    *,
+    fbar: np.ndarray,
+    z: np.ndarray,
+    class_to_expert: np.ndarray,
+    anchors: np.ndarray | None = None,
+    query: np.ndarray | None = None,
+    calibration: dict[str, np.ndarray] | None = None,
 ) -> np.ndarray | None:
     """Per-expert routing scores `(B, K)` before the softmax (None for avg, which scores
-    nothing); `anchors` are td anchors (td, td-raw) or adapted prototypes (adapter). td is
-    calibrated: the residual is centred by each expert's `calibration["center"] (K, D)`,
-    scored by `td_distance_scores` against the class means with the expert's channel
-    spreads `var (K, D)`, and standardised by `score_mean (K,)` and `score_std (K,)`;
-    td-raw is the paper's form (cosine, Eq. 11). Kept apart from the softmax because the
-    open-set score (`runtime.openset`) reads how typical the best expert finds the clip."""
+    nothing); `anchors` are td anchors (td, td-raw) or adapted prototypes (adapter, whose
+    `query` is fbar by default). td is calibrated: the residual is centred by each expert's
+    `calibration["center"] (K, D)`, scored by `td_distance_scores` against the class means
+    with the expert's channel spreads `var (K, D)`, and standardised by `score_mean (K,)` and
+    `score_std (K,)`; td-raw is the paper's form (cosine, Eq. 11). Kept apart from the
+    softmax because the open-set score (`runtime.openset`) reads how typical the best
+    expert finds the clip."""
     K = z.shape[1]
     if mode == "avg":
         return None
@@ -78,26 +70,53 @@ def routing_scores(
         if calibration is None:
             raise ValueError("routing 'td' needs its per-expert calibration")
         d = z - fbar[:, None, :] - calibration["center"][None]  # (B, K, D) centred residual
-        raw = td_distance_scores(d, anchors, class_to_expert, calibration["var"])
+        raw = td_distance_scores(d, means=anchors, class_to_expert=class_to_expert, var=calibration["var"])
         return (raw - calibration["score_mean"]) / calibration["score_std"]
-    query = z - fbar[:, None, :] if mode == "td-raw" else fbar  # td-raw: d_e = z_e - fbar (Eq. 10)
-    return expert_scores(query, anchors, class_to_expert, K)
+    if mode == "td-raw":  # d_e = z_e - fbar (Eq. 10)
+        return expert_scores(z - fbar[:, None, :], anchors=anchors, class_to_expert=class_to_expert, num_experts=K)
+    return expert_scores(fbar if query is None else query, anchors=anchors, class_to_expert=class_to_expert,
+                         num_experts=K)
 
 
 def routing_weights(
-    mode: str, fbar: np.ndarray, z: np.ndarray, class_to_expert: np.ndarray, tau: float,
-    anchors: np.ndarray | None = None, calibration: dict[str, np.ndarray] | None = None,
+    mode: str,
+    *,
+    fbar: np.ndarray,
+    z: np.ndarray,
+    class_to_expert: np.ndarray,
+    tau: float,
+    anchors: np.ndarray | None = None,
+    query: np.ndarray | None = None,
+    calibration: dict[str, np.ndarray] | None = None,
 ) -> np.ndarray:
     """Weights `(B, K)` over experts: `softmax(routing_scores / tau)`, equal for avg."""
-    return weights_from_scores(routing_scores(mode, fbar, z, class_to_expert, anchors, calibration), z, tau)
+    scores = routing_scores(mode, fbar=fbar, z=z, class_to_expert=class_to_expert, anchors=anchors, query=query,
+                            calibration=calibration)
+    return weights_from_scores(scores, z=z, tau=tau)
 
 
-def weights_from_scores(scores: np.ndarray | None, z: np.ndarray, tau: float) -> np.ndarray:
+def weights_from_scores(scores: np.ndarray | None, *, z: np.ndarray, tau: float) -> np.ndarray:
     """`softmax(scores / tau)` in z's dtype; equal weights where nothing was scored (avg)."""
     if scores is None:
         B, K, _ = z.shape
         return np.full((B, K), 1.0 / K, dtype=z.dtype)
     return softmax(scores / tau).astype(z.dtype)
+
+
+def combine(fbar: np.ndarray, z: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """`v = fbar + sum_e w_e z_e` (Eq. 12): `(B, D), (B, K, D), (B, K) -> (B, D)`."""
+    return fbar + np.einsum("bk,bkd->bd", w, z)
+
+
+# ---- device only ---------------------------------------------------------------------
+def normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Unit vectors along the last axis (torch's F.normalize: divide by max(norm, eps))."""
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), eps)
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
 
 
 def classify(
@@ -108,8 +127,9 @@ def classify(
     """Frame features `(B, T, D)` and expert outputs `(B, K, D)` -> logits `(B, C)`, weights
     `(B, K)`, `v (B, D)` and the routing scores `(B, K)` (None for avg)."""
     fbar = frame_features.mean(axis=1)  # (B, D) Eq. 8
-    scores = routing_scores(mode, fbar, expert_outputs, class_to_expert, anchors, calibration)
-    w = weights_from_scores(scores, expert_outputs, tau)
-    v = fbar + np.einsum("bk,bkd->bd", w, expert_outputs)  # (B, D) Eq. 12
+    scores = routing_scores(mode, fbar=fbar, z=expert_outputs, class_to_expert=class_to_expert, anchors=anchors,
+                            calibration=calibration)
+    w = weights_from_scores(scores, z=expert_outputs, tau=tau)
+    v = combine(fbar, expert_outputs, w)  # (B, D) Eq. 12
     logits = logit_scale * normalize(v) @ normalize(text_embeddings).T
     return {"logits": logits.astype(np.float32), "weights": w, "v": v, "route_scores": scores}

@@ -9,25 +9,8 @@ from typing import Iterator
 import cv2
 import numpy as np
 
+from .errors import SourceError, SourceFailed, StreamEnded, StreamStalled  # noqa: F401 (also imported from here)
 from .frame_folder import IMAGE_EXTS, frame_files
-
-
-class SourceError(RuntimeError):
-    """A camera, video or frame folder that cannot be read, with what to do."""
-
-
-class SourceFailed(RuntimeError):
-    """A source that failed after it started (stalled, ended live stream, truncated
-    file): stpr-run keeps the results so far and exits with its "source failed" code."""
-
-
-class StreamStalled(SourceFailed):
-    """A live stream stopped delivering frames."""
-
-
-class StreamEnded(SourceFailed):
-    """A live stream (camera, URL) ended: for a live source that is a failure, so a
-    supervisor restarts it, not a normal end."""
 
 
 class FeatureRing:

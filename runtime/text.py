@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .backends import OrtRunner
-from .manifest import BundleError
+from .errors import BundleError
 from .router import normalize
 from .tokenizer import ClipTokenizer
 

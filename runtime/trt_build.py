@@ -26,6 +26,7 @@ from pathlib import Path
 from types import ModuleType
 
 from .atomic import atomic_write_bytes
+from .errors import TensorRTUnavailable  # noqa: F401 (also imported from here)
 from .manifest import sha256_file
 
 log = logging.getLogger(__name__)
@@ -42,10 +43,6 @@ NO_GPU_HINT = (
     "(`stpr-run --backend trt` does this on the device)"
 )
 JETSON_MODEL = Path("/proc/device-tree/model")
-
-
-class TensorRTUnavailable(RuntimeError):
-    """TensorRT cannot be used here: not installed, or no CUDA GPU to build for."""
 
 
 def import_tensorrt() -> ModuleType:

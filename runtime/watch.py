@@ -24,7 +24,6 @@ import numpy as np
 from .bundle import Bundle, load_bundle
 from .manifest import MANIFEST_NAME
 from .recognizer import Recognizer
-from .stream import FeatureRing
 
 log = logging.getLogger(__name__)
 
@@ -148,14 +147,12 @@ class BundleWatcher(threading.Thread):
             self._swapped_in.__exit__(None, None, None)
             self._swapped_in = None
 
-    def between_steps(self, rec: Recognizer, inputs: deque, index: int,
-                      write: Callable[[dict], None], started: float) -> tuple[Recognizer, FeatureRing | None]:
-        """Swap to a ready bundle, if any: (recognizer to serve, a rebuilt ring or None).
-
-        The ring is rebuilt from the last T preprocessed frames with the new backbone
-        (every task retrains the adapters), so the next step predicts with no gap.
-        """
-        ring = None
+    def between_steps(self, rec: Recognizer, index: int, write: Callable[[dict], None],
+                      started: float) -> Recognizer | None:
+        """The started recognizer of a ready bundle to swap to (None: keep `rec`). Refusals
+        and swaps are logged and written as events; the old recognizer is closed. The
+        stream loop rebuilds its own ring with the new one's towers."""
+        swapped = None
         for offer in self.take():
             t = round(time.perf_counter() - started, 4)
             if offer.recognizer is None:
@@ -165,14 +162,10 @@ class BundleWatcher(threading.Thread):
                 continue
             new, old = offer.recognizer, rec
             b = new.bundle
-            ring = FeatureRing(b.frames, new.feature_dim)
-            if inputs:
-                for f in new.frame_features(np.stack(inputs)):
-                    ring.push(f)
-            rec, self.serving_bundle, self._swapped_in = new, b, new
+            rec, self.serving_bundle, self._swapped_in, swapped = new, b, new, new
             old.__exit__(None, None, None)  # the first one is also closed by the CLI's `with`: exits are idempotent
             log.warning("swapped to bundle %s (%d experts, %d classes)", b.path, len(b.manifest["experts"]),
                         len(b.classes))
             write({"event": "swap", "frame": index, "time": t, "bundle": str(b.path), "previous": str(old.bundle.path),
                    "experts": len(b.manifest["experts"]), "classes": len(b.classes)})
-        return rec, ring
+        return swapped

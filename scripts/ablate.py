@@ -31,15 +31,16 @@ from typing import Any, Sequence
 import numpy as np
 
 from stpr.runtime.atomic import atomic_write_json, atomic_write_text
+from stpr.runtime.contract import DISTILL_MODES, ROUTING_MODES
 from stpr.train import metrics as M
 from stpr.train import run as R
 from stpr.train.checkpoint import check_same_model, checkpoint_path, finished_tasks, load_checkpoint
 from stpr.train.config import Config, apply_overrides, load_config, parse_set
 from stpr.train.errors import StprError
 
-DISTILLS = ("fssd", "uniform", "none")
-ROUTINGS = ("td", "td-raw", "avg", "clip", "adapter")
+DISTILLS = DISTILL_MODES
 ORACLE = "oracle"  # analysis only: routes by the true task id, not a deployable method
+ROUTINGS = tuple(m for m in ROUTING_MODES if m != ORACLE)
 ORACLE_LABEL = "oracle (analysis-only upper bound: uses the true task id)"
 OWNED_KEYS = ("method.routing", "method.distill", "method.lambda_fssd", "seed")  # set per variant here
 QUICK = {"optim.epochs_base": 1, "optim.epochs_incremental": 1,

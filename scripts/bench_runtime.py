@@ -55,9 +55,7 @@ def make_bundle(root: Path, model_name: str, num_experts: int, towers_from: Path
     from stpr.export.fuse import fuse_experts
     from stpr.export.int8 import to_int8
     from stpr.export.onnx_export import export_backbone, export_expert
-    from stpr.export.text_export import CLIP_IMAGE_FILE
-    from stpr.runtime.experts import FUSED_FILE, FUSED_KEY
-    from stpr.runtime.head_bundle import HEAD_WEIGHTS_FILE
+    from stpr.runtime.contract import CLIP_IMAGE_FILE, FUSED_FILE, FUSED_KEY, HEAD_WEIGHTS_FILE
     from stpr.runtime.manifest import SCHEMA_VERSION, seal_manifest, sha256_file
     from stpr.train.model.backbone import AdaptedVisionTower
     from stpr.train.model.clip_tower import load_clip
@@ -109,9 +107,9 @@ def with_head(b: "Bundle", mode: str) -> "Bundle":  # noqa: F821
     """The same bundle served through an analytic head in `mode`, on the frozen image tower."""
     import dataclasses
 
-    from stpr.export.text_export import CLIP_IMAGE_FILE
     from stpr.runtime.analytic import projection_matrix
-    from stpr.runtime.head_bundle import HEAD_WEIGHTS_FILE, Head
+    from stpr.runtime.contract import CLIP_IMAGE_FILE, HEAD_WEIGHTS_FILE
+    from stpr.runtime.head_bundle import Head
 
     head = Head(mode=mode, tower="frozen", tower_file=CLIP_IMAGE_FILE, tower_fp16=None,
                 projection=projection_matrix(0, b.frames * b.dim, HEAD_DIM),

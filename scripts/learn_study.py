@@ -20,7 +20,8 @@ n_ref / its class's count; `none`: plain ridge), the imbalance comparison.
 
     python scripts/learn_study.py --out runs/learn_study --seeds 0 1 2 --clips 2 4 8 16 32
     python scripts/learn_study.py --out runs/learn_study_seeded --order seeded --clips 4 8 16 32
-    python scripts/learn_study.py --out runs/learn_photo --dataset folder --data-root runs/photo_motion --clips 4 8 16 32
+    python scripts/learn_study.py --out runs/learn_photo --dataset folder --data-root runs/photo_motion \
+        --clips 4 8 16 32
 
 With `--order seeded` the held-out task mixes shapes and motions; with a folder dataset
 (e.g. `scripts/make_photo_motion.py`'s photos) the held-out classes' clips are the

@@ -133,7 +133,7 @@ def test_numpy_and_pytorch_modes_agree(mode):
     scores = NA.head_scores(window, p, W)
     ts = TA.head_scores(torch.from_numpy(window), torch.from_numpy(p), torch.from_numpy(W))
     assert np.allclose(scores, ts.numpy(), atol=1e-5)
-    own = NA.own_expert_logits(window.mean(1), z, text, c2e, 10.0)
+    own = NA.own_expert_logits(fbar=window.mean(1), z=z, text=text, class_to_expert=c2e, logit_scale=10.0)
     town = TA.own_expert_logits(fbar=torch.from_numpy(window).mean(1), z=torch.from_numpy(z),
                                 text=torch.from_numpy(text), class_to_expert=torch.from_numpy(c2e), logit_scale=10.0)
     assert np.allclose(own, town.numpy(), atol=1e-5)

@@ -347,3 +347,11 @@ def test_live_session_runs_with_torch_absent(learned, tmp_path):
     proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert load_bundle(tmp_path / "out").classes[-1] == "wave"  # written before stpr-run exited
+
+
+def test_the_exported_td_calibration_is_what_the_runtime_unpacks(learned):
+    m = restore(learned / "run").learner.model
+    cal = load_bundle(learned / "b0").calibration  # routing td: packed by the export, unpacked by the contract
+    for name, ref in (("center", m.td_center), ("var", m.td_var), ("score_mean", m.td_score_mean),
+                      ("score_std", m.td_score_std)):
+        np.testing.assert_allclose(cal[name], ref.numpy(), rtol=1e-6, atol=1e-6)

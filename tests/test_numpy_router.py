@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from stpr.runtime import router as npr
+from stpr.runtime.contract import unpack_td_calibration
 from stpr.train.model.router import combine, routing_weights
 from stpr.train.model.text import cosine_logits
 
@@ -32,7 +33,7 @@ def test_numpy_router_matches_torch(K, mode):
     w = routing_weights(mode, fbar=fbar, z=z, class_to_expert=c2e, tau=tau, anchors=anchors,
                         query=fbar if mode == "adapter" else None, calibration=cal)
     logits = cosine_logits(combine(fbar, z, w), text, 100.0)
-    np_cal = npr.calibration_from_array(packed.numpy(), K, D)
+    np_cal = unpack_td_calibration(packed.numpy(), num_experts=K, dim=D)
     out = npr.classify(feats.numpy(), z.numpy(), text.numpy(), c2e.numpy(), anchors.numpy(), mode, tau, 100.0,
                        np_cal)
     np.testing.assert_allclose(out["weights"], w.numpy(), atol=1e-5, rtol=0)
@@ -42,21 +43,66 @@ def test_numpy_router_matches_torch(K, mode):
 
 def test_bundle_cannot_route_with_clip_or_oracle():
     with pytest.raises(ValueError, match="cannot run from a bundle; valid: td, td-raw, avg, adapter"):
-        npr.routing_weights("clip", np.zeros((1, 4)), np.zeros((1, 1, 4)), np.zeros(1, int), 0.1, np.zeros((1, 4)))
+        npr.routing_weights("clip", fbar=np.zeros((1, 4)), z=np.zeros((1, 1, 4)), class_to_expert=np.zeros(1, int),
+                            tau=0.1, anchors=np.zeros((1, 4)))
 
 
 def test_bad_calibration_array_is_refused():
     with pytest.raises(ValueError, match=r"expected \(2, 10\)"):
-        npr.calibration_from_array(np.zeros((2, 6)), 2, 4)
+        unpack_td_calibration(np.zeros((2, 6)), num_experts=2, dim=4)
     with pytest.raises(ValueError, match="spread <= 0"):
-        npr.calibration_from_array(np.ones((2, 10)) * [1, 1, 1, 1, 1, 1, 0, 1, 1, 1], 2, 4)
+        unpack_td_calibration(np.ones((2, 10)) * [1, 1, 1, 1, 1, 1, 0, 1, 1, 1], num_experts=2, dim=4)
     bad = np.ones((2, 10))
     bad[1, 3] = np.nan
     with pytest.raises(ValueError, match="non-finite"):
-        npr.calibration_from_array(bad, 2, 4)
+        unpack_td_calibration(bad, num_experts=2, dim=4)
 
 
 def test_runtime_router_imports_without_torch():
     code = "import sys; sys.modules['torch'] = None; import stpr.runtime.router; print('ok')"
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0 and "ok" in res.stdout, res.stderr
+
+
+SHARED = ("td_distance_scores", "expert_scores", "routing_scores", "routing_weights", "weights_from_scores", "combine")
+
+
+@pytest.mark.parametrize("mode", ["td", "td-raw", "avg", "adapter"])
+def test_pre_softmax_scores_of_the_twins_agree(mode):
+    from stpr.train.model import router as tr
+
+    g = torch.Generator().manual_seed(7)
+    B, K, D, per = 5, 3, 12, 2
+    fbar, z = torch.randn(B, D, generator=g), torch.randn(B, K, D, generator=g)
+    c2e = torch.arange(K).repeat_interleave(per)
+    anchors = torch.randn(K * per, D, generator=g)
+    cal = {"center": torch.randn(K, D, generator=g), "var": 0.5 + torch.rand(K, D, generator=g),
+           "score_mean": torch.randn(K, generator=g), "score_std": 0.5 + torch.rand(K, generator=g)}
+    kw = dict(class_to_expert=c2e, anchors=anchors, calibration=cal)
+    ref = tr.routing_scores(mode, fbar=fbar, z=z, **kw)
+    got = npr.routing_scores(mode, fbar=fbar.numpy(), z=z.numpy(),
+                             **{k: (v.numpy() if isinstance(v, torch.Tensor) else {n: t.numpy() for n, t in v.items()})
+                                for k, v in kw.items()})
+    if mode == "avg":
+        assert ref is None and got is None
+    else:
+        assert got.shape == (B, K)
+        np.testing.assert_allclose(got, ref.numpy(), atol=1e-5, rtol=1e-5)
+
+
+def test_twins_define_the_same_functions_in_the_same_order_with_keyword_only_arguments():
+    import inspect
+
+    from stpr.train.model import router as tr
+
+    def shared(module):
+        names = [n for n, f in vars(module).items() if inspect.isfunction(f) and f.__module__ == module.__name__]
+        return [n for n in names if n in SHARED]
+
+    assert shared(tr) == shared(npr) == list(SHARED)
+    for name in SHARED:
+        a, b = inspect.signature(getattr(tr, name)), inspect.signature(getattr(npr, name))
+        kinds = [(p.name, p.kind) for p in a.parameters.values() if p.name not in ("task_ids",)]
+        assert kinds == [(p.name, p.kind) for p in b.parameters.values()], name
+        if name != "combine":  # (fbar, z, w) is the paper's Eq. 12, positional on both sides
+            assert all(p.kind == p.KEYWORD_ONLY for p in list(b.parameters.values())[1:]), name

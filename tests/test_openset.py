@@ -15,8 +15,8 @@ from stpr.runtime.bundle import load_bundle
 from stpr.runtime.openset import auroc, check_threshold, fpr_at, threshold_at_tpr
 from stpr.runtime.overlay import draw_overlay
 
-# Measured on this fixture (4+4x3, 32 clips a class, 15 + 10 epochs; README "Unknown
-# actions"): AUROC 0.70-0.71 on fresh clips. A random score sits at 0.5 +- 0.03 here.
+# Measured on this fixture (4+4x3, 32 clips a class, 15 + 10 epochs; docs/results.md "Open
+# set"): AUROC 0.70-0.71 on fresh clips. A random score sits at 0.5 +- 0.03 here.
 AUROC_FLOOR = 0.62
 FRESH_SEED = 7  # clips neither trained on nor used to calibrate (the export renders seed 0)
 

@@ -15,7 +15,7 @@ C2E = torch.tensor([0, 1, 1])
 def test_scores_are_max_cosine_over_each_experts_classes():
     # d_0 = (1, 0): cos with mu_0 = 1.  d_1 = (1, 0): cos with mu_1 = 0, mu_2 = 0.7071 -> max 0.7071.
     d = torch.tensor([[[1.0, 0.0], [3.0, 0.0]]])
-    s = expert_scores(d, ANCHORS, C2E, 2)
+    s = expert_scores(d, anchors=ANCHORS, class_to_expert=C2E, num_experts=2)
     assert torch.allclose(s, torch.tensor([[1.0, S2]]), atol=1e-6)
 
 
@@ -108,7 +108,7 @@ def test_channel_spread_weights_the_distance_hand_worked():
     # the class (var 4) for expert 0, along a tight one (var 0.25) for expert 1.
     d = torch.tensor([[[2.0, 0.0], [0.0, 2.0]]])  # (B, K, D)
     var = torch.tensor([[4.0, 0.25], [4.0, 0.25]])
-    s = td_distance_scores(d, torch.zeros(2, 2), C2E_2, var)
+    s = td_distance_scores(d, means=torch.zeros(2, 2), class_to_expert=C2E_2, var=var)
     assert torch.allclose(s, torch.tensor([[-(4 / 4) / 2, -(4 / 0.25) / 2]]))
 
 

@@ -29,3 +29,25 @@ def test_templates_are_averaged_and_need_a_slot(tiny_clip):
     assert one.norm().item() == pytest.approx(1.0, abs=1e-6)
     with pytest.raises(ValueError, match="needs a '\\{\\}'"):
         encode_class_names(clip, "stpr-tiny", ["x"], ["no slot"])
+
+
+def test_text_twins_agree_with_two_templates(tiny_clip, tmp_path):
+    import numpy as np
+
+    from stpr.export.text_export import export_text_tower, text_manifest, write_tokenizer
+    from stpr.runtime import text as runtime_text
+    from stpr.runtime.contract import TEXT_TOWER_FILE, TOKENIZER_FILE
+
+    clip, _ = tiny_clip
+    templates = ["a video of a person {}.", "{}"]
+    names = ["brush_hair", "ApplyEyeMakeup", "circle_moving_left", "TVShow"]
+    export_text_tower(clip, tmp_path / TEXT_TOWER_FILE, 17)
+    write_tokenizer(tmp_path / TOKENIZER_FILE)
+    ref = encode_class_names(clip, "stpr-tiny", names, templates).numpy()
+    with runtime_text.TextEncoder(tmp_path, text_manifest(clip, templates)) as enc:
+        got = enc.embed_names(names)
+        one = enc.embed_names(names[:1])
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+    single = encode_class_names(clip, "stpr-tiny", names[:1], templates[:1]).numpy()
+    assert np.abs(one - single).max() > 1e-3  # both templates count, not only the first
+    assert [runtime_text.clean_class_name(n) for n in names] == [clean_class_name(n) for n in names]

@@ -224,11 +224,19 @@ def test_a_class_added_by_name_that_wins_is_not_unknown():
     top-1 is a class added by name matched a known name, so it is not `unknown`."""
     from types import SimpleNamespace
 
+    from stpr.runtime.app import make_event
     from stpr.runtime.recognizer import Recognizer
 
-    rec = SimpleNamespace(zero_shot=SimpleNamespace(names=["ring moving right"]))
+    rec = SimpleNamespace(zero_shot=SimpleNamespace(names=["ring moving right"]), unknown_threshold=0.0,
+                          names=["circle_moving_up", "ring moving right"])
     rec.zero_shot_flags = lambda top: Recognizer.zero_shot_flags(rec, top)
+    rec.topk = lambda probs, k: Recognizer.topk(rec, probs, k)
+
+    def event(probs):  # an open-set score below the threshold: unknown unless an added class wins
+        e = make_event(0, 0.0, Recognizer.verdict(rec, np.array(probs), -1.0, 2), np.zeros(1), {})
+        return {k: e[k] for k in ("top", "unknown", "zero_shot")}
+
     added_wins = {"top": [["ring moving right", 0.9], ["circle_moving_up", 0.1]], "unknown": True}
     trained_wins = {"top": [["circle_moving_up", 0.9], ["ring moving right", 0.1]], "unknown": True}
-    assert Recognizer.mark(rec, added_wins) == {**added_wins, "unknown": False, "zero_shot": [True, False]}
-    assert Recognizer.mark(rec, trained_wins)["unknown"] is True  # the score still decides for trained ones
+    assert event([0.1, 0.9]) == {**added_wins, "unknown": False, "zero_shot": [True, False]}
+    assert event([0.9, 0.1]) == {**trained_wins, "zero_shot": [False, True]}  # the score decides for trained ones

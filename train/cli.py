@@ -13,8 +13,8 @@ from typing import Any, Iterable
 
 import click
 
-from stpr.runtime.analytic import HEAD_MODES
 from stpr.runtime.atomic import as_write_error, write_error_line
+from stpr.runtime.contract import DISTILL_MODES, HEAD_CHOICES, ROUTING_MODES
 from stpr.runtime.exits import EXIT_INTERRUPT, EXIT_SIGTERM, EXIT_WRITE, click_error, exit_codes_help
 from stpr.runtime.signals import Terminated, sigterm_as_interrupt
 
@@ -164,11 +164,11 @@ EPILOG = exit_codes_help(
 @click.option("--protocol", help="Tasks as 'A+BxC' (base A, then C tasks of B classes) or 'BxC'.")
 @click.option("--model", help="open_clip model: ViT-B-16-quickgelu (paper), stpr-tiny (demo).")
 @click.option("--pretrained", help="none | openai | synthetic-shapes (stpr-tiny, packaged) | PATH to a weights file.")
-@click.option("--routing", type=click.Choice(["td", "td-raw", "avg", "clip", "adapter", "oracle"]),
+@click.option("--routing", type=click.Choice(ROUTING_MODES),
               help="Expert routing: td (calibrated), td-raw (the paper's Eq. 11), avg, clip, adapter, "
                    "oracle (analysis).")
-@click.option("--distill", type=click.Choice(["fssd", "uniform", "none"]), help="Adapter distillation.")
-@click.option("--head", type=click.Choice(["none", *HEAD_MODES]),
+@click.option("--distill", type=click.Choice(DISTILL_MODES), help="Adapter distillation.")
+@click.option("--head", type=click.Choice(HEAD_CHOICES),
               help="Analytic head: none (StPR, the paper), alone, route-hard, route-soft, fuse.")
 @click.option("--lambda", "lambda_", type=float, help="Weight of the FSSD loss.")
 @click.option("--epochs", help="Epochs: N for every task, or BASE,INCREMENTAL (paper: 60,30).")

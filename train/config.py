@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from stpr.runtime.analytic import HEAD_MODES, HEAD_TOWERS
+from stpr.runtime.contract import DISTILL_MODES, HEAD_BALANCES, HEAD_CHOICES, HEAD_TOWERS, ROUTING_MODES
 
 from .errors import StprError
 
@@ -115,48 +115,36 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "optim.optimizer": ("sgd", "adamw"),
     "optim.schedule": ("cosine", "constant"),
     "optim.amp": ("auto", "bf16", "off"),
-    "method.routing": ("td", "td-raw", "avg", "clip", "adapter", "oracle"),
-    "method.distill": ("fssd", "uniform", "none"),
+    "method.routing": ROUTING_MODES,
+    "method.distill": DISTILL_MODES,
     "method.text_candidates": ("seen", "batch"),
-    "head.mode": ("none",) + HEAD_MODES,
+    "head.mode": HEAD_CHOICES,
     "head.tower": HEAD_TOWERS,
-    "head.balance": ("weight", "none"),
+    "head.balance": HEAD_BALANCES,
 }
 
 
 # key -> (lowest, highest, whether the bounds themselves are allowed). What a value
 # outside gives is a traceback deep in the run or NaN metrics, after the run folder
 # was written; checked before anything is.
+_AT_LEAST_1 = (1, math.inf, True, False)  # a count or a size
+_POSITIVE = (0, math.inf, False, False)
+_NON_NEGATIVE = (0, math.inf, True, False)
+_FRACTION = (0, 1, True, True)
 RANGES: dict[str, tuple[float, float, bool, bool]] = {
-    "model.adapter_bottleneck": (1, math.inf, True, False),
-    "model.adapter_scale": (0, math.inf, True, False),
+    **dict.fromkeys(("model.adapter_bottleneck", "model.expert_layers", "model.expert_heads", "data.num_frames",
+                     "data.clips_per_class_train", "data.clips_per_class_test", "optim.batch_size",
+                     "optim.eval_batch_size", "optim.epochs_base", "optim.epochs_incremental", "head.dim"),
+                    _AT_LEAST_1),
+    **dict.fromkeys(("model.expert_mlp_ratio", "model.logit_scale", "optim.lr", "method.tau", "method.td_tau",
+                     "method.fssd_eps", "head.tau"), _POSITIVE),
+    **dict.fromkeys(("model.adapter_scale", "data.workers", "optim.weight_decay", "method.lambda_fssd",
+                     "head.ridge"), _NON_NEGATIVE),
+    **dict.fromkeys(("data.max_unreadable", "head.fuse_weight"), _FRACTION),
     "model.adapter_dropout": (0, 1, True, False),
-    "model.expert_layers": (1, math.inf, True, False),
-    "model.expert_heads": (1, math.inf, True, False),
-    "model.expert_mlp_ratio": (0, math.inf, False, False),
-    "model.logit_scale": (0, math.inf, False, False),
-    "data.num_frames": (1, math.inf, True, False),
-    "data.clips_per_class_train": (1, math.inf, True, False),
-    "data.clips_per_class_test": (1, math.inf, True, False),
-    "data.workers": (0, math.inf, True, False),
     "data.split": (1, 3, True, True),
-    "data.max_unreadable": (0, 1, True, True),
     "data.holdout": (0, 1, False, False),
-    "optim.lr": (0, math.inf, False, False),
     "optim.momentum": (0, 1, True, False),
-    "optim.weight_decay": (0, math.inf, True, False),
-    "optim.batch_size": (1, math.inf, True, False),
-    "optim.eval_batch_size": (1, math.inf, True, False),
-    "optim.epochs_base": (1, math.inf, True, False),
-    "optim.epochs_incremental": (1, math.inf, True, False),
-    "method.tau": (0, math.inf, False, False),
-    "method.td_tau": (0, math.inf, False, False),
-    "method.lambda_fssd": (0, math.inf, True, False),
-    "method.fssd_eps": (0, math.inf, False, False),
-    "head.dim": (1, math.inf, True, False),
-    "head.ridge": (0, math.inf, True, False),
-    "head.tau": (0, math.inf, False, False),
-    "head.fuse_weight": (0, 1, True, True),
 }
 
 

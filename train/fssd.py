@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import torch
 
-DISTILL_MODES = ("fssd", "uniform", "none")
-
 
 class ClassFrameStats:
     """Running per-class sums over frames (float64), so the statistics of a whole task

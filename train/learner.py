@@ -32,6 +32,9 @@ from .seed import derive_seed
 log = logging.getLogger(__name__)
 
 
+EVAL_COUNTERS = ("correct", "spatial_correct", "total", "oracle_correct", "task_id_correct")  # summed over ranks
+
+
 @dataclass
 class EvalResult:
     """Counts after one task, for tasks 0..k (lists indexed by task)."""
@@ -252,7 +255,8 @@ class StPRLearner:
         var = within / videos.sum().clamp_min(1)
         var = var + 1e-3 * var.mean() + 1e-12  # a channel that never varies must not dominate
         owner = torch.zeros(len(cls), dtype=torch.long)
-        scores = td_distance_scores(dc.unsqueeze(1), means, owner, var.unsqueeze(0))[:, 0]  # (N_rank,)
+        scores = td_distance_scores(dc.unsqueeze(1), means=means, class_to_expert=owner,
+                                    var=var.unsqueeze(0))[:, 0]  # (N_rank,)
         acc = dist.all_reduce_sum(torch.stack([scores.sum(), (scores * scores).sum(),
                                                torch.tensor(float(len(scores)), dtype=torch.float64)]))
         mean = acc[0] / acc[2]
@@ -272,8 +276,8 @@ class StPRLearner:
         m, k = self.model, self.task
         cls = (m.class_to_expert == k).nonzero().flatten()
         mean, var = stats.mean_var()  # raises if a class had no frames
-        dev = m.anchors.device
-        for name, buf in (("td", "anchors"), ("clip", "proto_clip"), ("adapter", "proto_adapter")):
+        dev = m.td_raw_anchors.device
+        for name, buf in (("td", "td_raw_anchors"), ("clip", "proto_clip"), ("adapter", "proto_adapter")):
             # mu_c = normalize(mean_x d_k(x)): the mean's direction is all a cosine needs.
             getattr(m, buf)[cls] = F.normalize(sums[name], dim=-1).float().to(dev)
         omega = channel_importance(mean, var, m.text_embeddings[cls].double().cpu(), self.cfg.method.fssd_eps)
@@ -295,7 +299,7 @@ class StPRLearner:
         m.eval()
         res = EvalResult()
         for j, loader in enumerate(loaders):
-            n = torch.zeros(5, dtype=torch.float64)  # correct, spatial, total, oracle, task id
+            n = dict.fromkeys(EVAL_COUNTERS, 0)  # this rank's counts, by EvalResult field
             wsum = torch.zeros(m.num_experts, dtype=torch.float64)
             drift = torch.zeros(2, dtype=torch.float64)  # sum of relative changes, frames
             modes = self.head_modes()
@@ -313,10 +317,11 @@ class StPRLearner:
                         old = m.frame_features(frames, adapters=ref).float()
                         rel = (feats.float() - old).norm(dim=-1) / old.norm(dim=-1).clamp_min(1e-12)
                         drift += torch.tensor([float(rel.sum()), rel.numel()], dtype=torch.float64)
-                n += torch.tensor([int((out["logits"].argmax(1) == labels).sum()),
-                                   int((out["spatial_logits"].argmax(1) == labels).sum()), len(labels),
-                                   int((oracle.argmax(1) == labels).sum()),
-                                   int((out["weights"].argmax(1) == task_ids).sum())], dtype=torch.float64)
+                n["correct"] += int((out["logits"].argmax(1) == labels).sum())
+                n["spatial_correct"] += int((out["spatial_logits"].argmax(1) == labels).sum())
+                n["total"] += len(labels)
+                n["oracle_correct"] += int((oracle.argmax(1) == labels).sum())
+                n["task_id_correct"] += int((out["weights"].argmax(1) == task_ids).sum())
                 wsum += out["weights"].double().sum(0).cpu()
                 mode_n += self._mode_counts(frames, feats, out, labels, task_ids, modes)
             dist.all_reduce_sum(mode_n)
@@ -324,16 +329,12 @@ class StPRLearner:
                 res.modes.setdefault(name, []).append(int(c))
             if self.head is not None:
                 res.head_task_id_correct.append(int(mode_n[-1]))
-            dist.all_reduce_sum(n)
+            summed = dist.all_reduce_sum(torch.tensor([n[k] for k in EVAL_COUNTERS], dtype=torch.float64))
+            for key, count in zip(EVAL_COUNTERS, summed.tolist()):
+                getattr(res, key).append(int(count))
             dist.all_reduce_sum(wsum)
             dist.all_reduce_sum(drift)
-            correct, spatial, total, orc, tid = (int(c) for c in n)
-            res.correct.append(correct)
-            res.spatial_correct.append(spatial)
-            res.total.append(total)
-            res.oracle_correct.append(orc)
-            res.task_id_correct.append(tid)
-            res.routing.append((wsum / max(total, 1)).tolist())
+            res.routing.append((wsum / max(res.total[-1], 1)).tolist())
             res.drift.append(100.0 * float(drift[0] / drift[1]) if ref is not None and drift[1] > 0 else None)
         return res
 
@@ -370,7 +371,7 @@ class StPRLearner:
             "experts": [e.state_dict() for e in m.experts],
             "text_embeddings": m.text_embeddings.cpu(),
             "class_to_expert": m.class_to_expert.cpu(),
-            "anchors": m.anchors.cpu(),
+            "td_raw_anchors": m.td_raw_anchors.cpu(),
             "td_anchors": m.td_anchors.cpu(),
             "td_center": m.td_center.cpu(),
             "td_var": m.td_var.cpu(),
@@ -394,7 +395,9 @@ class StPRLearner:
         for expert, sd in zip(m.experts, state["experts"]):
             expert.load_state_dict(sd)
         dev = m.text_embeddings.device
-        for name in ("text_embeddings", "class_to_expert", "anchors", "proto_clip", "proto_adapter",
+        if "anchors" in state:  # checkpoints before td_raw_anchors had its name
+            state = {**state, "td_raw_anchors": state["anchors"]}
+        for name in ("text_embeddings", "class_to_expert", "td_raw_anchors", "proto_clip", "proto_adapter",
                      "td_anchors", "td_center", "td_var", "td_score_mean", "td_score_std"):
             setattr(m, name, state[name].to(dev))
         self.fssd.load_state_dict(state["fssd"])

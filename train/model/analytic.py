@@ -8,7 +8,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from stpr.runtime.analytic import HEAD_MODES, projection_matrix
+from stpr.runtime.analytic import projection_matrix
+from stpr.runtime.contract import HEAD_MODES
 
 __all__ = ["HEAD_MODES", "projection", "clip_vector", "expand", "head_scores", "own_expert_logits",
            "task_probabilities", "mode_probabilities"]

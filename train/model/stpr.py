@@ -43,7 +43,7 @@ class StPRModel(nn.Module):
         # Class-indexed state, in the order classes were learned (global class ids).
         self.register_buffer("text_embeddings", torch.zeros(0, D))  # (C, D) unit
         self.register_buffer("class_to_expert", torch.zeros(0, dtype=torch.long))  # (C,)
-        self.register_buffer("anchors", torch.zeros(0, D))  # (C, D) td-raw anchors mu_c (the paper's)
+        self.register_buffer("td_raw_anchors", torch.zeros(0, D))  # (C, D) td-raw anchors mu_c (the paper's)
         self.register_buffer("td_anchors", torch.zeros(0, D))  # (C, D) calibrated td: centred class means
         self.register_buffer("td_center", torch.zeros(0, D))  # (K, D) each expert's mean residual
         self.register_buffer("td_var", torch.zeros(0, D))  # (K, D) its within-class spread per channel
@@ -74,7 +74,7 @@ class StPRModel(nn.Module):
         self.class_to_expert = torch.cat([self.class_to_expert, torch.full((c,), k, dtype=torch.long, device=dev)])
         pad = torch.zeros(c, self.dim, device=dev)
         # Anchors of a task exist only after its end_task; zeros until then.
-        self.anchors = torch.cat([self.anchors, pad])
+        self.td_raw_anchors = torch.cat([self.td_raw_anchors, pad])
         self.td_anchors = torch.cat([self.td_anchors, pad])
         self.td_center = torch.cat([self.td_center, torch.zeros(1, self.dim, device=dev)])
         self.td_var = torch.cat([self.td_var, torch.ones(1, self.dim, device=dev)])
@@ -115,7 +115,7 @@ class StPRModel(nn.Module):
         if routing == "td":
             anchors, calibration = self.td_anchors, self.td_calibration()
         elif routing == "td-raw":
-            anchors = self.anchors
+            anchors = self.td_raw_anchors
         elif routing == "adapter":
             anchors, query = self.proto_adapter, fbar
         elif routing == "clip":
