@@ -30,6 +30,10 @@ SUMS_DTYPES = ("float64", "float32")  # how a bundle stores the head's sums
 
 # ---- bundle files ---------------------------------------------------------------------
 MANIFEST_NAME = "manifest.json"
+# A manifest value ending so names a bundle file: it must be listed, with its sha256, under `files`
+# (runtime/manifest_fields.py checks every one, so a new file needs no check of its own there).
+BUNDLE_FILE_SUFFIXES = (".onnx", ".npy", ".json")
+NOT_BUNDLE_FIELDS = ("files", "tools", "source", "lineage")  # fields whose strings are not bundle files
 PARITY_FILE = "parity.json"
 OPENSET_FILE = "openset.json"
 BACKBONE_FILE = "backbone.onnx"

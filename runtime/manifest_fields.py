@@ -10,7 +10,7 @@ import math
 from pathlib import PurePosixPath
 from typing import Any
 
-from .contract import BUNDLE_ROUTING_MODES
+from .contract import BUNDLE_FILE_SUFFIXES, BUNDLE_ROUTING_MODES, NOT_BUNDLE_FIELDS
 from .errors import BundleError
 from .head_bundle import check_head_fields
 from .head_sums import LEARNED_EXPERT
@@ -155,6 +155,25 @@ def _text(m: dict[str, Any], problems: list[str]) -> None:
         problems.append(f"text.clean is {text.get('clean')!r}: this stpr-run tokenizes with open_clip's 'lower'")
 
 
+def _named_files(m: dict[str, Any], problems: list[str]) -> None:
+    """Every value anywhere in the manifest that names a bundle file (by its ending) is a
+    file inside the bundle, listed with its sha256: what a new file's field needs, unchecked
+    by anything written for it."""
+    def walk(v: Any, field: str) -> None:
+        if isinstance(v, dict):
+            for k, x in v.items():
+                walk(x, f"{field}.{k}")
+        elif isinstance(v, list):
+            for i, x in enumerate(v):
+                walk(x, f"{field}[{i}]")
+        elif isinstance(v, str) and v.endswith(BUNDLE_FILE_SUFFIXES):
+            _file_name(m, field, v, problems)
+
+    for key, value in m.items():
+        if key not in NOT_BUNDLE_FIELDS:
+            walk(value, key)
+
+
 def check_fields(m: dict[str, Any]) -> None:
     """Raise one `BundleError` listing every invalid field of manifest `m`."""
     problems: list[str] = []
@@ -183,6 +202,8 @@ def check_fields(m: dict[str, Any]) -> None:
         _text(m, problems)
     if "head" in m:
         check_head_fields(m, problems)
+    _named_files(m, problems)
+    problems = list(dict.fromkeys(problems))  # a file checked by name and by its field: said once
     if problems:
         raise BundleError("the bundle's manifest.json is invalid: " + "; ".join(problems) +
                           "; re-export the bundle with stpr-export")

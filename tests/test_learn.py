@@ -355,3 +355,19 @@ def test_the_exported_td_calibration_is_what_the_runtime_unpacks(learned):
     for name, ref in (("center", m.td_center), ("var", m.td_var), ("score_mean", m.td_score_mean),
                       ("score_std", m.td_score_std)):
         np.testing.assert_allclose(cal[name], ref.numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_any_field_naming_a_bundle_file_must_list_it(learned, tmp_path):
+    """A new bundle file needs no check of its own: its field is checked by its ending."""
+    import shutil
+
+    def named(m, listed):
+        m.setdefault("extra", {})["thing"] = "extra_thing.npy"
+        if listed:
+            m["files"]["extra_thing.npy"] = sha256_file(learned / "b0" / "head_weights.npy")
+
+    with pytest.raises(BundleError, match=r"extra\.thing names 'extra_thing.npy', which is not listed"):
+        _strip(learned / "b0", tmp_path / "unlisted", lambda m: named(m, False))
+    shutil.copytree(learned / "b0", tmp_path / "src")
+    shutil.copy(learned / "b0" / "head_weights.npy", tmp_path / "src" / "extra_thing.npy")
+    _strip(tmp_path / "src", tmp_path / "listed", lambda m: named(m, True))  # verify_bundle accepts it
