@@ -1,4 +1,4 @@
-"""Every error the device side raises for bad input, in one place.
+"""Every error a stpr command raises for bad input, in one place (torch-free).
 
 Each carries one line that names the value and the fix; the commands print it as
 `Error: ...` and exit with the code `exits.py` gives its kind. The modules that raise
@@ -7,6 +7,11 @@ them import them from here.
 from __future__ import annotations
 
 import numpy as np
+
+
+class StprError(Exception):
+    """The training side's user-facing error: bad input, bad config, missing weights or data
+    (`stpr-train`, `stpr-export`; imported there as `stpr.train.errors.StprError`)."""
 
 
 class BundleError(Exception):

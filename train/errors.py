@@ -1,12 +1,10 @@
-"""The one exception type users see from the training side.
+"""The training side's errors: `StprError` (defined with every other error in
+`stpr.runtime.errors`) and the message for a missing install extra.
 
 A `StprError` carries a message written for the person at the terminal: what was
 wrong, the offending value, and what to do. The CLI prints it without a traceback.
 """
-
-
-class StprError(Exception):
-    """A user-facing error: bad input, bad config, missing weights or data."""
+from stpr.runtime.errors import StprError
 
 
 def missing_extra(err: ModuleNotFoundError, command: str, extra: str) -> StprError:
