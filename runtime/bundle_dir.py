@@ -47,7 +47,8 @@ def _pid_alive(pid: int) -> bool:
 
 def remove_stale_temp(out: Path) -> list[Path]:
     """Remove the hidden work folders (`.tmp-<name>-<pid>-*`, `.old-<name>-<pid>-*`) that an
-    export of `out` killed before its cleanup left beside it (hundreds of MB for ViT-B/16).
+    export or learn of `out` killed before its cleanup left beside it (hundreds of MB for
+    ViT-B/16).
     A folder whose process still runs is left alone: that export is in progress."""
     pattern = re.compile(rf"^\.(tmp|old)-{re.escape(out.name)}-(\d+)-")
     removed = []
@@ -56,7 +57,7 @@ def remove_stale_temp(out: Path) -> list[Path]:
         if m and p.is_dir() and int(m.group(2)) != os.getpid() and not _pid_alive(int(m.group(2))):
             shutil.rmtree(p, ignore_errors=True)
             removed.append(p)
-            log.info("removed %s, left by an interrupted export", p)
+            log.info("removed %s, left by an interrupted stpr-export or stpr-learn", p)
     return removed
 
 
