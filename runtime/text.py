@@ -6,7 +6,6 @@ and normalised again. Torch-free (pure-Python tokenizer, onnxruntime).
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -15,16 +14,8 @@ import numpy as np
 from .backends import OrtRunner
 from .errors import BundleError
 from .router import normalize
+from .text_clean import clean_class_name
 from .tokenizer import ClipTokenizer
-
-
-def clean_class_name(name: str) -> str:
-    """Same as `stpr.train.model.text.clean_class_name` (dataset folder name -> prompt words),
-    so a name added on the device is compared and prompted like a trained one."""
-    s = re.sub(r"[_\-]+", " ", name.strip())
-    s = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", s)
-    s = re.sub(r"(?<=[A-Z])(?=[A-Z][a-z])", " ", s)
-    return re.sub(r"\s+", " ", s).strip().lower()
 
 
 def text_section(manifest: dict[str, Any], bundle: str | Path) -> dict[str, Any]:

@@ -106,3 +106,17 @@ def clean_lower(text: str) -> str:
     """open_clip's `_clean_lower`: fix, unescape HTML twice, collapse whitespace, lower case."""
     text = html.unescape(html.unescape(fix_text(text))).strip()
     return " ".join(text.split()).strip().lower()
+
+
+def clean_class_name(name: str) -> str:
+    """Dataset folder name -> words for a prompt, for training and the device alike, so a
+    name added on the device is compared and prompted like a trained one.
+
+    UCF101 CamelCase is split ("ApplyEyeMakeup" -> "apply eye makeup"), underscores
+    and dashes (HMDB51, Kinetics, ours) become spaces, runs of capitals stay one word
+    ("PlayingDaf" -> "playing daf", "TVShow" -> "tv show").
+    """
+    s = re.sub(r"[_\-]+", " ", name.strip())
+    s = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", s)
+    s = re.sub(r"(?<=[A-Z])(?=[A-Z][a-z])", " ", s)
+    return re.sub(r"\s+", " ", s).strip().lower()

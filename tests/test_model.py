@@ -104,3 +104,20 @@ def test_random_init_is_seeded(tiny_clip):
     other, _ = load_clip("stpr-tiny", "none", seed=1)
     assert torch.equal(again.visual.proj, clip.visual.proj)
     assert not torch.equal(other.visual.proj, clip.visual.proj)
+
+
+def test_a_checkpoint_from_before_the_rename_still_loads_td_raw_anchors():
+    """Checkpoints written before `StPRModel.anchors` became `td_raw_anchors` store them
+    under "anchors"; they load into the renamed buffer."""
+    from helpers import fast_config
+
+    from stpr.train import run as R
+
+    s = R.build(fast_config())
+    s.learner.begin_task(0, [s.splits.classes[c] for c in s.tasks[0]], steps=1)
+    s.learner.model.td_raw_anchors.normal_()
+    state = s.learner.state_dict()
+    old = {("anchors" if k == "td_raw_anchors" else k): v for k, v in state.items()}
+    fresh = R.build(fast_config()).learner
+    fresh.load_state_dict(old)
+    assert torch.equal(fresh.model.td_raw_anchors, state["td_raw_anchors"])

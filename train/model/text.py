@@ -1,7 +1,6 @@
 """The text classifier (docs/method.md, "Classifier"): frozen CLIP text tower, prompts, clean names."""
 from __future__ import annotations
 
-import re
 from typing import Sequence
 
 import open_clip
@@ -9,20 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stpr.runtime.text_clean import clean_class_name  # one cleaning for training and the device
+
 DEFAULT_TEMPLATES = ("a video of a person {}.",)
-
-
-def clean_class_name(name: str) -> str:
-    """Dataset folder name -> words for a prompt.
-
-    UCF101 CamelCase is split ("ApplyEyeMakeup" -> "apply eye makeup"), underscores
-    and dashes (HMDB51, Kinetics, ours) become spaces, runs of capitals stay one word
-    ("PlayingDaf" -> "playing daf", "TVShow" -> "tv show").
-    """
-    s = re.sub(r"[_\-]+", " ", name.strip())
-    s = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", s)
-    s = re.sub(r"(?<=[A-Z])(?=[A-Z][a-z])", " ", s)
-    return re.sub(r"\s+", " ", s).strip().lower()
 
 
 @torch.no_grad()
