@@ -30,6 +30,7 @@ from stpr.runtime.contract import (
     BACKBONE_FILE,
     BUNDLE_ROUTING_MODES,
     CLIP_IMAGE_FILE,
+    EXPERT_INPUT,
     FUSED_FILE,
     FUSED_KEY,
     HEAD_SUBSPACE_FILE,
@@ -43,7 +44,9 @@ from stpr.runtime.contract import (
     TEXT_EMBEDDINGS_FILE,
     TEXT_TOWER_FILE,
     TOKENIZER_FILE,
+    TOWER_INPUT,
     expert_file,
+    fp16_twin,
     pack_td_calibration,
 )
 from stpr.runtime.head_sums import HeadSums, save_sums, sums_section
@@ -159,9 +162,9 @@ def write_arrays(r: Restored, tmp: Path, res: ExportResult) -> dict[str, Any]:
 def write_fp16(tmp: Path, names: dict[str, Any], res: ExportResult) -> dict[str, Any]:
     out: dict[str, Any] = {"experts_fp16": []}
     with _step(res, "fp16"):
-        out["backbone_fp16"] = to_fp16(tmp / names["backbone"], tmp / "backbone.fp16.onnx").name
+        out["backbone_fp16"] = to_fp16(tmp / names["backbone"], tmp / fp16_twin(BACKBONE_FILE)).name
         for e in names["experts"]:
-            out["experts_fp16"].append(to_fp16(tmp / e, tmp / e.replace(".onnx", ".fp16.onnx")).name)
+            out["experts_fp16"].append(to_fp16(tmp / e, tmp / fp16_twin(e)).name)
     return out
 
 
@@ -187,9 +190,9 @@ def write_engines(tmp: Path, manifest: dict[str, Any], res: ExportResult) -> dic
     size = manifest["preprocess"]["size"]
     engines, cache = {}, tmp / "engines" / "timing.cache"
     with _step(res, "engines"):
-        specs = [EngineSpec(tmp / manifest["backbone_fp16"], "frames", (1, 3, size, size), (T, 3, size, size),
+        specs = [EngineSpec(tmp / manifest["backbone_fp16"], TOWER_INPUT, (1, 3, size, size), (T, 3, size, size),
                             (4 * T, 3, size, size), fp16=True)]
-        specs += [EngineSpec(tmp / e, "features", (1, T, D), (1, T, D), (8, T, D), fp16=True)
+        specs += [EngineSpec(tmp / e, EXPERT_INPUT, (1, T, D), (1, T, D), (8, T, D), fp16=True)
                   for e in [*manifest["experts_fp16"], manifest[FUSED_KEY["fp16"]]]]
         for spec in specs:
             engines[spec.onnx_path.name] = str(build_engine(spec, tmp / "engines", cache).relative_to(tmp))
@@ -210,9 +213,9 @@ def write_text(r: Restored, tmp: Path, meta: dict[str, Any], opset: int, fp16: b
                                     adapters=False), meta)
         # Transpose stays float32: onnxruntime's transpose optimiser crashes (SIGSEGV) on the
         # plain towers' fp16 attention transposes when it loads the graph (1.32 here).
-        half = {"tower_fp16": to_fp16(tmp / TEXT_TOWER_FILE, tmp / TEXT_TOWER_FILE.replace(".onnx", ".fp16.onnx"),
+        half = {"tower_fp16": to_fp16(tmp / TEXT_TOWER_FILE, tmp / fp16_twin(TEXT_TOWER_FILE),
                                       keep_fp32=PLAIN_TOWERS_FP16_KEEP_FP32).name,
-                "image_tower_fp16": to_fp16(tmp / CLIP_IMAGE_FILE, tmp / CLIP_IMAGE_FILE.replace(".onnx", ".fp16.onnx"),
+                "image_tower_fp16": to_fp16(tmp / CLIP_IMAGE_FILE, tmp / fp16_twin(CLIP_IMAGE_FILE),
                                             keep_fp32=PLAIN_TOWERS_FP16_KEEP_FP32).name} if fp16 else {}
     return {"text": {**text_manifest(clip, r.cfg.model.templates), **half}}
 
@@ -236,7 +239,7 @@ def write_head(r: Restored, tmp: Path, manifest: dict[str, Any], meta: dict[str,
                                             adapters=False), meta)
             if fp16:
                 fp16_name = manifest.get("text", {}).get("image_tower_fp16") or to_fp16(
-                    tmp / tower, tmp / tower.replace(".onnx", ".fp16.onnx"), keep_fp32=PLAIN_TOWERS_FP16_KEEP_FP32).name
+                    tmp / tower, tmp / fp16_twin(tower), keep_fp32=PLAIN_TOWERS_FP16_KEEP_FP32).name
         elif cfg.mode == "alone":
             tower, fp16_name = manifest["backbone"], manifest.get("backbone_fp16")
         else:
@@ -244,7 +247,7 @@ def write_head(r: Restored, tmp: Path, manifest: dict[str, Any], meta: dict[str,
             finish_onnx(export_backbone(learner.model.backbone, tmp / tower, r.preprocess.size, opset,
                                         adapters=learner.head_adapters), meta)
             if fp16:
-                fp16_name = to_fp16(tmp / tower, tmp / tower.replace(".onnx", ".fp16.onnx")).name
+                fp16_name = to_fp16(tmp / tower, tmp / fp16_twin(tower)).name
     proj = head.projection.numpy()
     section = {
         "mode": cfg.mode, "tower": cfg.tower, "tower_file": tower, "frame_order": "oldest-first", "frame_norm": "l2",

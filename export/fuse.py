@@ -22,8 +22,9 @@ from onnx import helper
 from onnx.external_data_helper import set_external_data
 
 from stpr.runtime.atomic import atomic_path
+from stpr.runtime.contract import EXPERT_INPUT, EXPERT_OUTPUT
 
-INPUT, OUTPUT = "features", "z"  # the names every expert file and the fused graph use
+INPUT, OUTPUT = EXPERT_INPUT, EXPERT_OUTPUT  # the names every expert file and the fused graph use
 
 
 def _prefixed(graph: onnx.GraphProto, prefix: str) -> tuple[list, list]:

@@ -10,6 +10,7 @@ import onnx
 import torch
 from torch import nn
 
+from stpr.runtime.contract import EXPERT_INPUT, EXPERT_OUTPUT, TOWER_INPUT, TOWER_OUTPUT
 from stpr.train.model.backbone import AdaptedVisionTower
 from stpr.train.model.expert import TemporalExpert
 
@@ -56,13 +57,14 @@ def export_backbone(tower: AdaptedVisionTower, path: Path, image_size: int, opse
     """frames `(N, 3, H, W)` float32, normalised -> features `(N, D)`; N dynamic. `adapters=False`:
     the frozen CLIP image tower alone (what zero-shot classes are scored with)."""
     example = torch.zeros(2, 3, image_size, image_size)
-    _trace(_Backbone(tower, adapters), example, path, ("frames", "features"),
-           {"frames": {0: "N"}, "features": {0: "N"}}, opset)
+    _trace(_Backbone(tower, adapters), example, path, (TOWER_INPUT, TOWER_OUTPUT),
+           {TOWER_INPUT: {0: "N"}, TOWER_OUTPUT: {0: "N"}}, opset)
     return path
 
 
 def export_expert(expert: TemporalExpert, path: Path, dim: int, opset: int = MIN_OPSET) -> Path:
     """frame features `(B, T, D)` -> `z (B, D)`; B dynamic, T fixed by the expert."""
     example = torch.zeros(2, expert.num_frames, dim)
-    _trace(expert, example, path, ("features", "z"), {"features": {0: "B"}, "z": {0: "B"}}, opset)
+    _trace(expert, example, path, (EXPERT_INPUT, EXPERT_OUTPUT), {EXPERT_INPUT: {0: "B"}, EXPERT_OUTPUT: {0: "B"}},
+           opset)
     return path

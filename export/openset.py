@@ -18,6 +18,7 @@ import torch
 
 from stpr.runtime.analytic import expand
 from stpr.runtime.backends import OrtRunner
+from stpr.runtime.contract import TOWER_INPUT, TOWER_OUTPUT
 from stpr.runtime.experts import ExpertsRunner, expert_files
 from stpr.runtime.openset import (
     COMBINED,
@@ -87,7 +88,8 @@ def bundle_outputs(bundle: Path, manifest: dict[str, Any], clips: torch.Tensor) 
             ExpertsRunner([OrtRunner(bundle / f) for f in files], fused) as experts:
         for chunk in np.array_split(clips.numpy(), max(1, -(-len(clips) // _CHUNK))):
             B, T = chunk.shape[:2]
-            feats = backbone.infer({"frames": chunk.reshape(B * T, *chunk.shape[2:])})["features"].reshape(B, T, -1)
+            flat = chunk.reshape(B * T, *chunk.shape[2:])
+            feats = backbone.infer({TOWER_INPUT: flat})[TOWER_OUTPUT].reshape(B, T, -1)
             parts.append(route_and_classify(bundle, manifest, feats, experts.infer(feats), calibration))
     out = {"logits": np.concatenate([p["logits"] for p in parts])}
     out["route_scores"] = None if parts[0]["route_scores"] is None else np.concatenate(
@@ -173,7 +175,7 @@ def head_bundle_outputs(bundle: Path, manifest: dict[str, Any], clips: torch.Ten
     with OrtRunner(bundle / manifest["head"]["tower_file"]) as tower:
         for chunk in np.array_split(clips.numpy(), max(1, -(-len(clips) // _CHUNK))):
             B, T = chunk.shape[:2]
-            window = tower.infer({"frames": chunk.reshape(B * T, *chunk.shape[2:])})["features"].reshape(B, T, -1)
+            window = tower.infer({TOWER_INPUT: chunk.reshape(B * T, *chunk.shape[2:])})[TOWER_OUTPUT].reshape(B, T, -1)
             feats.append(expand(window, proj))
             scores.append(feats[-1] @ weights)
     return {"h": np.concatenate(feats), "scores": np.concatenate(scores)}

@@ -13,7 +13,7 @@ from stpr.runtime.analytic import head_scores, projection_matrix
 from stpr.runtime.analytic import mode_probabilities as np_mode_probabilities
 from stpr.runtime.analytic import own_expert_logits as np_own_expert_logits
 from stpr.runtime.backends import OrtRunner
-from stpr.runtime.contract import FUSED_KEY, PER_EXPERT_KEY, unpack_td_calibration
+from stpr.runtime.contract import FUSED_KEY, PER_EXPERT_KEY, TOWER_INPUT, TOWER_OUTPUT, unpack_td_calibration
 from stpr.runtime.experts import ExpertsRunner, expert_files
 from stpr.runtime.router import classify
 from stpr.train.config import routing_tau
@@ -95,7 +95,7 @@ def onnx_outputs(bundle: Path, manifest: dict[str, Any], clips: np.ndarray) -> d
         if backbone not in feats_of:
             with OrtRunner(bundle / backbone) as runner:
                 flat = clips.reshape(B * T, *clips.shape[2:])
-                feats_of[backbone] = runner.infer({"frames": flat})["features"].reshape(B, T, -1)
+                feats_of[backbone] = runner.infer({TOWER_INPUT: flat})[TOWER_OUTPUT].reshape(B, T, -1)
         feats = feats_of[backbone]
         with ExpertsRunner([OrtRunner(bundle / f) for f in files], fused) as experts:
             z = experts.infer(feats)  # (B, K, D)
@@ -148,7 +148,7 @@ def torch_head_outputs(r: Restored, clips: torch.Tensor) -> dict[str, np.ndarray
 def _tower_features(bundle: Path, file: str, clips: np.ndarray) -> np.ndarray:
     B, T = clips.shape[:2]
     with OrtRunner(bundle / file) as runner:
-        return runner.infer({"frames": clips.reshape(B * T, *clips.shape[2:])})["features"].reshape(B, T, -1)
+        return runner.infer({TOWER_INPUT: clips.reshape(B * T, *clips.shape[2:])})[TOWER_OUTPUT].reshape(B, T, -1)
 
 
 def head_arrays(bundle: Path, manifest: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:

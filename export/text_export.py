@@ -21,7 +21,7 @@ from open_clip import tokenizer as oc_tokenizer
 from torch import nn
 
 from stpr.runtime.atomic import atomic_write_text
-from stpr.runtime.contract import CLIP_IMAGE_FILE, TEXT_TOWER_FILE, TOKENIZER_FILE
+from stpr.runtime.contract import CLIP_IMAGE_FILE, TEXT_INPUT, TEXT_OUTPUT, TEXT_TOWER_FILE, TOKENIZER_FILE
 from stpr.runtime.tokenizer import MERGES_USED, SPECIAL_TOKENS, byte_vocab
 from stpr.train.restore import Restored
 
@@ -50,8 +50,8 @@ def export_text_tower(clip_model: nn.Module, path: Path, opset: int) -> Path:
     # the token ids cannot require grad, so the tracer needs grad enabled alone.
     with torch.enable_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, (example,), str(path), input_names=["tokens"], output_names=["embeddings"],
-                          dynamic_axes={"tokens": {0: "N"}, "embeddings": {0: "N"}}, opset_version=opset,
+        torch.onnx.export(module, (example,), str(path), input_names=[TEXT_INPUT], output_names=[TEXT_OUTPUT],
+                          dynamic_axes={TEXT_INPUT: {0: "N"}, TEXT_OUTPUT: {0: "N"}}, opset_version=opset,
                           dynamo=False, do_constant_folding=True)
     return path
 

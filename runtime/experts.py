@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .contract import FUSED_KEY, PER_EXPERT_KEY
+from .contract import EXPERT_INPUT, EXPERT_OUTPUT, FUSED_KEY, PER_EXPERT_KEY
 from .contract import PRECISIONS as EXPERT_VARIANTS
 from .errors import BundleError
 
@@ -67,5 +67,5 @@ class ExpertsRunner:
     def infer(self, window: np.ndarray) -> np.ndarray:
         """`(B, T, D)` frame features -> `(B, K, D)` expert outputs."""
         if self.fused:
-            return self.runners[0].infer({"features": window})["z"]
-        return np.stack([r.infer({"features": window})["z"] for r in self.runners], axis=1)
+            return self.runners[0].infer({EXPERT_INPUT: window})[EXPERT_OUTPUT]
+        return np.stack([r.infer({EXPERT_INPUT: window})[EXPERT_OUTPUT] for r in self.runners], axis=1)

@@ -10,7 +10,7 @@ import numpy as np
 from .analytic import expand, mode_probabilities, own_expert_logits, task_probabilities
 from .backends import OrtRunner
 from .bundle import Bundle
-from .contract import TOWER_INPUT, TOWER_OUTPUT
+from .contract import EXPERT_INPUT, TOWER_INPUT, TOWER_OUTPUT, fp16_twin
 from .errors import BundleError
 from .experts import ExpertsRunner, expert_files
 from .openset import check_threshold, head_unknown_scores, unknown_score
@@ -27,9 +27,9 @@ def make_runner(bundle: Bundle, file: str, backend: str, device: str, input_name
         from .trt_build import EngineSpec
         from .trt_runner import TrtRunner
 
-        shape = (3, bundle.size, bundle.size) if input_name == "frames" else (bundle.frames, bundle.dim)
+        shape = (3, bundle.size, bundle.size) if input_name == TOWER_INPUT else (bundle.frames, bundle.dim)
         spec = EngineSpec(bundle.path / file, input_name, (1, *shape), (1, *shape), (batch_max, *shape),
-                          fp16=file.endswith(".fp16.onnx"))
+                          fp16=file.endswith(fp16_twin(".onnx")))
         engines = bundle.path / "engines"
         return TrtRunner(spec, engines, engines / "timing.cache")
     raise ValueError(f"--backend {backend!r} is not valid; choose ort or trt")
@@ -93,14 +93,14 @@ class Recognizer:
         if zero_shot is not None:
             text = text_section(bundle.manifest, bundle.path)
             self._use("frozen", text["image_tower_fp16" if fp16 else "image_tower"])
-        self.tower_runners = [make_runner(bundle, f, backend, device, "frames", 4 * bundle.frames)
+        self.tower_runners = [make_runner(bundle, f, backend, device, TOWER_INPUT, 4 * bundle.frames)
                               for f in self.towers]
         self.backbone = self.tower_runners[0]
         self.feature_dim = bundle.dim * len(self.towers)
         self.experts = None
         if self.stpr:
             files, is_fused = expert_files(bundle.manifest, self.variant, fused)
-            self.experts = ExpertsRunner([make_runner(bundle, f, backend, device, "features", 8) for f in files],
+            self.experts = ExpertsRunner([make_runner(bundle, f, backend, device, EXPERT_INPUT, 8) for f in files],
                                          is_fused)
 
     def _use(self, role: str, file: str) -> None:

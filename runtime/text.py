@@ -12,6 +12,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .backends import OrtRunner
+from .contract import TEXT_INPUT, TEXT_OUTPUT
 from .errors import BundleError
 from .router import normalize
 from .text_clean import clean_class_name
@@ -47,7 +48,7 @@ class TextEncoder:
 
     def embed_prompts(self, prompts: Sequence[str]) -> np.ndarray:
         """`(N, D)` float32 unit embeddings, one per prompt (what the tower computes per template)."""
-        return self.runner.infer({"tokens": self.tokenizer(list(prompts))})["embeddings"].astype(np.float32)
+        return self.runner.infer({TEXT_INPUT: self.tokenizer(list(prompts))})[TEXT_OUTPUT].astype(np.float32)
 
     def prompt_tokens(self, name: str) -> int:
         """The longest of the name's prompts in tokens (start and end included): past the
