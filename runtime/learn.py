@@ -143,7 +143,7 @@ def _parity(b: Bundle, sums_gap: float, weights: np.ndarray, rows: dict[str, np.
 
 
 def _manifest(b: Bundle, classes: list[str], c2e: list[int], sums: HeadSums, report: LearnReport,
-              subspace: bool) -> dict[str, Any]:
+              subspace: bool, lineage: dict[str, Any]) -> dict[str, Any]:
     m = json.loads(json.dumps(b.manifest))  # a deep copy
     m.pop("manifest_sha256", None)
     m["classes"], m["class_to_expert"] = classes, c2e
@@ -157,16 +157,18 @@ def _manifest(b: Bundle, classes: list[str], c2e: list[int], sums: HeadSums, rep
         m["unknown"].pop("subspace", None)
     m.setdefault("lineage", []).append({
         "tool": "stpr-learn", "from_manifest_sha256": b.manifest["manifest_sha256"], "from": str(b.path.resolve()),
-        "added": report.added, "removed": report.removed,
+        "added": report.added, "removed": report.removed, **lineage,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
     return m
 
 
 def learn(bundle: Path, out: Path, adds: dict[str, np.ndarray], removes: list[str], *, min_clips: int = MIN_CLIPS,
-          force: bool = False, loaded: tuple[Bundle, HeadSums] | None = None) -> LearnReport:
+          force: bool = False, loaded: tuple[Bundle, HeadSums] | None = None,
+          lineage: dict[str, Any] | None = None) -> LearnReport:
     """Write the bundle `out`: `bundle` less the classes `removes`, plus `adds` (class ->
     head rows `(k, M)`; an existing class gets the rows as more examples). `loaded` passes
-    `head_bundle(bundle)` when the caller already has it."""
+    `head_bundle(bundle)` when the caller already has it; `lineage` adds fields to the new
+    bundle's lineage entry (a merge lists its inputs)."""
     t0 = time.perf_counter()
     b, sums = loaded or head_bundle(bundle)
     classes = list(b.classes)
@@ -200,13 +202,15 @@ def learn(bundle: Path, out: Path, adds: dict[str, np.ndarray], removes: list[st
     weights = sums.solve()
     report.timings_s["solve"] = time.perf_counter() - t1
     report.classes = classes
-    _write(b, out, sums, weights, text, anchors, classes, c2e, report, _parity(b, gap, weights, adds, classes))
+    _write(b, out, sums, weights, text, anchors, classes, c2e, report, _parity(b, gap, weights, adds, classes),
+           lineage or {})
     report.timings_s["total"] = time.perf_counter() - t0
     return report
 
 
 def _write(b: Bundle, out: Path, sums: HeadSums, weights: np.ndarray, text: np.ndarray, anchors: np.ndarray,
-           classes: list[str], c2e: list[int], report: LearnReport, learned_parity: dict[str, Any]) -> None:
+           classes: list[str], c2e: list[int], report: LearnReport, learned_parity: dict[str, Any],
+           lineage: dict[str, Any]) -> None:
     m0 = b.manifest
     own = {m0["head"]["weights"], m0["text_embeddings"], m0["anchors"], "parity.json",
            *(v for k, v in m0["head"].get("sums", {}).items() if k in ("gram", "cross")),
@@ -228,7 +232,7 @@ def _write(b: Bundle, out: Path, sums: HeadSums, weights: np.ndarray, text: np.n
         if subspace:  # the open-set score's G, now with the learned clips in it
             sub, tail_inverse = head_subspace(sums.totals()[0], sums.lam)
             np.save(tmp / m0["unknown"]["subspace"], sub, allow_pickle=False)
-        m = _manifest(b, classes, c2e, sums, report, subspace)
+        m = _manifest(b, classes, c2e, sums, report, subspace, lineage)
         if subspace:
             m["unknown"]["tail_inverse"] = tail_inverse
         old_parity = json.loads((b.path / "parity.json").read_text()) if (b.path / "parity.json").is_file() else {}

@@ -7,6 +7,8 @@ features update the head's sums, the head is solved again and a new bundle is wr
     stpr-learn --bundle bundles/b1 --out bundles/b2 --add "wave hello" clips/*.mp4
     stpr-learn --bundle bundles/b1 --out bundles/b2 --data my_clips/   # my_clips/<class>/<clips>
     stpr-learn --bundle bundles/b2 --out bundles/b3 --remove "wave hello" --publish bundles/current
+    stpr-learn --bundle dev1/b1 --out ship/d1 --delta          # a device's head delta, to ship
+    stpr-learn --bundle bundles/b0 --out bundles/fleet --merge ship/d1 ship/d2 ship/d3
 """
 from __future__ import annotations
 
@@ -24,13 +26,15 @@ from .exits import EXIT_INTERRUPT, EXIT_SIGTERM, EXIT_WRITE, click_error, exit_c
 from .frame_folder import IMAGE_EXTS
 from .learn import MIN_CLIPS, check_request, head_bundle, learn
 from .learn_clips import LearnError, rows_of_clips
+from .learn_merge import merge, write_delta
 from .publish import publish
 from .recognizer import Recognizer
 from .signals import Terminated, sigterm_as_interrupt
 
 EPILOG = exit_codes_help(
     error="refused, nothing written: a bundle without a head or its sums, a clip that decodes no frame or has "
-          "fewer than T, a class with fewer clips than --min-clips, an empty, duplicate or unknown name",
+          "fewer than T, a class with fewer clips than --min-clips, an empty, duplicate or unknown name; "
+          "--merge of a bundle learned from another base, tower, projection or lambda, or of one bundle twice",
     write="the new bundle could not be written (full disk, read-only): nothing half-written is kept",
     interrupt="Ctrl-C: nothing written, the old bundle is untouched",
     sigterm="SIGTERM: nothing written, the old bundle is untouched")
@@ -73,6 +77,11 @@ def _requested(add: str | None, clips: tuple[Path, ...], data: Path | None) -> d
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="The new bundle's folder.")
 @click.option("--add", help="A class to add (or to give more examples): its clips follow as arguments.")
 @click.argument("clips", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--merge", "merging", is_flag=True,
+              help="Merge: the arguments are bundles (or head deltas) learned on devices from --bundle; --out gets "
+                   "the head of all their clips, as if learned in one place.")
+@click.option("--delta", is_flag=True,
+              help="Write only --bundle's head delta to --out (its manifest and learned rows): what --merge needs.")
 @click.option("--data", type=click.Path(path_type=Path), help="Add every class of DIR/<class>/<clips>.")
 @click.option("--remove", multiple=True, help="A class to drop (repeatable).")
 @click.option("--min-clips", type=click.IntRange(min=1), default=MIN_CLIPS, show_default=True,
@@ -84,9 +93,9 @@ def _requested(add: str | None, clips: tuple[Path, ...], data: Path | None) -> d
 @click.option("--force", is_flag=True, help="Replace a bundle already in --out.")
 @click.option("--publish", "publish_link", type=click.Path(path_type=Path),
               help="Then point this symlink at the new bundle (what `stpr-run --watch` follows).")
-def main(bundle_dir: Path, out: Path, add: str | None, clips: tuple[Path, ...], data: Path | None,
-         remove: tuple[str, ...], min_clips: int, backend: str, device: str, fp16: bool, force: bool,
-         publish_link: Path | None) -> None:
+def main(bundle_dir: Path, out: Path, add: str | None, clips: tuple[Path, ...], merging: bool, delta: bool,
+         data: Path | None, remove: tuple[str, ...], min_clips: int, backend: str, device: str, fp16: bool,
+         force: bool, publish_link: Path | None) -> None:
     """Teach a bundle new actions from a few clips, or drop some: a new bundle, no torch, no workstation."""
     if publish_link is not None and publish_link.exists() and not publish_link.is_symlink():
         raise click.UsageError(f"--publish {str(publish_link)!r} exists and is not a symlink; pick a new path")
@@ -94,6 +103,9 @@ def main(bundle_dir: Path, out: Path, add: str | None, clips: tuple[Path, ...], 
     code = 0
     with sigterm_as_interrupt():
         try:
+            if merging or delta:
+                _merge_or_delta(bundle_dir, out, clips, merging, delta, add, data, remove, force, publish_link)
+                return
             wanted = _requested(add, clips, data)
             if not wanted and not remove:
                 raise click.UsageError("nothing to do: give --add NAME CLIPS..., --data DIR or --remove NAME")
@@ -125,6 +137,38 @@ def main(bundle_dir: Path, out: Path, add: str | None, clips: tuple[Path, ...], 
                f"{time.perf_counter() - t0:.1f} s", err=True)
     if publish_link is not None:
         click.echo(f"published: {str(publish_link)!r} -> {str(out)!r}", err=True)
+
+
+def _merge_or_delta(bundle_dir: Path, out: Path, paths: tuple[Path, ...], merging: bool, delta: bool,
+                    add: str | None, data: Path | None, remove: tuple[str, ...], force: bool,
+                    publish_link: Path | None) -> None:
+    """`--merge B1 B2 ...` or `--delta`: no tower runs, only head files are read (errors as in main)."""
+    if merging and delta:
+        raise LearnError("--merge and --delta are two steps: write each device's --delta, then --merge them")
+    if add is not None or data is not None:
+        raise LearnError(f"--{'merge' if merging else 'delta'} takes no --add or --data; merge first, then add "
+                         "clips to the merged bundle")
+    t0 = time.perf_counter()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if delta:
+        if paths or remove or publish_link is not None:
+            raise LearnError("--delta writes --bundle's learned rows as they are; it takes no clips, --remove or "
+                             "--publish")
+        with exclusive(out.parent / f".{out.name}.lock"):
+            names = write_delta(bundle_dir, out, force=force)
+        size = sum((out / n).stat().st_size for n in names)
+        click.echo(f"wrote the head delta {str(out)!r} ({size / 1e6:.2f} MB: {', '.join(names)}); merge it with "
+                   "stpr-learn --bundle BASE --out MERGED --merge DELTAS...", err=True)
+        return
+    if not paths:
+        raise LearnError("--merge needs the bundles (or head deltas) to merge as arguments: --merge B1 B2 ...")
+    with exclusive(out.parent / f".{out.name}.lock"):
+        report = merge(bundle_dir, out, list(paths), list(remove), force=force)
+    if publish_link is not None:
+        publish(out, publish_link)
+    pooled = ", ".join(f"{n} ({k} clips)" for n, k in report.added.items())
+    click.echo(f"wrote {str(out)!r}: {len(paths)} bundles merged, {len(report.classes)} classes (+{pooled}"
+               f"{''.join(f', -{n}' for n in report.removed)}) in {time.perf_counter() - t0:.1f} s", err=True)
 
 
 def _rows(b: Bundle, wanted: dict[str, list[Path]], backend: str, device: str, fp16: bool) -> dict[str, np.ndarray]:
