@@ -65,8 +65,10 @@ def _centre_frames(open_cap: Callable[[], cv2.VideoCapture], n: int, frames: int
     return fill_from_earlier(idx, cache)
 
 
-def clip_frames(open_cap: Callable[[], cv2.VideoCapture], name: str, frames: int) -> tuple[list[np.ndarray], int]:
-    """The T (= `frames`) segment-centre frames of a video and its frame count.
+def clip_frames(open_cap: Callable[[], cv2.VideoCapture], name: str, frames: int,
+                pick: Callable[[int], np.ndarray] | None = None) -> tuple[list[np.ndarray], int]:
+    """The T (= `frames`) segment-centre frames of a video and its frame count; with `pick`,
+    the frames at `pick(frame count)` instead (stpr-learn's extra views).
 
     Memory stays at T frames whatever the video's length. A truncated file raises
     `TruncatedClip`, which carries the centre frames of its decodable part."""
@@ -78,7 +80,7 @@ def clip_frames(open_cap: Callable[[], cv2.VideoCapture], name: str, frames: int
             cap = open_cap()
         if n == 0:
             raise SourceFailed(f"{name!r} opened but holds no frames: the file is truncated or corrupt")
-        idx = centre_indices(n, frames)
+        idx = centre_indices(n, frames) if pick is None else pick(n)
         cache, grabbed = grab_frames(cap, idx)
     finally:
         cap.release()

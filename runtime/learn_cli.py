@@ -25,7 +25,7 @@ from .errors import BundleError
 from .exits import EXIT_INTERRUPT, EXIT_SIGTERM, EXIT_WRITE, click_error, exit_codes_help
 from .frame_folder import IMAGE_EXTS
 from .learn import MIN_CLIPS, check_request, head_bundle, learn
-from .learn_clips import LearnError, rows_of_clips
+from .learn_clips import CROPS, LearnError, rows_of_clips
 from .learn_merge import merge, write_delta
 from .publish import publish
 from .recognizer import Recognizer
@@ -86,6 +86,11 @@ def _requested(add: str | None, clips: tuple[Path, ...], data: Path | None) -> d
 @click.option("--remove", multiple=True, help="A class to drop (repeatable).")
 @click.option("--min-clips", type=click.IntRange(min=1), default=MIN_CLIPS, show_default=True,
               help="Refuse a new class with fewer clips.")
+@click.option("--views", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Rows per clip from this many temporal samplings (offsets within each of the T segments) of a "
+                   "clip longer than T; 1 reads the segment centres, as training does.")
+@click.option("--crops", type=click.Choice(sorted(CROPS)), default="none", show_default=True,
+              help="Rows per clip from crops of its frames too (corners: the frame and its four corners at 7/8).")
 @click.option("--backend", type=click.Choice(["ort", "trt"]), default="ort", show_default=True,
               help="What runs the head's tower: onnxruntime or TensorRT.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
@@ -94,8 +99,8 @@ def _requested(add: str | None, clips: tuple[Path, ...], data: Path | None) -> d
 @click.option("--publish", "publish_link", type=click.Path(path_type=Path),
               help="Then point this symlink at the new bundle (what `stpr-run --watch` follows).")
 def main(bundle_dir: Path, out: Path, add: str | None, clips: tuple[Path, ...], merging: bool, delta: bool,
-         data: Path | None, remove: tuple[str, ...], min_clips: int, backend: str, device: str, fp16: bool,
-         force: bool, publish_link: Path | None) -> None:
+         data: Path | None, remove: tuple[str, ...], min_clips: int, views: int, crops: str, backend: str,
+         device: str, fp16: bool, force: bool, publish_link: Path | None) -> None:
     """Teach a bundle new actions from a few clips, or drop some: a new bundle, no torch, no workstation."""
     if publish_link is not None and publish_link.exists() and not publish_link.is_symlink():
         raise click.UsageError(f"--publish {str(publish_link)!r} exists and is not a symlink; pick a new path")
@@ -113,7 +118,7 @@ def main(bundle_dir: Path, out: Path, add: str | None, clips: tuple[Path, ...], 
             # names and clip counts before the tower runs: a refusal comes in a second, not after it
             check_request(loaded[0].classes, {n: np.zeros((len(p), 0)) for n, p in wanted.items()}, list(remove),
                           min_clips)
-            adds = _rows(loaded[0], wanted, backend, device, fp16)
+            adds = _rows(loaded[0], wanted, backend, device, fp16, views, crops)
             out.parent.mkdir(parents=True, exist_ok=True)
             with exclusive(out.parent / f".{out.name}.lock"):
                 report = learn(bundle_dir, out, adds, list(remove), min_clips=min_clips, force=force, loaded=loaded)
@@ -171,7 +176,8 @@ def _merge_or_delta(bundle_dir: Path, out: Path, paths: tuple[Path, ...], mergin
                f"{''.join(f', -{n}' for n in report.removed)}) in {time.perf_counter() - t0:.1f} s", err=True)
 
 
-def _rows(b: Bundle, wanted: dict[str, list[Path]], backend: str, device: str, fp16: bool) -> dict[str, np.ndarray]:
+def _rows(b: Bundle, wanted: dict[str, list[Path]], backend: str, device: str, fp16: bool, views: int = 1,
+          crops: str = "none") -> dict[str, np.ndarray]:
     """Each class's head rows, with a progress line per class (the tower is the slow part)."""
     adds: dict[str, np.ndarray] = {}
     if not wanted:
@@ -179,7 +185,7 @@ def _rows(b: Bundle, wanted: dict[str, list[Path]], backend: str, device: str, f
     with Recognizer(b, backend, device, fp16) as rec:
         for name, paths in wanted.items():
             t = time.perf_counter()
-            adds[name] = rows_of_clips(rec, paths)
+            adds[name] = rows_of_clips(rec, paths, views=views, crops=crops)
             click.echo(f"{name!r}: {len(paths)} clips through the head's tower in {time.perf_counter() - t:.1f} s",
                        err=True)
     return adds

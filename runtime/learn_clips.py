@@ -3,7 +3,9 @@
 A clip is a video file or a folder of frames (`frame_folder`'s rule). Its T segment-centre
 frames (`sampling.centre_indices`, what training's head sums were built from) go through
 the bundle's own head tower; the head's feature `h = relu(x P)` of each clip is what
-`stpr-learn` adds to the sums.
+`stpr-learn` adds to the sums. With `views` > 1 a clip longer than T also gives the rows
+of other offsets within its segments (`sampling.view_indices`), and with `crops` the rows
+of crops of its frames (`CROPS`): more rows per clip, measured in docs/learn.md.
 """
 from __future__ import annotations
 
@@ -19,11 +21,19 @@ from .errors import LearnError  # noqa: F401 (also imported from here)
 from .frame_folder import IMAGE_EXTS, frame_files
 from .preprocess import preprocess
 from .recognizer import Recognizer
-from .sampling import centre_indices
+from .sampling import view_indices
 from .stream import SourceError, SourceFailed, open_capture
 
+# Spatial views: (top, left, side) of a square crop as fractions of the model-sized frame;
+# the crop is resized back to the model's size. "corners": the frame and its four corners at 7/8.
+CROPS: dict[str, tuple[tuple[float, float, float], ...]] = {
+    "none": ((0.0, 0.0, 1.0),),
+    "corners": ((0.0, 0.0, 1.0), (0.0, 0.0, 0.875), (0.0, 0.125, 0.875), (0.125, 0.0, 0.875),
+                (0.125, 0.125, 0.875)),
+}
 
-def _folder_frames(folder: Path, T: int) -> list[np.ndarray]:
+
+def _folder_frames(folder: Path, T: int, views: int = 1) -> list[list[np.ndarray]]:
     files = frame_files(folder)
     if not files:
         raise LearnError(f"clip {str(folder)!r} is a folder with no frame images ({', '.join(sorted(IMAGE_EXTS))}); "
@@ -31,14 +41,15 @@ def _folder_frames(folder: Path, T: int) -> list[np.ndarray]:
     if len(files) < T:
         raise LearnError(f"clip {str(folder)!r} has {len(files)} frames, fewer than the T={T} the head reads in time "
                          "order; record a longer clip")
-    frames = []
-    for i in centre_indices(len(files), T):
-        img = cv2.imread(str(files[int(i)]), cv2.IMREAD_COLOR)
+    sets = view_indices(len(files), T, views)
+    frames: dict[int, np.ndarray] = {}
+    for i in sorted({int(i) for idx in sets for i in idx}):
+        img = cv2.imread(str(files[i]), cv2.IMREAD_COLOR)
         if img is None:
-            raise LearnError(f"clip {str(folder)!r}: frame {files[int(i)].name!r} cannot be decoded; "
+            raise LearnError(f"clip {str(folder)!r}: frame {files[i].name!r} cannot be decoded; "
                              "replace or remove it")
-        frames.append(img)
-    return frames
+        frames[i] = img
+    return [[frames[int(i)] for i in idx] for idx in sets]
 
 
 def read_clip(path: Path, T: int) -> list[np.ndarray]:
@@ -46,13 +57,24 @@ def read_clip(path: Path, T: int) -> list[np.ndarray]:
 
     A clip shorter than T is refused, not padded: a repeated frame carries no motion,
     and motion is what the head tells classes apart by."""
+    return read_views(path, T, 1)[0]
+
+
+def read_views(path: Path, T: int, views: int) -> list[list[np.ndarray]]:
+    """`read_clip`'s frames for each temporal view of the clip (`sampling.view_indices`)."""
     path = Path(path)
     if path.is_dir():
-        return _folder_frames(path, T)
+        return _folder_frames(path, T, views)
     if not path.is_file():
         raise LearnError(f"clip {str(path)!r} does not exist; pass video files or folders of frames")
+    sets: list[np.ndarray] = []
+
+    def pick(n: int) -> np.ndarray:
+        sets.extend(view_indices(n, T, views))
+        return np.unique(np.concatenate(sets))
+
     try:
-        frames, n = clip_frames(lambda: open_capture(str(path)), str(path), T)
+        frames, n = clip_frames(lambda: open_capture(str(path)), str(path), T, pick if views > 1 else None)
     except TruncatedClip as e:
         raise LearnError(f"clip {e}; re-record or drop it") from None
     except (SourceError, SourceFailed) as e:
@@ -60,7 +82,10 @@ def read_clip(path: Path, T: int) -> list[np.ndarray]:
     if n < T:
         raise LearnError(f"clip {str(path)!r} has {n} frames, fewer than the T={T} the head reads in time order; "
                          "record a longer clip")
-    return frames
+    if views == 1:
+        return [frames]
+    at = {int(i): f for i, f in zip(np.unique(np.concatenate(sets)), frames)}
+    return [[at[int(i)] for i in idx] for idx in sets]
 
 
 def window_rows(rec: Recognizer, windows: np.ndarray) -> np.ndarray:
@@ -78,16 +103,31 @@ def clip_rows(rec: Recognizer, frames: list[np.ndarray]) -> np.ndarray:
     return window_rows(rec, rec.frame_features(_preprocessed(rec, frames))[None])
 
 
-def rows_of_clips(rec: Recognizer, paths: Sequence[Path],
-                  progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-    """`(N, M)` head rows of the clips at `paths`. Every clip is read (and preprocessed, so
-    memory holds T model-sized frames per clip, not the video's) before any is run: a bad
-    one fails in seconds, not after the tower has run on the others."""
+def crop_view(x: np.ndarray, box: tuple[float, float, float]) -> np.ndarray:
+    """`(T, 3, S, S)` preprocessed frames -> the same crop of each, resized back to S."""
+    top, left, side = box
+    if side >= 1.0:
+        return x
+    S = x.shape[-1]
+    n = max(1, round(side * S))
+    t, lft = round(top * S), round(left * S)
+    hwc = x[:, :, t:t + n, lft:lft + n].transpose(0, 2, 3, 1)
+    return np.stack([cv2.resize(f, (S, S), interpolation=cv2.INTER_CUBIC) for f in hwc]).transpose(0, 3, 1, 2)
+
+
+def rows_of_clips(rec: Recognizer, paths: Sequence[Path], progress: Callable[[int, int], None] | None = None,
+                  views: int = 1, crops: str = "none") -> np.ndarray:
+    """`(N, M)` head rows of the clips at `paths`: one per clip, or one per temporal view and
+    crop of each (`views`, `crops`; clip by clip, in that order). Every clip is read (and
+    preprocessed, so memory holds T model-sized frames per clip and view, not the video's)
+    before any is run: a bad one fails in seconds, not after the tower has run on the others."""
     T = rec.bundle.frames
-    clips = [_preprocessed(rec, read_clip(p, T)) for p in paths]
+    clips = [[_preprocessed(rec, f) for f in read_views(p, T, views)] for p in paths]
     rows = []
-    for i, x in enumerate(clips):
-        rows.append(window_rows(rec, rec.frame_features(x)[None]))
+    for i, clip in enumerate(clips):
+        for x in clip:
+            for box in CROPS[crops]:
+                rows.append(window_rows(rec, rec.frame_features(crop_view(x, box))[None]))
         if progress is not None:
             progress(i + 1, len(clips))
     return np.concatenate(rows) if rows else np.zeros((0, rec.head.projection.shape[1]), np.float32)

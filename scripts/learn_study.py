@@ -16,7 +16,9 @@ run's own test clips, through the device code:
   same features (`AnalyticHead.add_task`), which must be ~0: it is the same solve.
 
 `--balance` picks the head's balance rule of the base runs (`weight`: each clip weighs
-n_ref / its class's count; `none`: plain ridge), the imbalance comparison.
+n_ref / its class's count; `none`: plain ridge), the imbalance comparison. `--learn-args`
+passes options to every `stpr-learn` (e.g. "--views 2 --crops corners") on the same runs,
+and `--tag` names that variant's folders and JSON, so variants share the trained runs.
 
     python scripts/learn_study.py --out runs/learn_study --seeds 0 1 2 --clips 2 4 8 16 32
     python scripts/learn_study.py --out runs/learn_study_seeded --order seeded --clips 4 8 16 32
@@ -163,7 +165,8 @@ def workstation_gap(run_dir: Path, bundle: Path, learned: Path) -> float:
     return float(np.abs(w_dev - w_ws).max() / np.abs(w_ws).max())
 
 
-def one_seed(cfg: Any, out: Path, clips: Sequence[int]) -> dict[str, Any]:
+def one_seed(cfg: Any, out: Path, clips: Sequence[int], learn_args: Sequence[str] = (),
+             tag: str = "") -> dict[str, Any]:
     base_cfg, full_cfg = variant(cfg, {"data.protocol": "4+4x3"}), variant(cfg, {"data.protocol": "4+4x4"})
     base_run, full_run = out / "base", out / "full"
     ensure_run(base_cfg, base_run)
@@ -183,12 +186,12 @@ def one_seed(cfg: Any, out: Path, clips: Sequence[int]) -> dict[str, Any]:
         "device": {},
     }
     for k in clips:
-        learned = out / f"bundle_k{k}"
+        learned = out / f"bundle{tag}_k{k}"
         shutil.rmtree(learned, ignore_errors=True)
-        data = subset(root, k, out / f"data_k{k}")
+        data = subset(root, k, out / f"data{tag}_k{k}")
         t0 = time.perf_counter()
         proc = subprocess.run([sys.executable, "-c", CHILD, "--bundle", str(base), "--out", str(learned),
-                               "--data", str(data), "--min-clips", "1"], capture_output=True, text=True)
+                               "--data", str(data), "--min-clips", "1", *learn_args], capture_output=True, text=True)
         wall = time.perf_counter() - t0
         if proc.returncode != 0:
             raise RuntimeError(f"stpr-learn failed at k={k}: {proc.stderr.strip()}")
@@ -228,6 +231,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--dataset", default="synthetic", help="synthetic (the demo) or folder")
     p.add_argument("--order", default="auto", help="data.class_order: auto (the dataset's) or seeded (shuffled)")
     p.add_argument("--data-root", help="the folder dataset's ROOT/<class>/<clips>")
+    p.add_argument("--learn-args", default="", help="options for every stpr-learn, e.g. \"--views 2\"")
+    p.add_argument("--tag", default="", help="names this variant's bundles and JSON (default: none)")
     args = p.parse_args(argv)
     per_seed = {}
     for seed in args.seeds:
@@ -235,11 +240,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.dataset != "synthetic":
             keys.update({"data.dataset": args.dataset, "data.root": args.data_root})
         cfg = variant(load_config("demo"), keys)
-        per_seed[str(seed)] = one_seed(cfg, args.out / f"{args.balance}_s{seed}", args.clips)
-    result = {"balance": args.balance, "seeds": args.seeds, "per_seed": per_seed,
+        per_seed[str(seed)] = one_seed(cfg, args.out / f"{args.balance}_s{seed}", args.clips,
+                                       args.learn_args.split(), f"_{args.tag}" if args.tag else "")
+    result = {"balance": args.balance, "seeds": args.seeds, "learn_args": args.learn_args, "per_seed": per_seed,
               "mean_std": aggregate(list(per_seed.values())),
               "machine": f"{os.cpu_count()} CPU cores"}
-    atomic_write_json(args.out / f"learn_study_{args.balance}.json", result)
+    atomic_write_json(args.out / f"learn_study_{args.balance}{f'_{args.tag}' if args.tag else ''}.json", result)
     print(json.dumps(result["mean_std"], indent=2))
     return 0
 

@@ -371,3 +371,44 @@ def test_any_field_naming_a_bundle_file_must_list_it(learned, tmp_path):
     shutil.copytree(learned / "b0", tmp_path / "src")
     shutil.copy(learned / "b0" / "head_weights.npy", tmp_path / "src" / "extra_thing.npy")
     _strip(tmp_path / "src", tmp_path / "listed", lambda m: named(m, True))  # verify_bundle accepts it
+
+
+def test_view_indices_give_distinct_samplings_only():
+    from stpr.runtime.sampling import centre_indices, view_indices
+
+    assert [v.tolist() for v in view_indices(8, 8, 3)] == [list(range(8))]  # a clip of T frames has one view
+    two = view_indices(16, 8, 2)
+    assert [v.tolist() for v in two] == [list(range(0, 16, 2)), list(range(1, 16, 2))]
+    assert np.array_equal(view_indices(37, 8, 1)[0], centre_indices(37, 8))
+
+
+def test_views_and_crops_give_one_row_per_sampling_of_each_clip(learned, tmp_path):
+    from stpr.runtime.learn_clips import CROPS, clip_rows, crop_view, rows_of_clips
+
+    clip = SyntheticActions("train", clips_per_class=1, num_frames=16, seed=0).raw_clip(0)
+    folder = tmp_path / "clip16"
+    folder.mkdir()
+    for f, frame in enumerate(clip):
+        cv2.imwrite(str(folder / f"{f:02d}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    video = write_video(tmp_path / "clip16.avi", [clip])
+    b = load_bundle(learned / "b0")
+    bgr = [cv2.cvtColor(f, cv2.COLOR_RGB2BGR) for f in clip]
+    with Recognizer(b) as rec:
+        rows = rows_of_clips(rec, [folder], views=2)
+        assert rows.shape[0] == 2
+        np.testing.assert_allclose(rows[0], clip_rows(rec, bgr[0::2])[0], atol=1e-6)
+        np.testing.assert_allclose(rows[1], clip_rows(rec, bgr[1::2])[0], atol=1e-6)
+        assert rows_of_clips(rec, [video], views=2).shape[0] == 2  # a video file reads the same views
+        cropped = rows_of_clips(rec, [folder], crops="corners")
+        assert cropped.shape[0] == len(CROPS["corners"])
+        np.testing.assert_allclose(cropped[0], rows_of_clips(rec, [folder])[0], atol=1e-6)
+        x = np.stack([preprocess(f, b.size, b.mean, b.std) for f in bgr[1::2]])
+        corner = window_rows_of(rec, crop_view(x, CROPS["corners"][1]))
+        np.testing.assert_allclose(cropped[1], corner, atol=1e-6)
+        assert not np.allclose(cropped[1], cropped[0])
+
+
+def window_rows_of(rec, x):
+    from stpr.runtime.learn_clips import window_rows
+
+    return window_rows(rec, rec.frame_features(x)[None])[0]
