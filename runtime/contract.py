@@ -25,6 +25,7 @@ HEAD_MODES = ("alone", "route-hard", "route-soft", "fuse")  # what a bundle's he
 HEAD_CHOICES = ("none",) + HEAD_MODES  # training: none is StPR alone, the paper
 HEAD_TOWERS = ("frozen", "adapted")  # frozen CLIP tower | the adapters as the base task left them
 HEAD_BALANCES = ("weight", "none")  # each clip n_ref / n_c | plain ridge
+HEAD_CROPS = ("none", "corners")  # head rows per clip: its frames | also their 4 corners (runtime/sampling.py)
 PRECISIONS = ("fp32", "fp16", "int8")  # the experts' variants (int8: CPU only)
 SUMS_DTYPES = ("float64", "float32")  # how a bundle stores the head's sums
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from .analytic import PROJECTION_GENERATOR, projection_matrix, projection_sha256
-from .contract import HEAD_BALANCES, HEAD_MODES, HEAD_TOWERS
+from .contract import HEAD_BALANCES, HEAD_CROPS, HEAD_MODES, HEAD_TOWERS
 from .errors import BundleError
 from .head_sums import check_sums_fields
 
@@ -70,6 +70,8 @@ def check_head_fields(m: dict[str, Any], problems: list[str]) -> None:
                             f"{lo}, {hi}]")
     if h.get("balance", "weight") not in HEAD_BALANCES:
         problems.append(f"head.balance is {h.get('balance')!r}: must be one of {', '.join(HEAD_BALANCES)}")
+    if h.get("crops", "none") not in HEAD_CROPS:
+        problems.append(f"head.crops is {h.get('crops')!r}: must be one of {', '.join(HEAD_CROPS)}")
     check_sums_fields(m, problems)
 
 

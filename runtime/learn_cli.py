@@ -89,8 +89,9 @@ def _requested(add: str | None, clips: tuple[Path, ...], data: Path | None) -> d
 @click.option("--views", type=click.IntRange(min=1), default=1, show_default=True,
               help="Rows per clip from this many temporal samplings (offsets within each of the T segments) of a "
                    "clip longer than T; 1 reads the segment centres, as training does.")
-@click.option("--crops", type=click.Choice(sorted(CROPS)), default="none", show_default=True,
-              help="Rows per clip from crops of its frames too (corners: the frame and its four corners at 7/8).")
+@click.option("--crops", type=click.Choice(sorted(CROPS)), default=None,
+              help="Rows per clip from crops of its frames too (corners: the frame and its four corners at 7/8). "
+                   "Default: what the bundle's head was trained with (head.crops), so both are one solve.")
 @click.option("--backend", type=click.Choice(["ort", "trt"]), default="ort", show_default=True,
               help="What runs the head's tower: onnxruntime or TensorRT.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
@@ -99,7 +100,7 @@ def _requested(add: str | None, clips: tuple[Path, ...], data: Path | None) -> d
 @click.option("--publish", "publish_link", type=click.Path(path_type=Path),
               help="Then point this symlink at the new bundle (what `stpr-run --watch` follows).")
 def main(bundle_dir: Path, out: Path, add: str | None, clips: tuple[Path, ...], merging: bool, delta: bool,
-         data: Path | None, remove: tuple[str, ...], min_clips: int, views: int, crops: str, backend: str,
+         data: Path | None, remove: tuple[str, ...], min_clips: int, views: int, crops: str | None, backend: str,
          device: str, fp16: bool, force: bool, publish_link: Path | None) -> None:
     """Teach a bundle new actions from a few clips, or drop some: a new bundle, no torch, no workstation."""
     if publish_link is not None and publish_link.exists() and not publish_link.is_symlink():
@@ -118,6 +119,7 @@ def main(bundle_dir: Path, out: Path, add: str | None, clips: tuple[Path, ...], 
             # names and clip counts before the tower runs: a refusal comes in a second, not after it
             check_request(loaded[0].classes, {n: np.zeros((len(p), 0)) for n, p in wanted.items()}, list(remove),
                           min_clips)
+            crops = crops or loaded[0].manifest["head"].get("crops", "none")
             adds = _rows(loaded[0], wanted, backend, device, fp16, views, crops)
             out.parent.mkdir(parents=True, exist_ok=True)
             with exclusive(out.parent / f".{out.name}.lock"):

@@ -21,16 +21,8 @@ from .errors import LearnError  # noqa: F401 (also imported from here)
 from .frame_folder import IMAGE_EXTS, frame_files
 from .preprocess import preprocess
 from .recognizer import Recognizer
-from .sampling import view_indices
+from .sampling import CROPS, crop_view, view_indices  # noqa: F401 (CROPS: also imported from here)
 from .stream import SourceError, SourceFailed, open_capture
-
-# Spatial views: (top, left, side) of a square crop as fractions of the model-sized frame;
-# the crop is resized back to the model's size. "corners": the frame and its four corners at 7/8.
-CROPS: dict[str, tuple[tuple[float, float, float], ...]] = {
-    "none": ((0.0, 0.0, 1.0),),
-    "corners": ((0.0, 0.0, 1.0), (0.0, 0.0, 0.875), (0.0, 0.125, 0.875), (0.125, 0.0, 0.875),
-                (0.125, 0.125, 0.875)),
-}
 
 
 def _folder_frames(folder: Path, T: int, views: int = 1) -> list[list[np.ndarray]]:
@@ -101,18 +93,6 @@ def _preprocessed(rec: Recognizer, frames: list[np.ndarray]) -> np.ndarray:
 def clip_rows(rec: Recognizer, frames: list[np.ndarray]) -> np.ndarray:
     """One clip's T frames -> its head row `h (1, M)`."""
     return window_rows(rec, rec.frame_features(_preprocessed(rec, frames))[None])
-
-
-def crop_view(x: np.ndarray, box: tuple[float, float, float]) -> np.ndarray:
-    """`(T, 3, S, S)` preprocessed frames -> the same crop of each, resized back to S."""
-    top, left, side = box
-    if side >= 1.0:
-        return x
-    S = x.shape[-1]
-    n = max(1, round(side * S))
-    t, lft = round(top * S), round(left * S)
-    hwc = x[:, :, t:t + n, lft:lft + n].transpose(0, 2, 3, 1)
-    return np.stack([cv2.resize(f, (S, S), interpolation=cv2.INTER_CUBIC) for f in hwc]).transpose(0, 3, 1, 2)
 
 
 def rows_of_clips(rec: Recognizer, paths: Sequence[Path], progress: Callable[[int, int], None] | None = None,

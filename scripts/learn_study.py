@@ -19,6 +19,8 @@ run's own test clips, through the device code:
 n_ref / its class's count; `none`: plain ridge), the imbalance comparison. `--learn-args`
 passes options to every `stpr-learn` (e.g. "--views 2 --crops corners") on the same runs,
 and `--tag` names that variant's folders and JSON, so variants share the trained runs.
+`--set KEY=VALUE` trains the base and full runs with another config (e.g.
+`head.crops=corners`: the workstation's clips give crop rows too); use another `--out`.
 
     python scripts/learn_study.py --out runs/learn_study --seeds 0 1 2 --clips 2 4 8 16 32
     python scripts/learn_study.py --out runs/learn_study_seeded --order seeded --clips 4 8 16 32
@@ -49,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # ablate.py beside thi
 from ablate import ensure_run, note, variant  # noqa: E402
 
 from stpr.runtime.atomic import atomic_write_json  # noqa: E402
-from stpr.train.config import load_config  # noqa: E402
+from stpr.train.config import load_config, parse_set  # noqa: E402
 
 HELD_OUT_TASK = 4  # the fifth task (the demo's ring: its default order is shape-major)
 CHILD = "import sys; sys.modules['torch'] = None; from stpr.runtime.learn_cli import main; main()"
@@ -233,12 +235,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--data-root", help="the folder dataset's ROOT/<class>/<clips>")
     p.add_argument("--learn-args", default="", help="options for every stpr-learn, e.g. \"--views 2\"")
     p.add_argument("--tag", default="", help="names this variant's bundles and JSON (default: none)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="a config key of the base and full runs (repeatable), e.g. head.crops=corners")
     args = p.parse_args(argv)
     per_seed = {}
     for seed in args.seeds:
         keys = {"seed": seed, "head.balance": args.balance, "data.class_order": args.order}
         if args.dataset != "synthetic":
             keys.update({"data.dataset": args.dataset, "data.root": args.data_root})
+        keys.update(parse_set(args.sets))
         cfg = variant(load_config("demo"), keys)
         per_seed[str(seed)] = one_seed(cfg, args.out / f"{args.balance}_s{seed}", args.clips,
                                        args.learn_args.split(), f"_{args.tag}" if args.tag else "")

@@ -374,7 +374,10 @@ def test_any_field_naming_a_bundle_file_must_list_it(learned, tmp_path):
 
 
 def test_view_indices_give_distinct_samplings_only():
-    from stpr.runtime.sampling import centre_indices, view_indices
+    from stpr.runtime.contract import HEAD_CROPS
+    from stpr.runtime.sampling import CROPS, centre_indices, view_indices
+
+    assert tuple(CROPS) == HEAD_CROPS  # what head.crops and --crops accept is what the function knows
 
     assert [v.tolist() for v in view_indices(8, 8, 3)] == [list(range(8))]  # a clip of T frames has one view
     two = view_indices(16, 8, 2)
@@ -412,3 +415,33 @@ def window_rows_of(rec, x):
     from stpr.runtime.learn_clips import window_rows
 
     return window_rows(rec, rec.frame_features(x)[None])[0]
+
+
+def test_training_crops_are_the_device_crops_and_stpr_learn_follows_the_bundle(tmp_path):
+    from stpr.runtime.learn_clips import rows_of_clips
+
+    R.run(fast_config(**{"head.mode": "alone", "head.dim": 256, "head.crops": "corners"}), tmp_path / "run")
+    export_run(tmp_path / "run", tmp_path / "b0")
+    m = json.loads((tmp_path / "b0" / "manifest.json").read_text())
+    assert m["head"]["crops"] == "corners"
+    assert m["head"]["sums"]["counts"] == [8 * 5] * 12  # 8 clips per class, each with its 4 corners
+    # a trained class's column of C is the weighted sum of the device's rows of its clips, crops included
+    train = SyntheticActions("train", clips_per_class=8, seed=0)
+    name = m["classes"][0]
+    data = tmp_path / "data" / "again"
+    for j, i in enumerate([i for i, t in enumerate(train.targets) if train.classes[t] == name]):
+        (data / f"{j:02d}").mkdir(parents=True)
+        for f, frame in enumerate(train.raw_clip(i)):
+            cv2.imwrite(str(data / f"{j:02d}" / f"{f:02d}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    b = load_bundle(tmp_path / "b0")
+    with Recognizer(b) as rec:
+        rows = rows_of_clips(rec, sorted(data.iterdir()), crops="corners")
+    cross = np.load(tmp_path / "b0" / "head_cross.npy")[:, 0]
+    w = m["head"]["sums"]["n_ref"] / 40
+    np.testing.assert_allclose(w * rows.astype(np.float64).sum(0), cross, atol=1e-4 * np.abs(cross).max())
+    # stpr-learn reads the bundle's crops unless told otherwise
+    res = CliRunner().invoke(learn_main, ["--bundle", str(tmp_path / "b0"), "--out", str(tmp_path / "b1"),
+                                          "--data", str(tmp_path / "data")])
+    assert res.exit_code == 0, res.output
+    learned = json.loads((tmp_path / "b1" / "manifest.json").read_text())["head"]["learned"]
+    assert learned["classes"] == ["again"] and learned["clips"] == [8 * 5]

@@ -52,9 +52,13 @@ class AnalyticHead:
         """`(B, T, D)` frame features of the head's tower -> `h (B, M)` float32."""
         return expand(window.float(), self.projection)
 
-    def add_task(self, h: torch.Tensor, labels: torch.Tensor, num_classes: int) -> None:
+    def add_task(self, h: torch.Tensor, labels: torch.Tensor, num_classes: int,
+                 primary: torch.Tensor | None = None) -> None:
         """Fold one task's clips (this rank's shard: `h (N, M)`, global class ids `labels`)
-        into the sums and re-solve; `num_classes` is the count of classes seen so far."""
+        into the sums and re-solve; `num_classes` is the count of classes seen so far.
+        `primary` (bool, N) marks each clip's own row where the clips also give crop rows
+        (`head.crops`): lambda is chosen on those alone, so no clip's crops sit on both
+        sides of the holdout."""
         h, labels = h.detach().cpu().double(), labels.detach().cpu().long()
         grow = num_classes - self.num_classes
         if grow < 0:
@@ -66,7 +70,9 @@ class AnalyticHead:
             self.n_ref = float(present.mean()) if len(present) else 1.0
         w = self.clip_weights(labels)  # (N,)
         if self.lam is None:
-            self.lam, self.lambda_report = choose_lambda(*_gather_rows(h, labels, w), dim=self.dim)
+            keep = torch.ones(len(h), dtype=torch.bool) if primary is None else primary.cpu().bool()
+            hh, ll, ww, pp = _gather_rows(h, labels, w, keep)
+            self.lam, self.lambda_report = choose_lambda(hh, ll, ww, dim=self.dim, primary=pp.bool())
             log.info("analytic head: lambda %.4g (g = %g, chosen on the base task)", self.lam,
                      self.lambda_report["g"])
         y = torch.nn.functional.one_hot(labels, num_classes).double()  # (N, C)
@@ -106,17 +112,18 @@ class AnalyticHead:
         return head
 
 
-def _gather_rows(h: torch.Tensor, labels: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def _gather_rows(h: torch.Tensor, labels: torch.Tensor, w: torch.Tensor,
+                 primary: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Every rank's rows on every rank (shards may differ in length by one)."""
     if dist.world_size() == 1:
-        return h, labels, w
+        return h, labels, w, primary
     n = dist.gather(torch.tensor([len(h)]))
     pad = int(n.max()) - len(h)
-    rows = torch.cat([h, labels.double().unsqueeze(1), w.unsqueeze(1)], 1)
+    rows = torch.cat([h, labels.double().unsqueeze(1), w.unsqueeze(1), primary.double().unsqueeze(1)], 1)
     rows = torch.cat([rows, torch.zeros(pad, rows.shape[1], dtype=rows.dtype)])
     parts = dist.gather(rows).split(int(n.max()))
     rows = torch.cat([p[:k] for p, k in zip(parts, n.tolist())])
-    return rows[:, :-2], rows[:, -2].long(), rows[:, -1]
+    return rows[:, :-3], rows[:, -3].long(), rows[:, -2], rows[:, -1] > 0.5
 
 
 def holdout_mask(h: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -132,19 +139,24 @@ def holdout_mask(h: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return mask
 
 
-def choose_lambda(h: torch.Tensor, labels: torch.Tensor, w: torch.Tensor, *, dim: int) -> tuple[float, dict]:
+def choose_lambda(h: torch.Tensor, labels: torch.Tensor, w: torch.Tensor, *, dim: int,
+                  primary: torch.Tensor | None = None) -> tuple[float, dict]:
     """The base task's ridge parameter: `lambda = g * tr(G) / M`, with g from `LAMBDA_GRID`
     giving the lowest class-weighted mean squared error on a stratified 25 % holdout of
     the task's training clips, fitted on the other 75 % (ties: the larger g, the more
     stable solve). MSE, not accuracy: on a few classes accuracy ties over most of the
-    grid and picks badly."""
+    grid and picks badly. With `primary`, g is chosen on those rows (each clip's own) and
+    tr(G) is that of every row."""
+    all_h, all_w = h.double(), w
+    if primary is not None and not primary.all():
+        h, labels, w = h[primary], labels[primary], w[primary]
     h = h.double()
     classes, local = labels.unique(return_inverse=True)
     y = torch.nn.functional.one_hot(local, len(classes)).double()
     hold = holdout_mask(h.float(), labels)
     if hold.all() or not hold.any():  # too few clips to split: the grid's middle
         g = 1e-2
-        return g * float((h * w.unsqueeze(1)).pow(2).sum()) / dim, {"rule": "too few clips to split", "g": g}
+        return g * float((all_h * all_w.unsqueeze(1)).pow(2).sum()) / dim, {"rule": "too few clips to split", "g": g}
     fit, ho = ~hold, hold
     hw = h[fit] * w[fit].unsqueeze(1)
     gram, cross = hw.T @ h[fit], hw.T @ y[fit]
@@ -158,7 +170,7 @@ def choose_lambda(h: torch.Tensor, labels: torch.Tensor, w: torch.Tensor, *, dim
         mses.append(float((err * w[ho]).sum() / w[ho].sum()))
     best = min(range(len(LAMBDA_GRID)), key=lambda i: (round(mses[i], 12), -i))
     g = LAMBDA_GRID[best]
-    full = h * w.unsqueeze(1)
-    lam = g * float((full * h).sum()) / dim  # tr(G) of the whole base task
+    full = all_h * all_w.unsqueeze(1)
+    lam = g * float((full * all_h).sum()) / dim  # tr(G) of the whole base task
     return lam, {"rule": "holdout-mse", "g": g, "grid": list(LAMBDA_GRID), "mse": mses,
                  "fit_clips": int(fit.sum()), "holdout_clips": int(ho.sum())}

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from stpr.runtime.contract import DISTILL_MODES, HEAD_BALANCES, HEAD_CHOICES, HEAD_TOWERS, ROUTING_MODES
+from stpr.runtime.contract import DISTILL_MODES, HEAD_BALANCES, HEAD_CHOICES, HEAD_CROPS, HEAD_TOWERS, ROUTING_MODES
 
 from .errors import StprError
 
@@ -86,6 +86,7 @@ class HeadConfig:
     dim: int = 2048  # M, width of the random projection
     ridge: float = 0.0  # ridge lambda; 0 chooses it on the base task (holdout MSE)
     balance: str = "weight"  # weight: each clip n_ref / n_class (uneven classes) | none
+    crops: str = "none"  # none | corners: each clip also gives the rows of its 4 corners (runtime/sampling.py)
     tau: float = 0.1  # softmax temperature on the ridge scores (route-soft, fuse, probabilities)
     fuse_weight: float = 0.5  # fuse: share of the head's probabilities
 
@@ -121,6 +122,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "head.mode": HEAD_CHOICES,
     "head.tower": HEAD_TOWERS,
     "head.balance": HEAD_BALANCES,
+    "head.crops": HEAD_CROPS,
 }
 
 

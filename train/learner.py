@@ -14,9 +14,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from stpr.runtime.sampling import CROPS, crop_view
 
 from . import distributed as dist
 from .analytic_fit import AnalyticHead
@@ -213,7 +216,7 @@ class StPRLearner:
         sums = {name: torch.zeros(n, m.dim, dtype=torch.float64) for name in ("td", "clip", "adapter")}
         videos = torch.zeros(n, dtype=torch.float64)  # per class
         residuals, locals_ = [], []  # this rank's d_k per video and its class, for the spreads
-        head_rows, head_labels = [], []  # this rank's h per clip: dropped when end_task returns
+        head_rows, head_labels, head_primary = [], [], []  # this rank's h per clip: dropped when end_task returns
         for frames, labels in batches:
             frames, local = frames.to(self.device), labels.to(self.device) - first
             with self.autocast():
@@ -232,12 +235,27 @@ class StPRLearner:
                     window = self.head_window(frames, feats)
                 head_rows.append(self.head.features(window).cpu())
                 head_labels.append(labels.cpu())
+                head_primary.append(torch.ones(len(labels), dtype=torch.bool))
+                self._crop_rows(frames, labels, head_rows, head_labels, head_primary)
         for t in (stats.sum, stats.sumsq, stats.count, videos, *sums.values()):
             dist.all_reduce_sum(t)  # each rank saw a shard: sums make the whole task
         self.calibrate_router(sums["td"], videos, torch.cat(residuals), torch.cat(locals_))
         self.finish_task_statistics(stats, sums)
         if self.head is not None:
-            self.head.add_task(torch.cat(head_rows), torch.cat(head_labels), m.num_classes)
+            self.head.add_task(torch.cat(head_rows), torch.cat(head_labels), m.num_classes, torch.cat(head_primary))
+
+    def _crop_rows(self, frames: torch.Tensor, labels: torch.Tensor, rows: list[torch.Tensor],
+                   labels_out: list[torch.Tensor], primary: list[torch.Tensor]) -> None:
+        """`head.crops`: the head rows of each crop of the clips' frames, with the device's
+        crop function (`runtime/sampling.py`), so `stpr-learn --crops` reads what training read."""
+        for box in CROPS[self.cfg.head.crops][1:]:
+            x = frames.float().cpu().numpy()
+            cropped = torch.from_numpy(np.stack([crop_view(clip, box) for clip in x])).to(frames.device)
+            with self.autocast():
+                window = self.head_window(cropped, self.model.frame_features(cropped).float())
+            rows.append(self.head.features(window).cpu())
+            labels_out.append(labels.cpu())
+            primary.append(torch.zeros(len(labels), dtype=torch.bool))
 
     def calibrate_router(self, class_sums: torch.Tensor, videos: torch.Tensor, residuals: torch.Tensor,
                          labels: torch.Tensor) -> None:
