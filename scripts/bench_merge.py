@@ -8,7 +8,9 @@ with it: the workstation): three devices each learn the held-out task's four cla
 (`--delta`) is merged on the base (`--merge`, also torch-free), and the base also learns
 all 48 clips in one place. Reported:
 
-- `merge_s`: the merge's wall time (process start included) and its in-process time;
+- `merge_s`: the merge's wall time (process start included), its in-process time and its
+  parts (`check`: the base's sums against its weights, `solve`, `write`: the open-set
+  subspace's eigendecomposition of G is most of it);
   `delta_bytes`: what each device ships;
 - `max_rel_gap_to_one_place`: max |W_merged - W_one_place| / max |W_one_place| over the
   deltas given in three different orders (the target: <= 1e-6);
@@ -103,17 +105,18 @@ def one_seed(cfg: Any, out: Path) -> dict[str, Any]:
     merge_wall = torchless("--bundle", base, "--out", merged, "--merge", *deltas)
     one = fleet / "one_place"
     torchless("--bundle", base, "--out", one, "--data", clip_slice(root, 0, DEVICES * CLIPS, fleet / "data_all"))
-    gaps, in_process = [rel_gap(merged, one)], []
+    gaps, in_process, parts = [rel_gap(merged, one)], [], []
     for j, perm in enumerate(list(itertools.permutations(deltas))[1:3]):  # two more orders, in this process
         t0 = time.perf_counter()
-        merge(base, fleet / f"merged_order{j}", list(perm), [])
+        report = merge(base, fleet / f"merged_order{j}", list(perm), [])
         in_process.append(time.perf_counter() - t0)
+        parts.append(report.timings_s)  # check, solve, write (the open-set subspace's eigh is most of it)
         gaps.append(rel_gap(fleet / f"merged_order{j}", one))
     before, truth = predict(base, test)
     res: dict[str, Any] = {"held_out": held, "clips_per_device": CLIPS,
                            "device_learn_s": learn_s,
                            "delta_bytes": [sum(p.stat().st_size for p in d.iterdir()) for d in deltas],
-                           "merge_s": {"wall_torchless_cli": merge_wall, "in_process": in_process},
+                           "merge_s": {"wall_torchless_cli": merge_wall, "in_process": in_process, "parts": parts},
                            "max_rel_gap_to_one_place": max(gaps),
                            "trained_acc_before": accuracy(before, truth, trained), "recall": {}}
     for name, bundle in [*[(f"device{i}", d) for i, d in enumerate(devices)], ("merged", merged),
