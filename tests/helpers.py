@@ -193,3 +193,19 @@ def damaged(src: Path, dst: Path, edit) -> None:  # noqa: ANN001
     edit(m, dst)
     m["files"] = {name: sha256_file(dst / name) for name in m["files"]}
     (dst / "manifest.json").write_text(json.dumps(seal_manifest(m)))
+
+
+def resealed_copy(src: Path, dst: Path, edit) -> Path:
+    """A copy of bundle `src` with its manifest edited by `edit(manifest)` and sealed again
+    (a valid manifest whatever the edit did to what it describes)."""
+    import json
+
+    from stpr.runtime.manifest import seal_manifest
+
+    shutil.copytree(src, dst)
+    m = json.loads((dst / "manifest.json").read_text())
+    edit(m)
+    m.pop("manifest_sha256")
+    (dst / "manifest.json").write_text(json.dumps(seal_manifest(m)))
+    return dst
+

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from helpers import fast_config, write_video
+from helpers import fast_config, resealed_copy, write_video
 from test_hot_swap import _read, _stream_publishing
 
 from stpr.export import export_run
@@ -18,7 +18,7 @@ from stpr.runtime.bundle import load_bundle
 from stpr.runtime.head_sums import LEARNED_EXPERT
 from stpr.runtime.learn import head_bundle, learn
 from stpr.runtime.learn_cli import main as learn_main
-from stpr.runtime.manifest import BundleError, seal_manifest, sha256_file, verify_bundle
+from stpr.runtime.manifest import BundleError, sha256_file, verify_bundle
 from stpr.runtime.preprocess import preprocess
 from stpr.runtime.publish import publish
 from stpr.runtime.recognizer import Recognizer
@@ -133,13 +133,7 @@ def test_learned_classes_are_recognised(learned):
 
 def _strip(src, dst, edit):
     """A copy of bundle `src` with its manifest edited by `edit` and resealed: a valid bundle otherwise."""
-    import shutil
-
-    shutil.copytree(src, dst)
-    m = json.loads((dst / "manifest.json").read_text())
-    edit(m)
-    m.pop("manifest_sha256")
-    (dst / "manifest.json").write_text(json.dumps(seal_manifest(m)))
+    resealed_copy(src, dst, edit)
     verify_bundle(dst)
     return dst
 

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from helpers import fast_config
+from helpers import fast_config, resealed_copy
 
 from stpr.export import export_run
 from stpr.runtime.bundle import load_bundle
@@ -16,7 +16,7 @@ from stpr.runtime.learn import learn
 from stpr.runtime.learn_cli import main as learn_main
 from stpr.runtime.learn_clips import clip_rows
 from stpr.runtime.learn_merge import merge, write_delta
-from stpr.runtime.manifest import seal_manifest, sha256_file
+from stpr.runtime.manifest import sha256_file
 from stpr.runtime.recognizer import Recognizer
 from stpr.train import run as R
 from stpr.train.data.synthetic import SyntheticActions
@@ -128,16 +128,6 @@ def test_removal_after_a_merge_is_exact_for_device_learned_classes(fleet, tmp_pa
     _assert_same_head(tmp_path / "merged_less", tmp_path / "never")
 
 
-def _edited(src, dst, edit):
-    """A copy of bundle `src` with its manifest edited by `edit` and resealed."""
-    shutil.copytree(src, dst)
-    m = json.loads((dst / "manifest.json").read_text())
-    edit(m)
-    m.pop("manifest_sha256")
-    (dst / "manifest.json").write_text(json.dumps(seal_manifest(m)))
-    return dst
-
-
 def _bad_merges(root, tmp):
     """(name, arguments after --out, words the one-line error must hold) for each refusal."""
     run = root / "run"
@@ -145,16 +135,16 @@ def _bad_merges(root, tmp):
     export_run(run, tmp / "b0_again")  # the same run exported again: its ONNX files hash differently
     learn(tmp / "b0_again", tmp / "re_exported", {NEW[0]: rows}, [])
     # a base with the very same files and sums but another manifest: only its lineage tells
-    _edited(root / "b0", tmp / "b0_twin", lambda m: m["source"].__setitem__("run_dir", "/elsewhere"))
+    resealed_copy(root / "b0", tmp / "b0_twin", lambda m: m["source"].__setitem__("run_dir", "/elsewhere"))
     learn(tmp / "b0_twin", tmp / "other_base", {NEW[0]: rows}, [])
     shutil.copytree(root / "d1", tmp / "d1_copy")
     tampered = shutil.copytree(root / "d2", tmp / "tampered")
     rows = np.load(tampered / "head_learned_rows.npy")
     np.save(tampered / "head_learned_rows.npy", rows * 1.01)
     learn(root / "d1", tmp / "d1_more", {NEW[1]: np.load(root / "d2" / "head_learned_rows.npy")[4:8] * 2}, [])
-    lam = _edited(root / "d1", tmp / "lam", lambda m: m["head"].__setitem__("lambda", m["head"]["lambda"] * 10))
-    proj = _edited(root / "d1", tmp / "proj", lambda m: m["head"]["projection"].__setitem__("seed", 7))
-    tower = _edited(root / "d1", tmp / "tower",
+    lam = resealed_copy(root / "d1", tmp / "lam", lambda m: m["head"].__setitem__("lambda", m["head"]["lambda"] * 10))
+    proj = resealed_copy(root / "d1", tmp / "proj", lambda m: m["head"]["projection"].__setitem__("seed", 7))
+    tower = resealed_copy(root / "d1", tmp / "tower",
                     lambda m: m["files"].__setitem__(m["head"]["tower_file"], "0" * 64))
     b0, d1, d2 = root / "b0", root / "d1", root / "d2"
     return [
