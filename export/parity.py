@@ -27,6 +27,7 @@ FP32_MIN_AGREEMENT = 1.0  # top-1 agreement required of the fp32 bundle
 FP32_MAX_FEATURE_DIFF = 1e-3  # max abs difference of frame features
 FP16_MIN_AGREEMENT = 0.99
 INT8_MIN_AGREEMENT = 0.99  # the int8 experts against the PyTorch fp32 model, like fp16
+TIE_TOLERANCE = 1e-4  # top-1 scores this close (relative to the logits' scale) are a tie, not a disagreement
 
 
 def parity_clips(r: Restored, count: int = 16) -> tuple[torch.Tensor, str]:
@@ -103,13 +104,24 @@ def onnx_outputs(bundle: Path, manifest: dict[str, Any], clips: np.ndarray) -> d
     return out
 
 
+def top1_agreement(ref: np.ndarray, got: np.ndarray) -> float:
+    """Share of rows whose top class agrees. A row where the bundle's top class scores within
+    TIE_TOLERANCE of the logits' scale of PyTorch's top (in PyTorch's logits) is a tie, not a
+    disagreement: classes whose texts coincide (photos of one motion) tie exactly in PyTorch,
+    and float noise alone picks between them."""
+    tol = TIE_TOLERANCE * max(1.0, float(np.abs(ref).max()))
+    r, g = ref.argmax(1), got.argmax(1)
+    rows = np.arange(len(ref))
+    return float(((r == g) | (ref[rows, r] - ref[rows, g] <= tol)).mean())
+
+
 def compare(ref: dict[str, np.ndarray], got: dict[str, np.ndarray]) -> dict[str, float]:
     d_f = np.abs(ref["features"] - got["features"])
     d_l = np.abs(ref["logits"] - got["logits"])
     return {
         "feature_max_abs_diff": float(d_f.max()), "feature_mean_abs_diff": float(d_f.mean()),
         "logit_max_abs_diff": float(d_l.max()), "logit_mean_abs_diff": float(d_l.mean()),
-        "top1_agreement": float((ref["logits"].argmax(1) == got["logits"].argmax(1)).mean()),
+        "top1_agreement": top1_agreement(ref["logits"], got["logits"]),
     }
 
 

@@ -229,3 +229,12 @@ def test_bundle_router_matches_pytorch_with_its_calibration(demo_run, demo_bundl
     np.testing.assert_allclose(out["logits"], ref["logits"].numpy(), atol=1e-5 * m.logit_scale, rtol=1e-5)
     # and the weights are not trivially uniform: the calibration is doing something
     assert float(np.abs(out["weights"] - 1.0 / z.shape[1]).max()) > 0.05
+
+
+def test_parity_counts_a_tie_within_float_noise_as_agreement():
+    from stpr.export.parity import top1_agreement
+
+    ref = np.array([[5.0, 5.0, 1.0], [3.0, 1.0, 0.0]])  # row 0: two classes tie exactly (coinciding texts)
+    noise = np.array([[-1e-6, 1e-6, 0.0], [0.0, 0.0, 0.0]])
+    assert top1_agreement(ref, ref + noise) == 1.0  # the tie broke the other way: not a disagreement
+    assert top1_agreement(ref, np.array([[5.0, 5.0, 1.0], [1.0, 3.0, 0.0]])) == 0.5  # a real flip is one
