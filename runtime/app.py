@@ -133,8 +133,8 @@ def stream(rec: Recognizer, frames: Iterable[tuple[int, np.ndarray]], *, stride:
                 fit = float(np.mean(recent_fit)) if recent_fit else None
                 latest = make_event(index, time.perf_counter() - summary.started, rec.verdict(probs, fit, topk),
                                     out["weights"][0], latency)
-                if learner is not None:
-                    latest["learning"] = learner.status()
+                if learner is not None and (learning := learner.status()) is not None:
+                    latest["learning"] = learning
                 events.write(latest)
         if on_frame:
             on_frame(frame, latest)

@@ -7,7 +7,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, NoReturn
+from typing import TYPE_CHECKING, Any, Callable, Iterator, NoReturn
 
 import click
 import numpy as np
@@ -17,7 +17,7 @@ from .backends import DeviceUnavailable
 from .bundle import Bundle, load_bundle
 from .clip import TruncatedClip, clip_frames
 from .contract import PRECISIONS
-from .errors import BundleError
+from .errors import BundleError, ServeError
 from .exits import EXIT_ERROR, EXIT_INTERRUPT, EXIT_SIGTERM, EXIT_STREAM, EXIT_WRITE, click_error, exit_codes_help
 from .live_learn import LEARN_KEY, LearnOptions, LiveLearner, make_learner
 from .openset import check_threshold
@@ -40,6 +40,10 @@ from .stream import (
 from .trt_build import TensorRTUnavailable
 from .watch import BundleWatcher
 from .zero_shot import load_zero_shot
+
+if TYPE_CHECKING:
+    from .serve.session import ServeSession
+    from .serve.teach import Teacher
 
 EPILOG = "\b\nURL: a live stream OpenCV/FFmpeg can open (rtsp://, http://, udp://, ...),\nin place of --camera, " \
     "--video or --frames.\n\n" + exit_codes_help(
@@ -137,6 +141,12 @@ class RunOptions:
     learn_every: int | None = None
     learn_after: float | None = None
     learn_out: Path | None = None
+    serve: str | None = None
+    serve_token: str | None = None
+    serve_token_file: Path | None = None
+    serve_max_upload_mb: float = 64.0
+    serve_fps: float = 15.0
+    loop: bool = False
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}, epilog=EPILOG)
@@ -189,6 +199,17 @@ class RunOptions:
               "first prediction (needed with --headless).")
 @click.option("--learn-out", type=click.Path(path_type=Path), help="Where --learn writes the new bundle "
               "[BUNDLE-learned-<time> beside the bundle]; with --watch on a link, the link is switched to it.")
+@click.option("--serve", help="Also serve the web app and JSON API at [HOST:]PORT (host 127.0.0.1 unless given; "
+              "0.0.0.0: every address, with a token). See docs/web.md.")
+@click.option("--serve-token", help="The API token for a non-loopback --serve [a new one, kept in --serve-token-file].")
+@click.option("--serve-token-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where the token is kept, mode 600 [~/.config/stpr/serve-token].")
+@click.option("--serve-max-upload-mb", type=click.FloatRange(min=0, min_open=True, max=4096), default=64.0,
+              show_default=True, help="Largest clip upload (all files of one request) --serve takes.")
+@click.option("--serve-fps", type=click.FloatRange(min=0.5, max=120), default=15.0, show_default=True,
+              help="Frames per second --serve draws and encodes for its viewers (all together): the stream "
+                   "never waits on them.")
+@click.option("--loop", is_flag=True, help="Start a --video or --frames source again at its end (a demo for --serve).")
 def main(**options: Any) -> None:
     """Recognise actions from a camera, video, frame folder or stream URL."""
     o = RunOptions(**options)
@@ -199,6 +220,7 @@ def main(**options: Any) -> None:
     _check_outputs(kind, source, o.clip, o.output, o.jsonl, o.bundle_dir, o.classes_file)
     if o.watch and (o.clip or o.watch_interval <= 0):
         raise click.UsageError("--watch follows a bundle while streaming: not with --clip, and --watch-interval > 0")
+    _check_serve(o, kind)
     window = not o.headless and not o.clip  # clip mode prints one result: nothing to show
     if window and not os.environ.get("DISPLAY") and sys.platform.startswith("linux"):
         raise click.ClickException("no display to show the window on; pass --headless (and --output/--jsonl)")
@@ -211,15 +233,17 @@ def main(**options: Any) -> None:
         return recognizer_for(b).__enter__()
 
     # --learn hands its bundle to a watcher, which polls the link only with --watch
-    watcher = BundleWatcher(o.bundle_dir, start_recognizer, o.watch_interval) if o.watch or o.learn_name else None
+    watcher = BundleWatcher(o.bundle_dir, start_recognizer, o.watch_interval) \
+        if o.watch or o.learn_name or o.serve else None
     try:
+        session = _serve_session(o, watcher)
         bundle = load_bundle(watcher.resolved if watcher else o.bundle_dir)  # watching: the folder the link names now
         learner = None if o.learn_name is None else make_learner(
             bundle, o.bundle_dir, watcher,
             LearnOptions(o.learn_name, o.learn_windows, o.learn_every, o.learn_after, o.learn_out),
             clip=o.clip, headless=o.headless, watch=o.watch, classes_file=o.classes_file)
         recognizer = recognizer_for(bundle)
-    except (BundleError, ValueError) as e:
+    except (BundleError, ValueError, ServeError) as e:
         raise click.ClickException(str(e)) from None
     summary, code, failure, write_errors = Summary(), 0, None, []
     key_hook = learner.trigger if learner is not None else None
@@ -227,6 +251,8 @@ def main(**options: Any) -> None:
     with sigterm_as_interrupt(sigint=True):
         try:
             events, video_out = EventLog(o.jsonl), VideoOut(o.output)
+            if session is not None:
+                events = session.events(events)
         except OutputError as e:
             raise click_error(str(e), EXIT_WRITE) from None
         try:
@@ -239,8 +265,11 @@ def main(**options: Any) -> None:
                         watcher.serving_bundle = bundle
                         if o.watch:
                             watcher.start()
+                    if session is not None:
+                        session.start(rec, {"kind": kind, "name": str(source)}, _say)
                     _run_stream(rec, kind, source, o.stride, o.smooth, o.topk, events, summary, video_out, window,
-                                o.max_frames, o.timeout, watcher, learner, key_hook)
+                                o.max_frames, o.timeout, watcher, learner or (session and session.teacher), key_hook,
+                                session, o.loop)
         except KeyboardInterrupt as e:  # Ctrl-C, the window's q/Esc, or SIGTERM (Terminated)
             terminated = isinstance(e, Terminated)
             click.echo("\nterminated (SIGTERM)" if terminated else "\ninterrupted", err=True)
@@ -250,11 +279,13 @@ def main(**options: Any) -> None:
             code = EXIT_STREAM
         except OutputError as e:
             write_errors.append(str(e))
-        except (SourceError, DeviceUnavailable, BundleError, TensorRTUnavailable, OSError) as e:
+        except (SourceError, DeviceUnavailable, BundleError, TensorRTUnavailable, ServeError, OSError) as e:
             failure = str(e)
         finally:
             if watcher is not None:
                 watcher.stop()
+            if session is not None:
+                session.stop()
             for out in (events, video_out):  # each one finalised, whatever happened to the other
                 try:
                     out.close()
@@ -266,6 +297,46 @@ def main(**options: Any) -> None:
         raise click_error(failure, EXIT_WRITE if write_errors else EXIT_ERROR)
     click.echo(summary.text(), err=True)
     _exit(EXIT_WRITE if write_errors else code)
+
+
+def _say(line: str) -> None:
+    click.echo(line, err=True)
+
+
+def _check_serve(o: RunOptions, kind: str) -> None:
+    """--serve and --loop combinations, refused before anything opens."""
+    if o.loop and kind not in ("video", "frames"):
+        raise click.UsageError("--loop starts a --video or --frames source again at its end; a camera or stream "
+                               "has no end to loop")
+    if o.serve is None:
+        for given, option in ((o.serve_token, "--serve-token"), (o.serve_token_file, "--serve-token-file")):
+            if given is not None:
+                raise click.UsageError(f"{option} goes with --serve")
+        return
+    from .serve.security import parse_bind
+
+    try:
+        parse_bind(o.serve)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    if o.clip:
+        raise click.UsageError("--serve streams to a page; it does not go with --clip")
+    if o.learn_name is not None or o.learn_out is not None:
+        raise click.UsageError("--serve teaches from its page (Record); drop --learn/--learn-out")
+    if o.classes_file is not None:
+        raise click.UsageError("--serve writes new bundles, which a --classes file of this one does not fit; drop "
+                               "--classes (classes added by name beside the bundle are carried over)")
+
+
+def _serve_session(o: RunOptions, watcher: BundleWatcher | None) -> "ServeSession | None":
+    if o.serve is None:
+        return None
+    from .serve.session import ServeOptions, ServeSession
+
+    assert watcher is not None
+    return ServeSession(ServeOptions(o.serve, o.serve_token, o.serve_token_file, o.serve_max_upload_mb, o.serve_fps),
+                        o.bundle_dir, watcher, o.watch and o.bundle_dir.is_symlink(),
+                        {"backend": o.backend, "device": o.device, "fp16": o.fp16})
 
 
 def _exit(code: int) -> NoReturn:
@@ -349,15 +420,26 @@ def _frames(kind: str, source: object, timeout: float
 
 def _run_stream(rec: Recognizer, kind: str, source: object, stride: int, smooth: int, topk: int,
                 events: EventLog, summary: Summary, video_out: VideoOut, window: bool, max_frames: int | None,
-                timeout: float, watcher: BundleWatcher | None = None, learner: LiveLearner | None = None,
-                key_hook: Callable[[], None] | None = None) -> None:
+                timeout: float, watcher: BundleWatcher | None = None, learner: "LiveLearner | Teacher | None" = None,
+                key_hook: Callable[[], None] | None = None, session: "ServeSession | None" = None,
+                loop: bool = False) -> None:
     import cv2
 
     frames, grabber, fps = _frames(kind, source, timeout)
+    if session is not None or loop:
+        from .serve.source import served_frames
+
+        frames = served_frames((frames, grabber, fps), lambda: _frames(kind, source, timeout),
+                               live=kind in ("camera", "url"), loop=loop, reconnect=session is not None,
+                               hub=session.hub if session else None)
     video_out.fps = fps
 
     def on_frame(frame: np.ndarray, event: dict | None) -> None:
         elapsed = max(1e-6, time.perf_counter() - summary.started)
+        if session is not None:  # the raw frame: the server draws it only if somebody looks
+            session.put_frame(frame, event, summary.frames / elapsed)
+        if not (video_out.active or window):
+            return
         annotated = draw_overlay(frame, event, summary.frames / elapsed)
         video_out.write(annotated)
         if window:
@@ -368,12 +450,14 @@ def _run_stream(rec: Recognizer, kind: str, source: object, stride: int, smooth:
             if key == ord(LEARN_KEY) and key_hook is not None:
                 key_hook()
 
-    drawn = video_out.active or window  # nobody sees the overlay otherwise: do not draw it
+    drawn = video_out.active or window or session is not None  # nobody sees the overlay otherwise: do not draw it
     try:
         stream(rec, frames, stride=stride, smooth=smooth, topk=topk, events=events, summary=summary,
                on_frame=on_frame if drawn else None, max_frames=max_frames, watcher=watcher, learner=learner)
     finally:
-        if learner is not None:  # a bundle being written is finished, so the run does not leave it half-way
+        if hasattr(frames, "close"):  # a served source's own captures are released here
+            frames.close()
+        if isinstance(learner, LiveLearner):  # a bundle being written is finished, so the run does not leave it
             learner.wait(timeout=600)
         if grabber is not None:
             summary.dropped = grabber.dropped

@@ -67,3 +67,8 @@ class OutputError(Exception):
 
 class LockHeld(RuntimeError):
     """Another process holds the lock: it is writing the same target now."""
+
+
+class ServeError(Exception):
+    """`stpr-run --serve` cannot start: its libraries are missing, the address does not bind,
+    or the token is unusable. One line with the fix."""

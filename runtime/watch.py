@@ -110,10 +110,13 @@ class BundleWatcher(threading.Thread):
             return Offer(str(folder), reason=f"smoke inference failed: {e}")
         return Offer(str(folder), rec)
 
-    def offer_folder(self, folder: Path) -> None:
+    def offer_folder(self, folder: Path) -> str:
         """Load, verify and offer the bundle in `folder` now, from any thread: how the bundle
-        that `stpr-run --learn` wrote reaches the stream when no link is watched."""
-        self._offer(self._load(Path(folder)))
+        that `stpr-run --learn` wrote reaches the stream when no link is watched. Returns
+        the refusal's reason ("" when a ready bundle was offered)."""
+        offer = self._load(Path(folder))
+        self._offer(offer)
+        return offer.reason
 
     def _offer(self, offer: Offer) -> None:
         with self._lock:
