@@ -287,6 +287,22 @@ def test_off_loopback_every_api_call_needs_the_token(head_demo, tmp_path):
     assert res.returncode == 1 and "readable by others" in res.stderr and "chmod 600" in res.stderr
 
 
+def test_loopback_with_a_token_file_asks_for_it_and_takes_a_proxy_host(head_demo, tmp_path):
+    """Behind a TLS proxy on the device every client comes from 127.0.0.1: the token guards."""
+    bundle, source, _ = head_demo
+    token_file = tmp_path / "token"
+    s = Served(["--bundle", bundle, "--video", source, "--loop", "--serve-token-file", token_file])
+    try:
+        token = token_file.read_text().strip()
+        assert s.get("/api/status")[0] == 401
+        auth = {"Authorization": f"Bearer {token}", "Host": "camera.example"}
+        assert s.get("/api/status", headers=auth)[0] == 200  # the proxy's Host passes with the token
+        status, _, _ = s.request("POST", "/api/undo", body=b"{}", headers={**auth, "Origin": "https://camera.example"})
+        assert status == 409  # the Origin matches the Host the proxy kept
+    finally:
+        assert s.stop() == 143
+
+
 @pytest.mark.parametrize("args,code,words", [
     (["--serve", "127.0.0.1:99999"], 2, "port from 0 to 65535"),
     (["--serve", "0", "--clip"], 2, "not go with --clip"),

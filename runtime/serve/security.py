@@ -2,10 +2,11 @@
 
 Bound to loopback, only this machine can connect, so the API is open (a browser page from
 another site still cannot drive it: the Host and Origin checks below). Bound to any other
-address, every /api request carries `Authorization: Bearer TOKEN`, compared in constant
-time. The token lives in a 0600 file so a restart keeps it and scripts can read it; the
-page gets it from a one-time login link printed at start, so the token itself never sits
-in a URL a browser keeps in its history.
+address, or to loopback with a token given (behind a TLS proxy), every /api request
+carries `Authorization: Bearer TOKEN`, compared in constant time. The token lives in a
+0600 file so a restart keeps it and scripts can read it; the page gets it from a one-time
+login link printed at start, so the token itself never sits in a URL a browser keeps in
+its history.
 """
 from __future__ import annotations
 
@@ -99,10 +100,11 @@ def host_name(host_header: str) -> str:
     return urlsplit(f"//{host_header}").hostname or ""
 
 
-def host_allowed(host_header: str | None, loopback: bool) -> bool:
-    """On a loopback bind, a Host that names another machine is a DNS-rebinding page
-    reaching in through the browser: refuse it."""
-    if not loopback:
+def host_allowed(host_header: str | None, open_loopback: bool) -> bool:
+    """On a loopback bind with no token, a Host that names another machine is a
+    DNS-rebinding page reaching in through the browser: refuse it. (With a token the
+    token guards, and a TLS proxy in front may pass its own Host.)"""
+    if not open_loopback:
         return True
     return bool(host_header) and is_loopback(host_name(host_header))
 

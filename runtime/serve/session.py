@@ -54,8 +54,10 @@ class ServeSession:
         import_web()
         try:
             host, port = parse_bind(opts.bind)
-            self.loopback = is_loopback(host)
-            self.token, self.token_made = ("", False) if self.loopback else \
+            # A token is needed off loopback, and on loopback when one is given (behind a TLS proxy
+            # on the same device, where every client arrives from 127.0.0.1).
+            self.open = is_loopback(host) and opts.token is None and opts.token_file is None
+            self.token, self.token_made = ("", False) if self.open else \
                 load_or_make_token(opts.token, opts.token_file or default_token_file())
         except (ValueError, OSError) as e:
             raise ServeError(str(e)) from None
@@ -87,17 +89,17 @@ class ServeSession:
         from .web import ServeConfig, make_app
 
         self.teacher.serving = rec
-        config = ServeConfig(self.loopback, self.token, int(self.opts.max_upload_mb * 2 ** 20),
+        config = ServeConfig(self.open, self.token, int(self.opts.max_upload_mb * 2 ** 20),
                              self.opts.max_upload_files, self.opts.view_fps)
         self.server = WebServer(make_app(self.hub, self.teacher, config, self.logins, lambda: source), self.sock)
         self.server.start()
         shown = self.host if self.host not in ("0.0.0.0", "::") else socket.gethostname()
         shown = f"[{shown}]" if ":" in shown else shown
         url = f"http://{shown}:{self.server.port}"
-        if self.loopback:
+        if self.open:
             say(f"stpr-run: serving {url}/ (loopback: no token needed)")
             return
-        say(f"stpr-run: serving {url}/ on all requests with a token; open this link once to log a browser in: "
+        say(f"stpr-run: serving {url}/ to requests with the token; open this link once to log a browser in: "
             f"{url}/login/{self.logins.make()}")
         if self.token_made:
             say(f"stpr-run: new API token (printed only now, kept in {str(self.token_file)!r}, mode 600): "

@@ -38,7 +38,7 @@ HEARTBEAT_S = 15.0  # an idle event stream sends a comment so proxies keep it op
 
 @dataclass
 class ServeConfig:
-    loopback: bool
+    open: bool  # bound to loopback with no token: no token asked, Host must be a loopback name
     token: str
     max_upload_bytes: int
     max_upload_files: int
@@ -67,9 +67,9 @@ class Guard:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         path, method, host = scope["path"], scope["method"], headers.get("host")
         refusal = None
-        if not host_allowed(host, self.config.loopback):
+        if not host_allowed(host, self.config.open):
             refusal = _error(403, f"Host {host!r} is not this device's loopback name; open http://127.0.0.1:PORT/")
-        elif path.startswith("/api/") and not self.config.loopback and \
+        elif path.startswith("/api/") and not self.config.open and \
                 not bearer_ok(headers.get("authorization"), self.config.token):
             refusal = _error(401, "this device needs its token: open the one-time link stpr-run printed, or send "
                                   "Authorization: Bearer TOKEN (the token is in --serve-token-file)")

@@ -202,6 +202,7 @@ async function refreshStatus() {
 }
 
 function showClasses(classes) {
+  if (JSON.stringify(classes) === JSON.stringify(state.classes)) return;  // keep the buttons under the finger
   state.classes = classes;
   $("class-count").textContent = `(${classes.length})`;
   const origin = { trained: "workstation", device: "learned here", name: "by name" };
