@@ -22,10 +22,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..bundle import Bundle, load_bundle
+from ..bundle import Bundle, _array, load_bundle
 from ..class_overlay import check_new_names, default_overlay_path, write_overlay
 from ..errors import LearnError, OverlayError
-from ..head_sums import LEARNED_EXPERT
+from ..head_sums import LEARNED_EXPERT, load_sums
 from ..learn import MIN_CLIPS, check_learnable, check_request, learn
 from ..learn_clips import read_clip, rows_of_clips, window_rows
 from ..recognizer import Recognizer
@@ -72,6 +72,13 @@ class Job:
         if self.out is not None and self.state == DONE:
             d["bundle"] = str(self.out)
         return d
+
+
+def _learn(b: Bundle, out: Path | None, adds: dict[str, np.ndarray], removes: list[str]) -> None:
+    """`learn.learn` on the bundle the stream serves: it was verified when it was loaded and
+    bundles are never edited, so its hashes are not read again (the new bundle's are)."""
+    assert out is not None
+    learn(b.path, out, adds, removes, loaded=(b, load_sums(b.path, b.manifest, _array)))
 
 
 def class_list(rec: Recognizer) -> list[dict[str, Any]]:
@@ -202,7 +209,7 @@ class Teacher:
         except LearnError as e:
             raise Refused(409, str(e)) from None
         job = self._begin("remove", name)
-        self._run(job, lambda b: learn(b.path, job.out, {}, [name]))
+        self._run(job, lambda b: _learn(b, job.out, {}, [name]))
         return job
 
     def submit_undo(self) -> Job:
@@ -244,7 +251,7 @@ class Teacher:
             if job.recorded == job.of:
                 job.state = LEARNING
                 rows = np.concatenate(job.rows)
-                self._run(job, lambda b: learn(b.path, job.out, {job.name: rows}, []))
+                self._run(job, lambda b: _learn(b, job.out, {job.name: rows}, []))
             self._emit(job)
         elif job.state == LEARNING and job.delivered_at is not None:
             if job.out is not None and os.path.realpath(rec.bundle.path) == os.path.realpath(job.out):
@@ -296,7 +303,7 @@ class Teacher:
                 rows = rows_of_clips(rec, files, progress)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
-        learn(b.path, job.out, {job.name: rows}, [])
+        _learn(b, job.out, {job.name: rows}, [])
 
     def _carry_names(self, b: Bundle, out: Path | None) -> None:
         """Classes added by name go on with the new bundle (its manifest hash is new)."""
