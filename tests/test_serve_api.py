@@ -146,10 +146,12 @@ def test_uploads_are_capped_checked_and_never_become_paths(served, head_demo, tm
     status, _, data = served.request("POST", "/api/clips", body=body, headers={"Content-Type": ctype})
     assert status == 400 and b"not a video file" in data
     evil = "../../../../" + str(tmp_path / "evil.avi").lstrip("/")
-    body, ctype = multipart({"name": "junk clips"}, [(evil, os.urandom(4096)) for _ in range(4)])
+    evil_name = "../../../../../../tmp/stpr-evil-name"
+    body, ctype = multipart({"name": evil_name}, [(evil, os.urandom(4096)) for _ in range(4)])
     status, _, data = served.request("POST", "/api/clips", body=body, headers={"Content-Type": ctype})
     assert status == 400 and b"upload 1" in data  # refused as a clip that does not decode, by its number
-    assert not (tmp_path / "evil.avi").exists()
+    assert list(tmp_path.iterdir()) == []  # neither the file name nor the class name became a path
+    assert not Path("/tmp/stpr-evil-name").exists()
     body, ctype = multipart({"name": "no clips"}, [])
     status, _, data = served.request("POST", "/api/clips", body=body, headers={"Content-Type": ctype})
     assert status == 400 and b"no clips" in data
@@ -244,6 +246,8 @@ def test_teach_from_the_api_with_eight_viewers(head_demo, tmp_path):
         assert classes["cross left"] == {"name": "cross left", "origin": "device", "examples": 4}
         assert classes["cross right"]["origin"] == "device"
         assert swap["last"] > 0
+        kinds = [j["kind"] for j in s.get("/api/jobs")[1]["jobs"]]
+        assert kinds == ["learn", "remove", "undo", "clips"]
     finally:
         code = s.stop()
     assert code == 143, s.output
