@@ -367,3 +367,39 @@ def test_a_live_source_that_drops_and_returns_shows_in_status(head_demo):
             assert states[-2:] == ["lost", "live"], states
         finally:
             assert s.stop() == 143
+
+
+def test_a_job_that_fails_leaves_the_old_bundle_serving(head_demo, tmp_path):
+    """The learned bundle's folder name is taken (as by another writer): the job fails in
+    words, the stream goes on with the old bundle, and the next job succeeds."""
+    bundle, source, _ = head_demo
+    import datetime as dt
+    s = Served(["--bundle", bundle, "--video", source, "--loop"])
+    blockers = []
+    try:
+        _wait_predictions(s)
+        now = dt.datetime.now()
+        for k in range(-5, 180):  # every name j1 could take in the next minutes
+            stamp = (now + dt.timedelta(seconds=k)).strftime("%Y%m%d-%H%M%S")
+            blocker = bundle.parent / f"{bundle.name}-learned-{stamp}-j1"
+            blocker.mkdir()
+            (blocker / "not-a-bundle.txt").write_text("someone else's folder")
+            blockers.append(blocker)
+        status, job = s.post("/api/learn", {"name": "cross right", "windows": 4})
+        assert status == 202
+        failed = s.wait_job(job["job"])
+        assert failed["state"] == "failed" and failed["error"] and "\n" not in failed["error"], failed
+        body = s.get("/api/status")[1]
+        assert body["bundle"]["path"] == str(bundle) and "cross right" not in [c["name"] for c in
+                                                                                 body["bundle"]["classes"]]
+        last = body and s.get("/api/events?after=0")[1]["last"]
+        time.sleep(1.0)
+        assert s.get("/api/events?after=0")[1]["last"] > last  # still predicting
+        assert all((b / "not-a-bundle.txt").is_file() for b in blockers)  # nothing of theirs touched
+        status, job = s.post("/api/learn", {"name": "cross right", "windows": 4})
+        assert status == 202 and s.wait_job(job["job"])["state"] == "done"  # j2: a free name
+    finally:
+        assert s.stop() == 143
+        for b in blockers:
+            (b / "not-a-bundle.txt").unlink()
+            b.rmdir()
