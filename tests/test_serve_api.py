@@ -403,3 +403,24 @@ def test_a_job_that_fails_leaves_the_old_bundle_serving(head_demo, tmp_path):
         for b in blockers:
             (b / "not-a-bundle.txt").unlink()
             b.rmdir()
+
+
+def test_with_watch_on_a_link_teaching_switches_the_link(head_demo, tmp_path):
+    """With --watch on a published link, the learned bundle is published to the link (a
+    restart serves it too) and the watcher swaps it in; undo switches the link back."""
+    bundle, source, _ = head_demo
+    link = tmp_path / "current"
+    link.symlink_to(bundle)
+    s = Served(["--bundle", link, "--watch", "--watch-interval", "0.5", "--video", source, "--loop"])
+    try:
+        _wait_predictions(s)
+        status, job = s.post("/api/learn", {"name": "cross right", "windows": 4})
+        assert status == 202
+        done = s.wait_job(job["job"])
+        assert done["state"] == "done", done
+        assert link.resolve() == Path(done["bundle"]).resolve()
+        status, job = s.post("/api/undo", {})
+        assert status == 202 and s.wait_job(job["job"])["state"] == "done"
+        assert link.resolve() == bundle.resolve()
+    finally:
+        assert s.stop() == 143
