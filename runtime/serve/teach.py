@@ -88,7 +88,7 @@ def class_list(rec: Recognizer) -> list[dict[str, Any]]:
     counts = (head.get("sums") or {}).get("counts")
     learned = head.get("learned") or {}
     device_clips = dict(zip(learned.get("classes", []), learned.get("clips", [])))
-    c2e = b.manifest["class_to_expert"]
+    c2e = b.manifest.get("class_to_expert") or [0] * len(b.classes)
     out = []
     for c, name in enumerate(b.classes):
         examples = None if counts is None else int(counts[c]) + int(device_clips.get(name, 0))

@@ -158,7 +158,7 @@ def make_app(hub: Hub, teacher: Teacher, config: ServeConfig, logins: Logins,
             b = rec.bundle
             head = b.manifest.get("head") or {}
             bundle = {"path": str(b.path), "sha256": b.manifest.get("manifest_sha256"),
-                      "mode": head.get("mode", "stpr") if head else "stpr", "experts": len(b.manifest["experts"]),
+                      "mode": head.get("mode", "stpr") if head else "stpr", "experts": len(b.manifest.get("experts") or []),
                       "classes": class_list(rec)}
         job = teacher.active
         return JSONResponse({"bundle": bundle, "source": {**source_info(), **hub.source}, "fps": round(hub.fps(), 2),
