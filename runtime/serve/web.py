@@ -158,8 +158,8 @@ def make_app(hub: Hub, teacher: Teacher, config: ServeConfig, logins: Logins,
             b = rec.bundle
             head = b.manifest.get("head") or {}
             bundle = {"path": str(b.path), "sha256": b.manifest.get("manifest_sha256"),
-                      "mode": head.get("mode", "stpr") if head else "stpr", "experts": len(b.manifest.get("experts") or []),
-                      "classes": class_list(rec)}
+                      "mode": head.get("mode", "stpr") if head else "stpr",
+                      "experts": len(b.manifest.get("experts") or []), "classes": class_list(rec)}
         job = teacher.active
         return JSONResponse({"bundle": bundle, "source": {**source_info(), **hub.source}, "fps": round(hub.fps(), 2),
                              "lag_ms": hub.lag_ms(), "job": job.public() if job else None,
