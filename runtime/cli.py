@@ -15,12 +15,12 @@ import numpy as np
 from .app import Summary, classify_clip, stream
 from .backends import DeviceUnavailable
 from .bundle import Bundle, load_bundle
+from .click_types import DAY_S, FiniteFloat
 from .clip import TruncatedClip, clip_frames
 from .contract import PRECISIONS
 from .errors import BundleError
 from .exits import EXIT_ERROR, EXIT_INTERRUPT, EXIT_SIGTERM, EXIT_STREAM, EXIT_WRITE, click_error, exit_codes_help
 from .live_learn import LEARN_KEY, LearnOptions, LiveLearner, make_learner
-from .openset import check_threshold
 from .outputs import EventLog, OutputError, VideoOut, check_distinct, check_writable
 from .overlay import draw_overlay
 from .recognizer import Recognizer
@@ -97,16 +97,6 @@ def _once(ctx: click.Context, param: click.Parameter, value: tuple) -> object:
     return value[0] if value else None
 
 
-def _finite_threshold(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
-    """Refuse NaN and inf at parsing time (float() accepts both): they would accept or reject everything."""
-    if value is None:
-        return None
-    try:
-        return check_threshold(value, "--unknown-threshold")
-    except ValueError as e:
-        raise click.BadParameter(str(e)) from None
-
-
 @dataclass(frozen=True)
 class RunOptions:
     """stpr-run's command line, one field per option (click fills them by name)."""
@@ -157,7 +147,8 @@ class RunOptions:
               help="Expert weights: fp32, fp16 (GPU), int8 (CPU, from stpr-export --int8) [that of the backbone].")
 @click.option("--watch", is_flag=True, help="Follow --bundle (a symlink from stpr-export --publish) and swap in "
               "each new bundle between two steps.")
-@click.option("--watch-interval", type=float, default=2.0, show_default=True, help="Seconds between --watch checks.")
+@click.option("--watch-interval", type=FiniteFloat(min=0, min_open=True, max=DAY_S), default=2.0, show_default=True,
+              help="Seconds between --watch checks.")
 @click.option("--stride", type=click.IntRange(min=1), default=1, show_default=True,
               help="A frame enters the window every S frames.")
 @click.option("--smooth", type=click.IntRange(min=1), default=1, show_default=True,
@@ -171,13 +162,13 @@ class RunOptions:
 @click.option("--jsonl", type=click.Path(path_type=Path), multiple=True, callback=_once,
               help="Write one JSON event per prediction.")
 @click.option("--max-frames", type=click.IntRange(min=1), help="Stop after N source frames.")
-@click.option("--unknown-threshold", type=float, callback=_finite_threshold,
+@click.option("--unknown-threshold", type=FiniteFloat(),
               help="Report `unknown` when the open-set score is below this [the bundle's calibrated threshold, "
                    "which keeps 95 % of held-out clips of the known classes; see openset.json].")
 @click.option("--classes", "classes_file", type=click.Path(path_type=Path),
               help="Zero-shot classes added by name (stpr-classes add) [BUNDLE.classes.json beside the bundle, "
                    "if present].")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True,
+@click.option("--timeout", type=FiniteFloat(min=0, min_open=True, max=DAY_S), default=5.0, show_default=True,
               help="Seconds without a live frame = stalled (exit 3).")
 @click.option("--learn", "learn_name", help="Record windows as examples of this action and learn it (stpr-learn, "
               "live): press l in the window, or see --learn-after.")
@@ -185,7 +176,7 @@ class RunOptions:
               help="Windows to record for --learn.")
 @click.option("--learn-every", type=click.IntRange(min=1), help="Source frames between recorded windows [T: no "
               "frame shared].")
-@click.option("--learn-after", type=click.FloatRange(min=0), help="Start recording this many seconds after the "
+@click.option("--learn-after", type=FiniteFloat(min=0, max=DAY_S), help="Start recording this many seconds after the "
               "first prediction (needed with --headless).")
 @click.option("--learn-out", type=click.Path(path_type=Path), help="Where --learn writes the new bundle "
               "[BUNDLE-learned-<time> beside the bundle]; with --watch on a link, the link is switched to it.")
