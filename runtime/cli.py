@@ -21,7 +21,8 @@ from .contract import PRECISIONS
 from .errors import BundleError
 from .exits import EXIT_ERROR, EXIT_INTERRUPT, EXIT_SIGTERM, EXIT_STREAM, EXIT_WRITE, click_error, exit_codes_help
 from .live_learn import LEARN_KEY, LearnOptions, LiveLearner, make_learner
-from .outputs import EventLog, OutputError, VideoOut, check_distinct, check_writable
+from .manifest import MANIFEST_HASH_KEY
+from .outputs import EventLog, OutputBusy, OutputError, VideoOut, check_distinct, check_writable, start_event
 from .overlay import draw_overlay
 from .recognizer import Recognizer
 from .sampling import centre_indices
@@ -158,7 +159,8 @@ class RunOptions:
 @click.option("--clip", is_flag=True, help="Classify the whole video once (T frames, TSN centres); no window.")
 @click.option("--headless", is_flag=True, help="No window.")
 @click.option("--output", type=click.Path(path_type=Path), multiple=True, callback=_once,
-              help="Write an annotated copy of the input (every frame, source fps; .mp4 or .avi).")
+              help="Write an annotated copy of the input (every frame, source fps; .mkv or .avi, which play up to "
+                   "the cut if the run is killed).")
 @click.option("--jsonl", type=click.Path(path_type=Path), multiple=True, callback=_once,
               help="Write one JSON event per prediction.")
 @click.option("--max-frames", type=click.IntRange(min=1), help="Stop after N source frames.")
@@ -216,11 +218,19 @@ def main(**options: Any) -> None:
     key_hook = learner.trigger if learner is not None else None
     # SIGINT too: a second Ctrl-C must not cut short the cleanup (the capture thread's join, the files).
     with sigterm_as_interrupt(sigint=True):
-        try:
-            events, video_out = EventLog(o.jsonl), VideoOut(o.output)
+        video_out = None
+        try:  # each output locked, so a second stpr-run on the same file is refused here, having created none
+            video_out = VideoOut(o.output)
+            events = EventLog(o.jsonl)
         except OutputError as e:
-            raise click_error(str(e), EXIT_WRITE) from None
+            if video_out is not None:
+                video_out.close()
+            raise click_error(str(e), EXIT_ERROR if isinstance(e, OutputBusy) else EXIT_WRITE) from None
+        if video_out.cut_note:
+            click.echo(f"warning: --output: {video_out.cut_note}", err=True)
         try:
+            events.write(start_event(bundle.path, bundle.manifest[MANIFEST_HASH_KEY],
+                                     {kind: source if kind == "camera" else str(source)}))
             with recognizer as rec:
                 _say_started(rec, o.backend)
                 if o.clip:
