@@ -19,7 +19,16 @@ from .click_types import DAY_S, FiniteFloat
 from .clip import TruncatedClip, clip_frames
 from .contract import PRECISIONS
 from .errors import BundleError
-from .exits import EXIT_ERROR, EXIT_INTERRUPT, EXIT_SIGTERM, EXIT_STREAM, EXIT_WRITE, click_error, exit_codes_help
+from .exits import (
+    EXIT_ERROR,
+    EXIT_INTERRUPT,
+    EXIT_NOT_LEARNED,
+    EXIT_SIGTERM,
+    EXIT_STREAM,
+    EXIT_WRITE,
+    click_error,
+    exit_codes_help,
+)
 from .live_learn import LEARN_KEY, LearnOptions, LiveLearner, make_learner
 from .manifest import MANIFEST_HASH_KEY
 from .outputs import EventLog, OutputBusy, OutputError, VideoOut, check_distinct, check_writable, start_event
@@ -43,7 +52,7 @@ from .watch import BundleWatcher
 from .zero_shot import load_zero_shot
 
 EPILOG = "\b\nURL: a live stream OpenCV/FFmpeg can open (rtsp://, http://, udp://, ...),\nin place of --camera, " \
-    "--video or --frames.\n\n" + exit_codes_help(
+    "--video or --frames. A local file or folder given there is read as --video or --frames.\n\n" + exit_codes_help(
         ok="done: the video or frame folder ended, or --max-frames was reached",
         error="refused before running (bad bundle, source that does not open, no GPU/TensorRT)",
         usage="bad command line (option value or combination; an output path that is an input or another output)",
@@ -52,13 +61,24 @@ EPILOG = "\b\nURL: a live stream OpenCV/FFmpeg can open (rtsp://, http://, udp:/
         write="an output could not be written (full disk, read-only, I/O error): one line names\n"
               "       it; the jsonl keeps whole lines, an unfinished --output is not kept",
         interrupt="Ctrl-C: files finalised, summary printed",
-        sigterm="SIGTERM: files finalised, summary printed")
+        sigterm="SIGTERM: files finalised, summary printed",
+        learn="--learn ended without learning its class (the source ended before its windows were\n"
+              "       recorded, or learning failed): the reason is printed, the old bundle is untouched")
 
 
 READ_GRACE_S = 1.0  # a live read may block this much longer than --timeout
 
 
+LIVE_DESCRIPTIONS = (".sdp", ".m3u", ".m3u8")  # local files that describe a live stream: opened as one
+
+
 def _source(camera: int | None, video: Path | None, frames: Path | None, url: str | None) -> tuple[str, object]:
+    if url is not None and "://" not in url and Path(url).suffix.lower() not in LIVE_DESCRIPTIONS:
+        # A local file or folder is not a live stream: read as one, it dropped frames and ended with exit 3.
+        if os.path.isfile(url):
+            video, url = Path(url), None
+        elif os.path.isdir(url):
+            frames, url = Path(url), None
     given = [(k, s) for k, s in (("camera", camera), ("video", video), ("frames", frames), ("url", url))
              if s is not None]
     if len(given) != 1:
@@ -204,7 +224,8 @@ def main(**options: Any) -> None:
         return recognizer_for(b).__enter__()
 
     # --learn hands its bundle to a watcher, which polls the link only with --watch
-    watcher = BundleWatcher(o.bundle_dir, start_recognizer, o.watch_interval) if o.watch or o.learn_name else None
+    watcher = BundleWatcher(o.bundle_dir, start_recognizer, o.watch_interval) \
+        if o.watch or o.learn_name is not None else None
     try:
         bundle = load_bundle(watcher.resolved if watcher else o.bundle_dir)  # watching: the folder the link names now
         learner = None if o.learn_name is None else make_learner(
@@ -266,6 +287,9 @@ def main(**options: Any) -> None:
     if failure is not None:
         raise click_error(failure, EXIT_WRITE if write_errors else EXIT_ERROR)
     click.echo(summary.text(), err=True)
+    if not code and learner is not None and (why := learner.unfinished()):
+        click.echo(f"error: {why}", err=True)
+        code = EXIT_NOT_LEARNED
     _exit(EXIT_WRITE if write_errors else code)
 
 
