@@ -95,7 +95,7 @@ _ADD = "import sys\nfrom stpr.runtime.classes_cli import main\nmain(sys.argv[1:]
 
 def test_parallel_adds_keep_every_name(published):
     names = ["ring spinning", "star growing", "moon moving up", "sun moving down"]
-    procs = [subprocess.Popen([sys.executable, "-c", _ADD, "add", "bundles/current", n], stdout=subprocess.PIPE,
+    procs = [subprocess.Popen([sys.executable, "-c", _ADD, "add", "bundles/task3", n], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for n in names]
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0] * len(names), outs
