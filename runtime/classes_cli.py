@@ -28,7 +28,7 @@ from .text import TextEncoder, text_section
 
 _BUNDLE = click.argument("bundle", type=click.Path(path_type=Path))
 _OVERLAY = click.option("--classes", "overlay", type=click.Path(path_type=Path),
-                        help="Overlay file [BUNDLE.classes.json beside the bundle folder].")
+                        help="Overlay file [FOLDER.classes.json beside the folder BUNDLE resolves to].")
 
 
 def _open(bundle: Path, overlay: Path | None) -> tuple[dict, Path, list[str]]:

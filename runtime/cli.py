@@ -54,7 +54,8 @@ from .zero_shot import load_zero_shot
 EPILOG = "\b\nURL: a live stream OpenCV/FFmpeg can open (rtsp://, http://, udp://, ...),\nin place of --camera, " \
     "--video or --frames. A local file or folder given there is read as --video or --frames.\n\n" + exit_codes_help(
         ok="done: the video or frame folder ended, or --max-frames was reached",
-        error="refused before running (bad bundle, source that does not open, no GPU/TensorRT)",
+        error="refused before running (bad bundle, source that does not open, no GPU/TensorRT, an\n"
+              "       output another stpr-run is writing, a --learn name stpr-learn refuses)",
         usage="bad command line (option value or combination; an output path that is an input or another output)",
         stream="the source failed mid-way: a live stream stalled (--timeout) or ended, or a\n"
                "       video is truncated; events so far are kept. A supervisor should restart.",
@@ -182,14 +183,14 @@ class RunOptions:
               help="Write an annotated copy of the input (every frame, source fps; .mkv or .avi, which play up to "
                    "the cut if the run is killed).")
 @click.option("--jsonl", type=click.Path(path_type=Path), multiple=True, callback=_once,
-              help="Write one JSON event per prediction.")
+              help="Append one JSON event per prediction (each run first appends a start event).")
 @click.option("--max-frames", type=click.IntRange(min=1), help="Stop after N source frames.")
 @click.option("--unknown-threshold", type=FiniteFloat(),
               help="Report `unknown` when the open-set score is below this [the bundle's calibrated threshold, "
                    "which keeps 95 % of held-out clips of the known classes; see openset.json].")
 @click.option("--classes", "classes_file", type=click.Path(path_type=Path),
-              help="Zero-shot classes added by name (stpr-classes add) [BUNDLE.classes.json beside the bundle, "
-                   "if present].")
+              help="Zero-shot classes added by name (stpr-classes add) [FOLDER.classes.json beside the folder "
+                   "--bundle resolves to, if present].")
 @click.option("--timeout", type=FiniteFloat(min=0, min_open=True, max=DAY_S), default=5.0, show_default=True,
               help="Seconds without a live frame = stalled (exit 3).")
 @click.option("--learn", "learn_name", help="Record windows as examples of this action and learn it (stpr-learn, "

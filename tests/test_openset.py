@@ -104,7 +104,7 @@ def _clip(demo, tmp_path, *extra: str):
     events = tmp_path / "c.jsonl"
     res = CliRunner().invoke(run_cli.main, ["--bundle", str(bundle), "--video", str(video), "--clip", "--headless",
                                             "--jsonl", str(events), *extra])
-    return res, (predictions(events)[0] if events.exists() else None)
+    return res, (predictions(events)[-1] if events.exists() and predictions(events) else None)  # the log appends
 
 
 def test_clip_reports_unknown_beside_top(demo, tmp_path):
