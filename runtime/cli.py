@@ -52,7 +52,7 @@ from .watch import BundleWatcher
 from .zero_shot import load_zero_shot
 
 EPILOG = "\b\nURL: a live stream OpenCV/FFmpeg can open (rtsp://, http://, udp://, ...),\nin place of --camera, " \
-    "--video or --frames. A local file or folder given there is read as --video or --frames.\n\n" + exit_codes_help(
+    "--video or --frames. A local file or folder\ngiven there is read as --video or --frames.\n\n" + exit_codes_help(
         ok="done: the video or frame folder ended, or --max-frames was reached",
         error="refused before running (bad bundle, source that does not open, no GPU/TensorRT, an\n"
               "       output another stpr-run is writing, a --learn name stpr-learn refuses)",
