@@ -1,19 +1,26 @@
 """The zero-shot class overlay: names added on the device, in a file beside the bundle.
 
 The bundle stays as exported (its hashes are its contract); added names live in
-`<bundle>.classes.json` (or a path of the user's choice). The file carries the
-`manifest_sha256` of the bundle it was written for and its own sha256, so a hand edit,
-a damaged file or an overlay moved next to another bundle is refused with the cause.
+`<bundle>.classes.json` (or a path of the user's choice). One overlay per bundle folder,
+whatever the path's spelling: the default overlay is named for the folder the path
+resolves to (a published link's target, `.`, relative or absolute alike), so it follows
+that bundle, and a link switched to another bundle finds that bundle's own overlay.
+
+The file carries the `manifest_sha256` of the bundle it was written for and its own
+sha256: a hand edit or a damaged file is refused with the cause; a sound overlay of
+another bundle (a folder re-exported in place since) is `StaleOverlay`, which stpr-run
+skips with a warning rather than refuse to start.
 """
 from __future__ import annotations
 
 import json
+import os
 import unicodedata
 from pathlib import Path
 from typing import Any, Sequence
 
 from .atomic import atomic_write_json
-from .errors import OverlayError  # noqa: F401 (also imported from here)
+from .errors import OverlayError, StaleOverlay  # noqa: F401 (also imported from here)
 from .manifest import MANIFEST_HASH_KEY, manifest_digest
 from .text import clean_class_name
 
@@ -24,9 +31,10 @@ SCORING = "frozen-rank"  # runtime/zero_shot.py: frozen image tower, ranked agai
 
 
 def default_overlay_path(bundle: str | Path) -> Path:
-    """`<bundle>.classes.json`, beside (not inside) the bundle folder."""
-    bundle = Path(bundle)
-    return bundle.parent / f"{bundle.name}.classes.json"
+    """`<folder>.classes.json` beside (not inside) the folder `bundle` resolves to: the same
+    file for a link and its target, `.` inside the bundle, a relative or an absolute path."""
+    real = Path(os.path.realpath(bundle))
+    return real.parent / f"{real.name}.classes.json"
 
 
 def _digest(overlay: dict[str, Any]) -> str:
@@ -50,10 +58,9 @@ def read_overlay(path: str | Path, manifest: dict[str, Any]) -> list[str]:
         raise OverlayError(f"class overlay {str(path)!r} does not match its overlay_sha256 (edited or damaged "
                            "after stpr-classes wrote it); delete it and add the classes again with stpr-classes add")
     if data.get("bundle_manifest_sha256") != manifest[MANIFEST_HASH_KEY]:
-        raise OverlayError(f"class overlay {str(path)!r} was written for another bundle (manifest_sha256 "
+        raise StaleOverlay(f"class overlay {str(path)!r} was written for another bundle (manifest_sha256 "
                            f"{str(data.get('bundle_manifest_sha256'))[:12]}..., this bundle's is "
-                           f"{manifest[MANIFEST_HASH_KEY][:12]}...); add the classes to this bundle with "
-                           "stpr-classes add")
+                           f"{manifest[MANIFEST_HASH_KEY][:12]}...)")
     return [str(n) for n in names]
 
 

@@ -15,13 +15,23 @@ import numpy as np
 from .app import Summary, classify_clip, stream
 from .backends import DeviceUnavailable
 from .bundle import Bundle, load_bundle
+from .click_types import DAY_S, FiniteFloat
 from .clip import TruncatedClip, clip_frames
 from .contract import PRECISIONS
 from .errors import BundleError, ServeError
-from .exits import EXIT_ERROR, EXIT_INTERRUPT, EXIT_SIGTERM, EXIT_STREAM, EXIT_WRITE, click_error, exit_codes_help
+from .exits import (
+    EXIT_ERROR,
+    EXIT_INTERRUPT,
+    EXIT_NOT_LEARNED,
+    EXIT_SIGTERM,
+    EXIT_STREAM,
+    EXIT_WRITE,
+    click_error,
+    exit_codes_help,
+)
 from .live_learn import LEARN_KEY, LearnOptions, LiveLearner, make_learner
-from .openset import check_threshold
-from .outputs import EventLog, OutputError, VideoOut, check_distinct, check_writable
+from .manifest import MANIFEST_HASH_KEY
+from .outputs import EventLog, OutputBusy, OutputError, VideoOut, check_distinct, check_writable, start_event
 from .overlay import draw_overlay
 from .recognizer import Recognizer
 from .sampling import centre_indices
@@ -46,22 +56,34 @@ if TYPE_CHECKING:
     from .serve.teach import Teacher
 
 EPILOG = "\b\nURL: a live stream OpenCV/FFmpeg can open (rtsp://, http://, udp://, ...),\nin place of --camera, " \
-    "--video or --frames.\n\n" + exit_codes_help(
+    "--video or --frames. A local file or folder\ngiven there is read as --video or --frames.\n\n" + exit_codes_help(
         ok="done: the video or frame folder ended, or --max-frames was reached",
-        error="refused before running (bad bundle, source that does not open, no GPU/TensorRT)",
+        error="refused before running (bad bundle, source that does not open, no GPU/TensorRT, an\n"
+              "       output another stpr-run is writing, a --learn name stpr-learn refuses)",
         usage="bad command line (option value or combination; an output path that is an input or another output)",
         stream="the source failed mid-way: a live stream stalled (--timeout) or ended, or a\n"
                "       video is truncated; events so far are kept. A supervisor should restart.",
         write="an output could not be written (full disk, read-only, I/O error): one line names\n"
               "       it; the jsonl keeps whole lines, an unfinished --output is not kept",
         interrupt="Ctrl-C: files finalised, summary printed",
-        sigterm="SIGTERM: files finalised, summary printed")
+        sigterm="SIGTERM: files finalised, summary printed",
+        learn="--learn ended without learning its class (the source ended before its windows were\n"
+              "       recorded, or learning failed): the reason is printed, the old bundle is untouched")
 
 
 READ_GRACE_S = 1.0  # a live read may block this much longer than --timeout
 
 
+LIVE_DESCRIPTIONS = (".sdp", ".m3u", ".m3u8")  # local files that describe a live stream: opened as one
+
+
 def _source(camera: int | None, video: Path | None, frames: Path | None, url: str | None) -> tuple[str, object]:
+    if url is not None and "://" not in url and Path(url).suffix.lower() not in LIVE_DESCRIPTIONS:
+        # A local file or folder is not a live stream: read as one, it dropped frames and ended with exit 3.
+        if os.path.isfile(url):
+            video, url = Path(url), None
+        elif os.path.isdir(url):
+            frames, url = Path(url), None
     given = [(k, s) for k, s in (("camera", camera), ("video", video), ("frames", frames), ("url", url))
              if s is not None]
     if len(given) != 1:
@@ -99,16 +121,6 @@ def _once(ctx: click.Context, param: click.Parameter, value: tuple) -> object:
         shown = ", ".join(repr(str(v)) for v in value)
         raise click.BadParameter(f"given {len(value)} times ({shown}); give it once")
     return value[0] if value else None
-
-
-def _finite_threshold(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
-    """Refuse NaN and inf at parsing time (float() accepts both): they would accept or reject everything."""
-    if value is None:
-        return None
-    try:
-        return check_threshold(value, "--unknown-threshold")
-    except ValueError as e:
-        raise click.BadParameter(str(e)) from None
 
 
 @dataclass(frozen=True)
@@ -167,7 +179,8 @@ class RunOptions:
               help="Expert weights: fp32, fp16 (GPU), int8 (CPU, from stpr-export --int8) [that of the backbone].")
 @click.option("--watch", is_flag=True, help="Follow --bundle (a symlink from stpr-export --publish) and swap in "
               "each new bundle between two steps.")
-@click.option("--watch-interval", type=float, default=2.0, show_default=True, help="Seconds between --watch checks.")
+@click.option("--watch-interval", type=FiniteFloat(min=0, min_open=True, max=DAY_S), default=2.0, show_default=True,
+              help="Seconds between --watch checks.")
 @click.option("--stride", type=click.IntRange(min=1), default=1, show_default=True,
               help="A frame enters the window every S frames.")
 @click.option("--smooth", type=click.IntRange(min=1), default=1, show_default=True,
@@ -177,17 +190,18 @@ class RunOptions:
 @click.option("--clip", is_flag=True, help="Classify the whole video once (T frames, TSN centres); no window.")
 @click.option("--headless", is_flag=True, help="No window.")
 @click.option("--output", type=click.Path(path_type=Path), multiple=True, callback=_once,
-              help="Write an annotated copy of the input (every frame, source fps; .mp4 or .avi).")
+              help="Write an annotated copy of the input (every frame, source fps; .mkv or .avi, which play up to "
+                   "the cut if the run is killed).")
 @click.option("--jsonl", type=click.Path(path_type=Path), multiple=True, callback=_once,
-              help="Write one JSON event per prediction.")
+              help="Append one JSON event per prediction (each run first appends a start event).")
 @click.option("--max-frames", type=click.IntRange(min=1), help="Stop after N source frames.")
-@click.option("--unknown-threshold", type=float, callback=_finite_threshold,
+@click.option("--unknown-threshold", type=FiniteFloat(),
               help="Report `unknown` when the open-set score is below this [the bundle's calibrated threshold, "
                    "which keeps 95 % of held-out clips of the known classes; see openset.json].")
 @click.option("--classes", "classes_file", type=click.Path(path_type=Path),
-              help="Zero-shot classes added by name (stpr-classes add) [BUNDLE.classes.json beside the bundle, "
-                   "if present].")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True,
+              help="Zero-shot classes added by name (stpr-classes add) [FOLDER.classes.json beside the folder "
+                   "--bundle resolves to, if present].")
+@click.option("--timeout", type=FiniteFloat(min=0, min_open=True, max=DAY_S), default=5.0, show_default=True,
               help="Seconds without a live frame = stalled (exit 3).")
 @click.option("--learn", "learn_name", help="Record windows as examples of this action and learn it (stpr-learn, "
               "live): press l in the window, or see --learn-after.")
@@ -195,7 +209,7 @@ class RunOptions:
               help="Windows to record for --learn.")
 @click.option("--learn-every", type=click.IntRange(min=1), help="Source frames between recorded windows [T: no "
               "frame shared].")
-@click.option("--learn-after", type=click.FloatRange(min=0), help="Start recording this many seconds after the "
+@click.option("--learn-after", type=FiniteFloat(min=0, max=DAY_S), help="Start recording this many seconds after the "
               "first prediction (needed with --headless).")
 @click.option("--learn-out", type=click.Path(path_type=Path), help="Where --learn writes the new bundle "
               "[BUNDLE-learned-<time> beside the bundle]; with --watch on a link, the link is switched to it.")
@@ -234,7 +248,7 @@ def main(**options: Any) -> None:
 
     # --learn hands its bundle to a watcher, which polls the link only with --watch
     watcher = BundleWatcher(o.bundle_dir, start_recognizer, o.watch_interval) \
-        if o.watch or o.learn_name or o.serve else None
+        if o.watch or o.learn_name is not None or o.serve else None
     try:
         session = _serve_session(o, watcher)
         bundle = load_bundle(watcher.resolved if watcher else o.bundle_dir)  # watching: the folder the link names now
@@ -249,13 +263,21 @@ def main(**options: Any) -> None:
     key_hook = learner.trigger if learner is not None else None
     # SIGINT too: a second Ctrl-C must not cut short the cleanup (the capture thread's join, the files).
     with sigterm_as_interrupt(sigint=True):
-        try:
-            events, video_out = EventLog(o.jsonl), VideoOut(o.output)
+        video_out = None
+        try:  # each output locked, so a second stpr-run on the same file is refused here, having created none
+            video_out = VideoOut(o.output)
+            events = EventLog(o.jsonl)
             if session is not None:
                 events = session.events(events)
         except OutputError as e:
-            raise click_error(str(e), EXIT_WRITE) from None
+            if video_out is not None:
+                video_out.close()
+            raise click_error(str(e), EXIT_ERROR if isinstance(e, OutputBusy) else EXIT_WRITE) from None
+        if video_out.cut_note:
+            click.echo(f"warning: --output: {video_out.cut_note}", err=True)
         try:
+            events.write(start_event(bundle.path, bundle.manifest[MANIFEST_HASH_KEY],
+                                     {kind: source if kind == "camera" else str(source)}))
             with recognizer as rec:
                 _say_started(rec, o.backend)
                 if o.clip:
@@ -296,6 +318,9 @@ def main(**options: Any) -> None:
     if failure is not None:
         raise click_error(failure, EXIT_WRITE if write_errors else EXIT_ERROR)
     click.echo(summary.text(), err=True)
+    if not code and learner is not None and (why := learner.unfinished()):
+        click.echo(f"error: {why}", err=True)
+        code = EXIT_NOT_LEARNED
     _exit(EXIT_WRITE if write_errors else code)
 
 

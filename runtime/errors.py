@@ -22,6 +22,11 @@ class OverlayError(BundleError):
     """An overlay file or an added name that cannot be used, with what to do."""
 
 
+class StaleOverlay(OverlayError):
+    """A sound overlay written for another bundle (a publish or a re-export since): stpr-run
+    skips it with a warning, stpr-classes refuses to edit it."""
+
+
 class LearnError(ValueError):
     """Input that `stpr-learn` refuses, in one line with what to do; nothing is written."""
 
@@ -63,6 +68,10 @@ class TensorRTUnavailable(RuntimeError):
 
 class OutputError(Exception):
     """An output file that could not be written; the message names it and the cause."""
+
+
+class OutputBusy(OutputError):
+    """An output that another process is writing now (it holds the output's lock)."""
 
 
 class LockHeld(RuntimeError):

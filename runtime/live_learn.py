@@ -21,7 +21,7 @@ import numpy as np
 
 from .bundle import Bundle
 from .bundle_dir import prepare_target
-from .learn import MIN_CLIPS, check_learnable, learn
+from .learn import MIN_CLIPS, check_learnable, check_request, learn
 from .learn_clips import window_rows
 from .publish import publish
 from .recognizer import Recognizer
@@ -95,6 +95,19 @@ class LiveLearner:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    def unfinished(self) -> str:
+        """Why the class was not learned, in one line ("" once it was): for a run that ended first."""
+        if self.state == DONE:
+            return ""
+        if self.state == FAILED:
+            return f"--learn {self.name!r}: could not learn it: {self.reason}; nothing learned, the old bundle serves"
+        if self.state == LEARNING:
+            return f"--learn {self.name!r}: learning did not finish before the run ended; nothing learned"
+        got = "before recording started" if self.state == WAITING else \
+            f"after {len(self.rows)} of the {self.windows} windows"
+        return (f"--learn {self.name!r}: the source ended {got}: nothing learned; give a longer video, fewer "
+                "--learn-windows or a smaller --learn-after")
+
     def status(self) -> dict:
         """What the overlay and the events show."""
         s = {"class": self.name, "state": self.state, "recorded": len(self.rows), "of": self.windows}
@@ -125,6 +138,8 @@ def make_learner(bundle: Bundle, bundle_dir: Path, watcher: "BundleWatcher", opt
     if opts.windows < MIN_CLIPS:
         raise click.UsageError(f"--learn-windows {opts.windows}: a new class needs at least {MIN_CLIPS} examples")
     check_learnable(bundle)
+    # stpr-learn's own check of the name (empty, another spelling of a class): refused now, not after recording
+    check_request(bundle.classes, {opts.name: np.zeros((opts.windows, 0))}, [], MIN_CLIPS)
     out = opts.out or bundle.path.parent / f"{bundle.path.name}-learned-{time.strftime('%Y%m%d-%H%M%S')}"
     prepare_target(out, force=False)
     if watch and bundle_dir.is_symlink():  # the link is switched, so a restart serves the new bundle too

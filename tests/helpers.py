@@ -193,3 +193,11 @@ def damaged(src: Path, dst: Path, edit) -> None:  # noqa: ANN001
     edit(m, dst)
     m["files"] = {name: sha256_file(dst / name) for name in m["files"]}
     (dst / "manifest.json").write_text(json.dumps(seal_manifest(m)))
+
+
+def predictions(path: Path) -> list[dict]:
+    """The prediction lines of a stpr-run jsonl: each run also appends a `start` event, and
+    --watch adds swap and refusal events; those carry an `event` key."""
+    import json
+
+    return [e for e in map(json.loads, path.read_text().splitlines()) if "event" not in e]

@@ -14,6 +14,7 @@ from typing import Any, Iterable
 import click
 
 from stpr.runtime.atomic import as_write_error, write_error_line
+from stpr.runtime.click_types import FiniteFloat
 from stpr.runtime.contract import DISTILL_MODES, HEAD_CHOICES, ROUTING_MODES
 from stpr.runtime.exits import EXIT_INTERRUPT, EXIT_SIGTERM, EXIT_WRITE, click_error, exit_codes_help
 from stpr.runtime.signals import Terminated, sigterm_as_interrupt
@@ -170,7 +171,7 @@ EPILOG = exit_codes_help(
 @click.option("--distill", type=click.Choice(DISTILL_MODES), help="Adapter distillation.")
 @click.option("--head", type=click.Choice(HEAD_CHOICES),
               help="Analytic head: none (StPR, the paper), alone, route-hard, route-soft, fuse.")
-@click.option("--lambda", "lambda_", type=float, help="Weight of the FSSD loss.")
+@click.option("--lambda", "lambda_", type=FiniteFloat(), help="Weight of the FSSD loss.")
 @click.option("--epochs", help="Epochs: N for every task, or BASE,INCREMENTAL (paper: 60,30).")
 @click.option("--batch-size", type=int, help="Clips per step.")
 @click.option("--seed", type=int, help="Seed for class order, init and shuffling.")
