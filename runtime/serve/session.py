@@ -99,14 +99,14 @@ class ServeSession:
         if self.open:
             say(f"stpr-run: serving {url}/ (loopback: no token needed)")
             return
-        say(f"stpr-run: serving {url}/ to requests with the token; open this link once to log a browser in: "
-            f"{url}/login/{self.logins.make()}")
         if self.token_made:
             say(f"stpr-run: new API token (printed only now, kept in {str(self.token_file)!r}, mode 600): "
                 f"{self.token}")
         else:
             say(f"stpr-run: API token: the one in {str(self.token_file)!r}" if self.opts.token is None
                 else "stpr-run: API token: the one given with --serve-token")
+        say(f"stpr-run: serving {url}/ to requests with the token; open this link once to log a browser in: "
+            f"{url}/login/{self.logins.make()}")
 
     def stop(self) -> None:
         self.hub.close()
