@@ -27,7 +27,7 @@ from .model.analytic import mode_probabilities, own_expert_logits
 from .model.router import td_class_means, td_distance_scores
 from .model.stpr import StPRModel
 from .model.text import cosine_logits, encode_class_names
-from .seed import derive_seed
+from .seed import HEAD_SEED_SALT, derive_seed
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class EvalResult:
 
 def head_seed(cfg: Config) -> int:
     """The seed of the head's random projection: from the run's seed, like every random choice."""
-    return derive_seed(cfg.seed, 0x4EAD)
+    return derive_seed(cfg.seed, HEAD_SEED_SALT)
 
 
 class _TrainStep(nn.Module):

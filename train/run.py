@@ -19,7 +19,6 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
-import yaml
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
@@ -29,7 +28,7 @@ from . import distributed as dist
 from . import metrics as M
 from . import plots
 from .checkpoint import check_same_model, checkpoint_path, finished_tasks, load_checkpoint, save_checkpoint
-from .config import Config, apply_overrides, check_ranges, dump_config, flatten_keys
+from .config import Config, check_ranges, dump_config
 from .data.protocol import build_tasks, class_order, load_task_file
 from .data.registry import Splits, build_splits, check_dataset
 from .data.tasks import TaskSubset, check_classes_present
@@ -38,6 +37,7 @@ from .learner import EvalResult, StPRLearner
 from .model.clip_tower import Preprocess, backbone_fingerprint, load_clip
 from .model.stpr import StPRModel
 from .model.text import TEXT_COLLISION_COS, encode_class_names, text_collisions
+from .run_dir import check_fresh_run_dir, drop_stale_temp_files, saved_config
 from .seed import derive_seed, resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
@@ -278,33 +278,6 @@ def _payload(s: Setup, k: int, h: History) -> dict[str, Any]:
     }
 
 
-def saved_config(run_dir: Path) -> Config:
-    """The config a run was started with (what --resume continues)."""
-    cfg_path = run_dir / "config.yaml"
-    if not cfg_path.is_file():
-        raise StprError(f"--resume: {str(run_dir)!r} holds no run (no config.yaml); start it without --resume")
-    return apply_overrides(Config(), flatten_keys(yaml.safe_load(cfg_path.read_text())))
-
-
-def check_fresh_run_dir(run_dir: Path) -> None:
-    """A new run goes into a new or empty folder, never beside someone's files."""
-    if (run_dir / "config.yaml").exists() or finished_tasks(run_dir):
-        raise StprError(f"{str(run_dir)!r} already holds a run; pass --resume to continue it, or choose another --out")
-    if run_dir.exists() and not run_dir.is_dir():
-        raise StprError(f"--out {str(run_dir)!r} is a file; choose a new or empty folder")
-    # train.log alone is what a run refused while building leaves: still a fresh folder.
-    others = sorted(p.name for p in run_dir.iterdir() if p.name != "train.log") if run_dir.is_dir() else []
-    if others:
-        raise StprError(f"--out {str(run_dir)!r} is not empty ({', '.join(others[:3])}"
-                        f"{', ...' if len(others) > 3 else ''}) and holds no run; choose a new or empty folder")
-
-
-def _drop_stale_temp_files(run_dir: Path) -> None:
-    # Left by a process killed mid-write; never valid, and never read.
-    for tmp in run_dir.rglob(".tmp-*"):
-        tmp.unlink(missing_ok=True)
-
-
 def run(
     cfg: Config | None,
     run_dir: str | Path,
@@ -346,7 +319,7 @@ def run(
     dist.barrier()  # every rank has checked the folder before rank 0 writes to it
     main = dist.is_main()
     if main and resume:
-        _drop_stale_temp_files(run_dir)
+        drop_stale_temp_files(run_dir)
     elif main:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
