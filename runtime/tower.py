@@ -160,10 +160,15 @@ class OnnxTower:
     def __enter__(self) -> "OnnxTower":
         try:
             self.runner.__enter__()
-        except BundleError as e:
-            raise BundleError(f"--tower {str(self.spec.file)!r}: {e}".split("; the file is corrupt")[0] +
-                              "; export the encoder to ONNX again (docs/towers.md)") from None
-        self.io = check_tower(self.runner.session, self.spec.file.name, self.spec.size)
+        except BundleError as e:  # OrtRunner words it for a bundle; this is the user's own file
+            cause = str(e.__cause__ or e).strip().splitlines() or [type(e).__name__]
+            raise BundleError(f"onnxruntime cannot load the tower {str(self.spec.file)!r} ({cause[0][:300]}); "
+                              "export the encoder to ONNX again (docs/towers.md)") from None
+        try:
+            self.io = check_tower(self.runner.session, self.spec.file.name, self.spec.size)
+        except BaseException:
+            self.runner.__exit__(None, None, None)
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:

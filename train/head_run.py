@@ -114,6 +114,11 @@ def build(cfg: Config) -> Setup:
                         "without it, stpr-train runs --head alone on a frozen tower")
     check_dataset(cfg.data)
     spec = tower_of(cfg)
+    try:  # shapes and preprocessing checked before any folder is written
+        with OnnxTower(spec):
+            pass
+    except BundleError as e:
+        raise StprError(str(e)) from None
     splits = build_splits(cfg.data, spec, cfg.seed)
     if cfg.data.task_file:
         tasks = load_task_file(cfg.data.task_file, splits.classes, cfg.data.allow_pickle)
@@ -352,7 +357,11 @@ def run(cfg: Config | None, run_dir: str | Path, resume: bool = False, device: s
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
     metrics: dict[str, Any] = {}
-    with OnnxTower(s.spec, onnx_device(cfg.device)) as tower:
+    try:
+        tower = OnnxTower(s.spec, onnx_device(cfg.device)).__enter__()
+    except BundleError as e:
+        raise StprError(str(e)) from None
+    with tower:
         record = tower_record(s.spec, tower)
         T, D = cfg.data.num_frames, tower.dim
         if head_state is not None:
