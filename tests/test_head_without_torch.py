@@ -170,3 +170,23 @@ def test_the_numpy_head_streams_to_the_pytorch_sums():
     head.end_task()
     assert np.allclose(head.gram, ref.gram.numpy(), rtol=1e-12) and np.allclose(head.cross, ref.cross.numpy())
     assert np.abs(head.weights - ref.weights.numpy()).max() <= 1e-5 * np.abs(head.weights).max()
+
+
+@pytest.mark.parametrize("edit,words", [
+    (lambda m: m["head"].update(mode="route-hard"), "head_only is true but head.mode"),
+    (lambda m: m.update(experts=[]), "head_only is true but the manifest has StPR's experts"),
+    (lambda m: m["head"]["tower_io"].update(pool="max"), "head.tower_io"),
+    (lambda m: m.update(head_only="yes"), "head_only is 'yes'"),
+])
+def test_a_damaged_head_only_manifest_is_refused_naming_the_field(free_run, tmp_path, edit, words):
+    import shutil
+
+    from stpr.runtime.manifest import BundleError, seal_manifest
+
+    shutil.copytree(free_run / "b0", tmp_path / "b")
+    m = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    edit(m)
+    m.pop("manifest_sha256")
+    (tmp_path / "b" / "manifest.json").write_text(json.dumps(seal_manifest(m)))
+    with pytest.raises(BundleError, match=words.replace("(", r"\(")):
+        load_bundle(tmp_path / "b")
