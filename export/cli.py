@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
 import click
 
@@ -77,28 +78,9 @@ def main(run_dir: Path, out: Path, fp16: bool, task: int | None, opset: int, eng
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
-    # Two exports to one --out at once: the second is refused at the start (it used to
-    # replace the first's bundle at the end, both exiting 0, --force or not).
-    lock = out.parent / f".{out.name}.lock"
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with sigterm_as_interrupt(), exclusive(lock):  # a stopped export still removes its temp folder
-            res = export_run(run_dir, out, fp16=fp16, task=task, opset=opset, engine=engine, force=force,
-                             parity_clips=parity_clips, int8=int8, text=not no_text,
-                             head_sums=None if head_sums == "none" else head_sums)
-    except StprError as e:
-        raise click.ClickException(str(e)) from None
-    except LockHeld:
-        raise click.ClickException(f"another stpr-export is writing --out {str(out)!r} now (it holds "
-                                   f"{str(lock)!r}); wait for it to finish, or pick another --out") from None
-    except (OSError, RuntimeError) as e:
-        if (err := as_write_error(e, out.parent)) is None:
-            raise
-        raise click_error(write_error_line(err, f"the bundle {str(out)!r}", " (no bundle written)"),
-                          EXIT_WRITE) from None
-    except KeyboardInterrupt as e:
-        click.echo(f"\n{'terminated' if isinstance(e, Terminated) else 'interrupted'}: no bundle was written", err=True)
-        sys.exit(EXIT_SIGTERM if isinstance(e, Terminated) else EXIT_INTERRUPT)
+    res = _write_bundle(out, lambda: export_run(
+        run_dir, out, fp16=fp16, task=task, opset=opset, engine=engine, force=force, parity_clips=parity_clips,
+        int8=int8, text=not no_text, head_sums=None if head_sums == "none" else head_sums))
     click.echo(f"Bundle: {res.bundle}")
     for name, path in sorted(res.files.items()):
         click.echo(f"  {name:<28} {path.stat().st_size / 2**20:9.2f} MiB")
@@ -134,22 +116,15 @@ def main(run_dir: Path, out: Path, fp16: bool, task: int | None, opset: int, eng
         click.echo(f"Published: {publish} -> {res.bundle}")
 
 
-def _export_head_run(run_dir: Path, out: Path, task: int | None, force: bool, parity_clips: int, head_sums: str,
-                     publish: Path | None, refused: dict[str, bool]) -> None:
-    """A head-only bundle from a torch-free run (export/head_only.py), without torch."""
-    from .head_only import export_head_run
-
-    asked = [name for name, on in refused.items() if on]
-    if asked:
-        raise click.UsageError(f"{', '.join(asked)}: {str(run_dir)!r} is a head run on an ONNX tower (trained "
-                               "without torch); its bundle ships that tower as it is, in float32: drop "
-                               f"{' and '.join(asked)}")
+def _write_bundle(out: Path, make: Callable[[], Any]) -> Any:
+    """`make()` (an export into `out`) under `out`'s lock, each way it can fail said in one line."""
+    # Two exports to one --out at once: the second is refused at the start (it used to
+    # replace the first's bundle at the end, both exiting 0, --force or not).
     lock = out.parent / f".{out.name}.lock"
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        with sigterm_as_interrupt(), exclusive(lock):
-            res = export_head_run(run_dir, out, task=task, force=force, parity_clips=parity_clips,
-                                  head_sums=None if head_sums == "none" else head_sums)
+        with sigterm_as_interrupt(), exclusive(lock):  # a stopped export still removes its temp folder
+            return make()
     except StprError as e:
         raise click.ClickException(str(e)) from None
     except LockHeld:
@@ -163,6 +138,20 @@ def _export_head_run(run_dir: Path, out: Path, task: int | None, force: bool, pa
     except KeyboardInterrupt as e:
         click.echo(f"\n{'terminated' if isinstance(e, Terminated) else 'interrupted'}: no bundle was written", err=True)
         sys.exit(EXIT_SIGTERM if isinstance(e, Terminated) else EXIT_INTERRUPT)
+
+
+def _export_head_run(run_dir: Path, out: Path, task: int | None, force: bool, parity_clips: int, head_sums: str,
+                     publish: Path | None, refused: dict[str, bool]) -> None:
+    """A head-only bundle from a torch-free run (export/head_only.py), without torch."""
+    from .head_only import export_head_run
+
+    asked = [name for name, on in refused.items() if on]
+    if asked:
+        raise click.UsageError(f"{', '.join(asked)}: {str(run_dir)!r} is a head run on an ONNX tower (trained "
+                               "without torch); its bundle ships that tower as it is, in float32: drop "
+                               f"{' and '.join(asked)}")
+    res = _write_bundle(out, lambda: export_head_run(run_dir, out, task=task, force=force, parity_clips=parity_clips,
+                                                     head_sums=None if head_sums == "none" else head_sums))
     click.echo(f"Bundle: {res['bundle']} (the head alone on its ONNX tower; no torch needed to write or run it)")
     for name, path in sorted(res["files"].items()):
         click.echo(f"  {name:<28} {path.stat().st_size / 2**20:9.2f} MiB")

@@ -71,14 +71,9 @@ def is_head_run(run_dir: Path) -> bool:
 def _restore(run_dir: Path, task: int | None) -> tuple[Any, dict[str, Any], Path]:
     from stpr.train.analytic_fit_numpy import NumpyHead
     from stpr.train.head_run import checkpoint_path, finished_tasks, load_checkpoint
+    from stpr.train.run_dir import pick_task
 
-    done = finished_tasks(run_dir)
-    if not done:
-        raise StprError(f"{str(run_dir)!r} has no finished task to export; train it first")
-    if task is None:
-        task = done[-1]
-    if task not in done:
-        raise StprError(f"--task {task}: {str(run_dir)!r} finished tasks {done[0]}..{done[-1]}; pick one of them")
+    task = pick_task(finished_tasks(run_dir), task, run_dir)
     path = checkpoint_path(run_dir, task)
     arrays, meta = load_checkpoint(path)
     return NumpyHead.from_state(arrays, meta["lambda_report"]), meta, path

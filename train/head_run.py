@@ -38,9 +38,8 @@ from stpr.runtime.tower import OnnxTower, TowerSpec, tower_spec
 from . import metrics as M
 from .analytic_fit_numpy import NumpyHead
 from .config import Config, check_ranges, dump_config
-from .data.protocol import build_tasks, class_order, load_task_file
+from .data.protocol import run_tasks
 from .data.registry import Splits, build_splits, check_dataset
-from .data.tasks import check_classes_present
 from .errors import StprError
 from .run_dir import CHECKPOINTS, NUMPY_CHECKPOINT, check_fresh_run_dir, drop_stale_temp_files, saved_config
 from .seed import HEAD_SEED_SALT, derive_seed
@@ -120,15 +119,7 @@ def build(cfg: Config) -> Setup:
     except BundleError as e:
         raise StprError(str(e)) from None
     splits = build_splits(cfg.data, spec, cfg.seed)
-    if cfg.data.task_file:
-        tasks = load_task_file(cfg.data.task_file, splits.classes, cfg.data.allow_pickle)
-    else:
-        order = class_order(len(splits.classes), cfg.data.class_order, cfg.seed, cfg.data.dataset)
-        tasks = build_tasks(cfg.data.protocol, len(splits.classes), order, dataset=repr(cfg.data.dataset))
-    for ids in tasks:
-        check_classes_present(splits.train, ids, "training")
-        check_classes_present(splits.test, ids, "test")
-    return Setup(cfg, spec, splits, tasks)
+    return Setup(cfg, spec, splits, run_tasks(cfg.data, splits, cfg.seed))
 
 
 def task_clips(dataset: Any, class_ids: Sequence[int], global_ids: Sequence[int]) -> tuple[list[int], np.ndarray]:
@@ -249,17 +240,10 @@ def metrics_from_history(s: Setup, h: History, tower: dict[str, Any]) -> dict[st
     metrics; no StPR, routing or frame-mean entries: nothing here computes them)."""
     K, R = len(s.tasks), len(h.correct)
     sizes = [len(t) for t in s.tasks]
-
-    def pad(rows: list[list[int]]) -> np.ndarray:
-        a = np.zeros((R, K), dtype=np.int64)
-        for i, row in enumerate(rows):
-            a[i, : len(row)] = row
-        return a
-
-    total = pad(h.total)
-    out = M.summary(pad(h.correct), total, sizes)
+    total = M.pad_rows(h.total, K)
+    out = M.summary(M.pad_rows(h.correct, K), total, sizes)
     out["modes"] = {"alone": dict(out)}
-    out["head_task_id_accuracy"] = M.pooled_accuracy(pad(h.head_task_id_correct)[-1, :R], total[-1, :R])
+    out["head_task_id_accuracy"] = M.pooled_accuracy(M.pad_rows(h.head_task_id_correct, K)[-1, :R], total[-1, :R])
     out["head"] = "alone"
     out["backend"] = "onnxruntime (torch-free)"
     out["tower"] = tower

@@ -115,6 +115,14 @@ def json_matrix(A: np.ndarray) -> list[list[float | None]]:
     return [[None if math.isnan(v) else float(v) for v in row] for row in A]
 
 
+def pad_rows(rows: Sequence[Sequence[int]], num_tasks: int) -> np.ndarray:
+    """Per finished task, counts for the tasks seen so far -> an `(R, K)` int matrix, 0 above the diagonal."""
+    a = np.zeros((len(rows), num_tasks), dtype=np.int64)
+    for i, row in enumerate(rows):
+        a[i, : len(row)] = row
+    return a
+
+
 def summary(correct: np.ndarray, total: np.ndarray, classes_per_task: Sequence[int]) -> dict[str, Any]:
     """JSON-ready metrics from count matrices `(R, K)`: plain floats/lists, None for undefined."""
     A = accuracy_matrix(correct, total)

@@ -29,9 +29,9 @@ from . import metrics as M
 from . import plots
 from .checkpoint import check_same_model, checkpoint_path, finished_tasks, load_checkpoint, save_checkpoint
 from .config import Config, check_ranges, dump_config
-from .data.protocol import build_tasks, class_order, load_task_file
+from .data.protocol import run_tasks
 from .data.registry import Splits, build_splits, check_dataset
-from .data.tasks import TaskSubset, check_classes_present
+from .data.tasks import TaskSubset
 from .errors import StprError
 from .learner import EvalResult, StPRLearner
 from .model.clip_tower import Preprocess, backbone_fingerprint, load_clip
@@ -109,14 +109,7 @@ def build(cfg: Config) -> Setup:
     check_dataset(cfg.data)
     learner, pp, fingerprint = build_learner(cfg)
     splits = build_splits(cfg.data, pp, cfg.seed)
-    if cfg.data.task_file:  # e.g. vCLIMB's Kinetics tasks: their order and split, not the protocol's
-        tasks = load_task_file(cfg.data.task_file, splits.classes, cfg.data.allow_pickle)
-    else:
-        order = class_order(len(splits.classes), cfg.data.class_order, cfg.seed, cfg.data.dataset)
-        tasks = build_tasks(cfg.data.protocol, len(splits.classes), order, dataset=repr(cfg.data.dataset))
-    for ids in tasks:
-        check_classes_present(splits.train, ids, "training")
-        check_classes_present(splits.test, ids, "test")
+    tasks = run_tasks(cfg.data, splits, cfg.seed)
     if dist.is_main():
         warn_text_collisions(cfg, learner, [splits.classes[c] for t in tasks for c in t])
     return Setup(cfg, learner.device, pp, splits, tasks, learner, fingerprint)
@@ -202,10 +195,7 @@ def metrics_from_history(s: Setup, h: History) -> dict[str, Any]:
     R = len(h.correct)
 
     def pad(rows: list[list[int]]) -> np.ndarray:
-        a = np.zeros((R, K), dtype=np.int64)
-        for i, row in enumerate(rows):
-            a[i, : len(row)] = row
-        return a
+        return M.pad_rows(rows, K)
 
     total = pad(h.total)
     out = M.summary(pad(h.correct), total, sizes)

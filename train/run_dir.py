@@ -31,6 +31,17 @@ def checkpoint_kinds(run_dir: Path) -> set[str]:
     return {p.suffix for p in folder.glob("task_*") if p.suffix in (TORCH_CHECKPOINT, NUMPY_CHECKPOINT)}
 
 
+def pick_task(done: list[int], task: int | None, run_dir: Path) -> int:
+    """The finished task to export (`task`, or the last): a refusal naming the finished ones."""
+    if not done:
+        raise StprError(f"{str(run_dir)!r} has no finished task yet (no checkpoints/task_NNN); train first")
+    if task is None:
+        return done[-1]
+    if task not in done:
+        raise StprError(f"task {task} is not finished in {str(run_dir)!r}; finished tasks: {done}")
+    return task
+
+
 def check_fresh_run_dir(run_dir: Path) -> None:
     """A new run goes into a new or empty folder, never beside someone's files."""
     run_dir = Path(run_dir)
