@@ -40,7 +40,7 @@ from .analytic_fit_numpy import NumpyHead
 from .config import Config, check_ranges, dump_config
 from .data.protocol import run_tasks
 from .data.registry import Splits, build_splits, check_dataset
-from .errors import StprError
+from .errors import StprError, missing_extra
 from .run_dir import CHECKPOINTS, NUMPY_CHECKPOINT, check_fresh_run_dir, drop_stale_temp_files, saved_config
 from .seed import HEAD_SEED_SALT, derive_seed
 
@@ -108,9 +108,9 @@ def build(cfg: Config) -> Setup:
         raise StprError(f"--tower serves the analytic head alone; --head {cfg.head.mode} needs StPR's open_clip "
                         "tower (--model); use --head alone")
     reason = needs_torch(cfg)
-    if reason:
-        raise StprError(f"{reason}: that needs the [train] install extra (pip install 'stpr[train]'); "
-                        "without it, stpr-train runs --head alone on a frozen tower")
+    if reason:  # only the head alone on a frozen tower trains without torch
+        extra = missing_extra(ModuleNotFoundError("torch", name="torch"), "stpr-train", "train")
+        raise StprError(f"{reason}, so {str(extra)[0].lower()}{str(extra)[1:]}")
     check_dataset(cfg.data)
     spec = tower_of(cfg)
     try:  # shapes and preprocessing checked before any folder is written
