@@ -166,12 +166,13 @@ def choose_lambda(h: np.ndarray, labels: np.ndarray, w: np.ndarray, *, dim: int)
     proj_c = evecs.T @ cross
     scale = float(np.trace(gram)) / dim
     ho = np.flatnonzero(hold)
-    hrows, y = h[ho].astype(np.float64), np.eye(len(classes))[local[ho]]
-    mses = []
-    for g in LAMBDA_GRID:
-        W = evecs @ (proj_c / (np.maximum(evals, 0) + g * scale)[:, None])
-        err = ((hrows @ W - y) ** 2).sum(1)
-        mses.append(float((err * w[ho]).sum() / w[ho].sum()))
+    Ws = [evecs @ (proj_c / (np.maximum(evals, 0) + g * scale)[:, None]) for g in LAMBDA_GRID]
+    sq = np.zeros((len(LAMBDA_GRID), len(ho)))  # per g, each held-out clip's squared error
+    for s in _chunks(len(ho)):
+        rows, y = h[ho[s]].astype(np.float64), np.eye(len(classes))[local[ho[s]]]
+        for i, W in enumerate(Ws):
+            sq[i, s] = ((rows @ W - y) ** 2).sum(1)
+    mses = [float((err * w[ho]).sum() / w[ho].sum()) for err in sq]
     best = min(range(len(LAMBDA_GRID)), key=lambda i: (round(mses[i], 12), -i))
     g = LAMBDA_GRID[best]
     return g * trace / dim, {"rule": "holdout-mse", "g": g, "grid": list(LAMBDA_GRID), "mse": mses,
