@@ -255,13 +255,15 @@ def metrics_from_history(s: Setup, h: History, tower: dict[str, Any]) -> dict[st
     return out
 
 
-def write_plots(run_dir: Path, metrics: dict[str, Any]) -> bool:
+def write_plots(run_dir: Path, metrics: dict[str, Any], said: list[bool]) -> bool:
     """The accuracy plots, where matplotlib is installed (it is not in the base install);
-    False (and one log line) where it is not."""
+    False (and one log line per run: `said`) where it is not."""
     try:
         from . import plots
     except ModuleNotFoundError:
-        log.warning("plots skipped: matplotlib is not installed (pip install matplotlib, or the [train] extra)")
+        if not said:
+            log.warning("plots skipped: matplotlib is not installed (pip install matplotlib, or the [train] extra)")
+            said.append(True)
         return False
     A = np.array([[np.nan if v is None else v for v in row] for row in metrics["accuracy_matrix"]], dtype=float)
     plots.plot_accuracy_curve({"analytic head (alone)": metrics["acc_curve"]},
@@ -359,6 +361,7 @@ def run(cfg: Config | None, run_dir: str | Path, resume: bool = False, device: s
         if h.correct:
             metrics = metrics_from_history(s, h, record)
         trainer = Trainer(s, tower, head, run_dir)
+        said: list[bool] = []  # the missing-matplotlib line, once
         try:
             for k in range(start, len(s.tasks)):
                 t0 = time.perf_counter()
@@ -380,7 +383,7 @@ def run(cfg: Config | None, run_dir: str | Path, resume: bool = False, device: s
                 save_checkpoint(checkpoint_path(run_dir, k), head, meta)
                 metrics = metrics_from_history(s, h, record)
                 atomic_write_json(run_dir / "metrics.json", metrics)
-                write_plots(run_dir, metrics)
+                write_plots(run_dir, metrics, said)
         finally:
             trainer.close()
     return metrics
