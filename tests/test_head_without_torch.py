@@ -12,6 +12,8 @@ import torch
 from helpers import FAST, write_video
 
 from stpr.runtime.bundle import load_bundle
+from stpr.runtime.recognizer import Recognizer
+from stpr.runtime.watch import verify_recognizer
 from stpr.train import run as R
 from stpr.train.analytic_fit_numpy import NumpyHead, choose_lambda
 from stpr.train.config import load_config
@@ -115,6 +117,8 @@ def test_the_bundle_of_a_torch_free_run_is_head_only_and_serves_and_learns(free_
     assert m["head_only"] is True and "experts" not in m and "backbone" not in m
     assert m["head"]["tower_file"] == "head_tower.onnx" and m["head"]["tower_io"]["pool"] == "none"
     assert np.array_equal(np.load(free_run / "b0" / "head_weights.npy"), numpy_weights(free_run / "run"))
+    with Recognizer(b) as rec:  # what `stpr-run --watch` checks before it swaps a bundle in
+        verify_recognizer(rec)
     test = SyntheticActions("test", clips_per_class=1, seed=5)
     clip = write_video(tmp_path / "clip.avi", [test.raw_clip(test.classes.index(m["classes"][0]))])
     res = without_torch("stpr.runtime.entry", "--bundle", str(free_run / "b0"), "--video", str(clip), "--clip")
