@@ -106,6 +106,9 @@ def build_learner(cfg: Config) -> tuple[StPRLearner, Preprocess, str]:
 
 def build(cfg: Config) -> Setup:
     """Model, data and protocol from a config (no training)."""
+    if cfg.model.tower:  # an ONNX tower is read by the torch-free head only; never silently ignored here
+        raise StprError(f"model.tower {cfg.model.tower!r} is an ONNX tower: the head alone trains on it without "
+                        "torch (stpr-train --tower, or stpr.train.head_run.run)")
     check_dataset(cfg.data)
     learner, pp, fingerprint = build_learner(cfg)
     splits = build_splits(cfg.data, pp, cfg.seed)
