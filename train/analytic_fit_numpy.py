@@ -43,7 +43,7 @@ class NumpyHead:
         self.counts = np.zeros(0)  # clips per class (unweighted)
         self.n_ref: float | None = None
         self.weights = np.zeros((self.dim, 0), np.float32)  # W (M, C)
-        self._spill: tuple[np.ndarray, np.ndarray, int] | None = None  # (rows memmap, labels, filled)
+        self._spill: tuple[np.ndarray, np.ndarray, np.ndarray, int] | None = None  # rows memmap, labels, keys, filled
 
     @property
     def num_classes(self) -> int:
@@ -70,7 +70,7 @@ class NumpyHead:
             if spill is None:
                 raise ValueError("choosing lambda needs a spill file for the base task's rows")
             rows = np.lib.format.open_memmap(spill, mode="w+", dtype=np.float32, shape=(len(labels), self.dim))
-            self._spill = (rows, np.zeros(len(labels), np.int64), 0)
+            self._spill = (rows, np.zeros(len(labels), np.int64), np.zeros(len(labels), np.int64), 0)
 
     def clip_weights(self, labels: np.ndarray) -> np.ndarray:
         """Each clip's weight in the sums (see `analytic_fit.AnalyticHead`)."""
@@ -78,14 +78,16 @@ class NumpyHead:
             return np.ones(len(labels))
         return self.n_ref / np.maximum(self.counts[labels], 1)
 
-    def add_rows(self, h: np.ndarray, labels: np.ndarray) -> None:
-        """Fold one batch of the task's rows `h (B, M)` (global class ids `labels`) into the sums."""
+    def add_rows(self, h: np.ndarray, labels: np.ndarray, keys: np.ndarray | None = None) -> None:
+        """Fold one batch of the task's rows `h (B, M)` (global class ids `labels`, each clip's
+        `clip_key`; None: a hash of each row) into the sums."""
         labels = np.asarray(labels, np.int64)
         if self._spill is not None:
-            rows, spilled, n = self._spill
+            rows, spilled, spilled_keys, n = self._spill
             rows[n:n + len(h)] = h
             spilled[n:n + len(h)] = labels
-            self._spill = (rows, spilled, n + len(h))
+            spilled_keys[n:n + len(h)] = row_keys(h) if keys is None else keys
+            self._spill = (rows, spilled, spilled_keys, n + len(h))
         h64 = h.astype(np.float64)
         hw = h64 * self.clip_weights(labels)[:, None]
         self.gram += hw.T @ h64
@@ -94,10 +96,10 @@ class NumpyHead:
     def end_task(self) -> None:
         """Choose lambda on the base task (from its spilled rows), then solve."""
         if self._spill is not None:
-            rows, labels, n = self._spill
+            rows, labels, keys, n = self._spill
             self._spill = None
             self.lam, self.lambda_report = choose_lambda(rows[:n], labels[:n], self.clip_weights(labels[:n]),
-                                                         dim=self.dim)
+                                                         keys[:n], dim=self.dim)
             path = getattr(rows, "filename", None)
             del rows
             if path:
@@ -131,9 +133,20 @@ class NumpyHead:
         return head
 
 
-def holdout_mask(h: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Stratified 75/25 by a hash of each row (see `analytic_fit.holdout_mask`)."""
-    keys = [zlib.crc32(np.ascontiguousarray(r, dtype=np.float32).tobytes()) for r in h]
+def clip_key(frames: np.ndarray) -> int:
+    """A clip's key for the lambda rule's holdout split: a hash of its preprocessed frames
+    `(T, 3, S, S)` float32, which every path (PyTorch, torch-free, any rank) reads alike."""
+    return zlib.crc32(np.ascontiguousarray(frames, dtype=np.float32).tobytes())
+
+
+def row_keys(h: np.ndarray) -> list[int]:
+    """Keys for rows without frames: a hash of each float32 row."""
+    return [zlib.crc32(np.ascontiguousarray(r, dtype=np.float32).tobytes()) for r in h]
+
+
+def holdout_mask(h: np.ndarray, labels: np.ndarray, keys: np.ndarray | None = None) -> np.ndarray:
+    """Stratified 75/25 by each clip's key (see `analytic_fit.holdout_mask`)."""
+    keys = row_keys(h) if keys is None else [int(k) for k in keys]
     mask = np.zeros(len(h), dtype=bool)
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c).tolist()
@@ -146,11 +159,12 @@ def _chunks(n: int) -> list[slice]:
     return [slice(i, min(n, i + CHUNK)) for i in range(0, n, CHUNK)]
 
 
-def choose_lambda(h: np.ndarray, labels: np.ndarray, w: np.ndarray, *, dim: int) -> tuple[float, dict]:
+def choose_lambda(h: np.ndarray, labels: np.ndarray, w: np.ndarray, keys: np.ndarray | None = None, *,
+                  dim: int) -> tuple[float, dict]:
     """The base task's ridge parameter by the rule of `analytic_fit.choose_lambda`, reading
     `h` (a memmap) in chunks: its sums on the 75 %, its errors on the 25 %."""
     classes, local = np.unique(labels, return_inverse=True)
-    hold = holdout_mask(h, labels)
+    hold = holdout_mask(h, labels, keys)
     trace = sum(float((h[s].astype(np.float64) ** 2 * w[s, None]).sum()) for s in _chunks(len(h)))
     if hold.all() or not hold.any():  # too few clips to split: the grid's middle
         g = 1e-2

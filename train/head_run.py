@@ -36,7 +36,7 @@ from stpr.runtime.manifest import sha256_file
 from stpr.runtime.tower import OnnxTower, TowerSpec, tower_spec
 
 from . import metrics as M
-from .analytic_fit_numpy import NumpyHead
+from .analytic_fit_numpy import NumpyHead, clip_key
 from .config import Config, check_ranges, dump_config
 from .data.protocol import run_tasks
 from .data.registry import Splits, build_splits, check_dataset
@@ -130,8 +130,8 @@ def task_clips(dataset: Any, class_ids: Sequence[int], global_ids: Sequence[int]
 
 
 def windows(tower: OnnxTower, load: Callable[[int], np.ndarray], indices: Sequence[int], batch: int,
-            pool: ThreadPoolExecutor) -> Iterator[tuple[slice, np.ndarray]]:
-    """`(positions, (B, T, D) frame features)` per batch of `indices`, in order. The next two
+            pool: ThreadPoolExecutor) -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
+    """`(positions, (B, T, D) frame features, each clip's clip_key)` per batch of `indices`, in order. The next two
     batches' clips are read by `pool` while the tower runs this one, so reading overlaps it
     and at most three batches of frames are ever held."""
     starts = list(range(0, len(indices), batch))
@@ -149,7 +149,7 @@ def windows(tower: OnnxTower, load: Callable[[int], np.ndarray], indices: Sequen
             submit(starts[n + 3])
         B, T = clips.shape[:2]
         feats = tower.features(clips.reshape(B * T, *clips.shape[2:]))
-        yield slice(start, start + B), feats.reshape(B, T, -1)
+        yield slice(start, start + B), feats.reshape(B, T, -1), np.asarray([clip_key(c) for c in clips], np.int64)
 
 
 class FeatureCache:
@@ -189,9 +189,9 @@ class Trainer:
         idx, labels = task_clips(s.splits.train_eval, s.tasks[k], s.global_ids(k))
         spill = self.cache.folder / f"base_rows_{k:03d}.npy"
         self.head.begin_task(labels, s.global_ids(k)[-1] + 1, spill=spill)
-        for pos, window in windows(self.tower, s.splits.train_eval.clip, idx, s.cfg.optim.eval_batch_size,
-                                   self.pool):
-            self.head.add_rows(self.head.features(window), labels[pos])
+        for pos, window, keys in windows(self.tower, s.splits.train_eval.clip, idx, s.cfg.optim.eval_batch_size,
+                                         self.pool):
+            self.head.add_rows(self.head.features(window), labels[pos], keys)
         self.clips_read += len(idx)
         self.head.end_task()
 
@@ -201,7 +201,8 @@ class Trainer:
 
         def make(path: Path) -> np.ndarray:
             arr = None
-            for pos, window in windows(self.tower, s.splits.test.clip, idx, s.cfg.optim.eval_batch_size, self.pool):
+            for pos, window, _ in windows(self.tower, s.splits.test.clip, idx, s.cfg.optim.eval_batch_size,
+                                          self.pool):
                 if arr is None:
                     arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32,
                                                     shape=(len(idx), *window.shape[1:]))
