@@ -227,11 +227,7 @@ def metrics_from_history(s: Setup, h: History) -> dict[str, Any]:
     out["routing_weights_per_task"] = h.routing
     out["routing"] = s.cfg.method.routing
     out["distill"] = s.cfg.method.distill
-    out["classes"] = [s.splits.classes[c] for t in s.tasks for c in t]
-    out["tasks"] = [[s.splits.classes[c] for c in t] for t in s.tasks]
-    out["classes_per_task"] = sizes
-    out["correct"], out["total"] = h.correct, h.total
-    out["finished_tasks"], out["num_tasks"] = R, K
+    out.update(M.protocol_fields(s.splits.classes, s.tasks, h.correct, h.total))
     return out
 
 
