@@ -59,6 +59,7 @@ from stpr.train.restore import Restored, restore
 from . import parity
 from .fp16 import to_fp16
 from .fuse import fuse_experts
+from .head_only import STORED_SUMS_TOLERANCE, check_stored_sums  # noqa: F401 (one rule, both exports)
 from .int8 import to_int8
 from .onnx_export import MIN_OPSET, export_backbone, export_expert, finish_onnx
 from .openset import head_openset_report, openset_report
@@ -262,28 +263,10 @@ def write_head(r: Restored, tmp: Path, manifest: dict[str, Any], meta: dict[str,
         with _step(res, "head sums"):
             held = HeadSums(gram=head.gram.numpy(), cross=head.cross.numpy(), counts=head.counts.numpy(),
                             n_ref=float(head.n_ref), lam=float(head.lam), balance=head.balance, dtype=sums)
-            _check_stored_sums(held)
+            check_stored_sums(held)
             save_sums(tmp, held)
             section["sums"] = sums_section(held, manifest["classes"])[0]
     return {"head": section}
-
-
-STORED_SUMS_TOLERANCE = 1e-4  # max |W from the stored sums - W| / max |W|; stpr-learn refuses more (learn.py)
-
-
-def _check_stored_sums(sums: HeadSums) -> None:
-    """float32 sums are refused when their rounding moves the solve: with a small lambda
-    (the demo's is ~1e-6 of G's scale) it flips G's near-null directions and the weights
-    come out ~1000x off; float64 is exact."""
-    if sums.dtype == "float64":
-        return
-    w = sums.solve()
-    stored = HeadSums(**{**sums.__dict__, "gram": sums.gram.astype(sums.dtype).astype(np.float64),
-                         "cross": sums.cross.astype(sums.dtype).astype(np.float64)})
-    gap = float(np.abs(stored.solve() - w).max() / max(1e-12, float(np.abs(w).max())))
-    if gap > STORED_SUMS_TOLERANCE:
-        raise StprError(f"--head-sums {sums.dtype} would move the head's weights by {gap:.2g} (relative; lambda "
-                        f"{sums.lam:.3g} is small next to the rounding of G); use --head-sums float64")
 
 
 def export_run(

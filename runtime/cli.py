@@ -218,9 +218,9 @@ class RunOptions:
 @click.option("--serve-token", help="The API token for a non-loopback --serve [a new one, kept in --serve-token-file].")
 @click.option("--serve-token-file", type=click.Path(dir_okay=False, path_type=Path),
               help="Where the token is kept, mode 600 [~/.config/stpr/serve-token].")
-@click.option("--serve-max-upload-mb", type=click.FloatRange(min=0, min_open=True, max=4096), default=64.0,
+@click.option("--serve-max-upload-mb", type=FiniteFloat(min=0, min_open=True, max=4096), default=64.0,
               show_default=True, help="Largest clip upload (all files of one request) --serve takes.")
-@click.option("--serve-fps", type=click.FloatRange(min=0.5, max=120), default=15.0, show_default=True,
+@click.option("--serve-fps", type=FiniteFloat(min=0.5, max=120), default=15.0, show_default=True,
               help="Frames per second --serve draws and encodes for its viewers (all together): the stream "
                    "never waits on them.")
 @click.option("--loop", is_flag=True, help="Start a --video or --frames source again at its end (a demo for --serve).")

@@ -184,11 +184,13 @@ def learn(bundle: Path, out: Path, adds: dict[str, np.ndarray], removes: list[st
         c = classes.index(name)
         sums.remove_class(c)
         del classes[c], c2e[c]
-        text, anchors = np.delete(text, c, 0), np.delete(anchors, c, 0)
+        if text is not None:  # a head-only bundle has no StPR arrays
+            text, anchors = np.delete(text, c, 0), np.delete(anchors, c, 0)
         report.removed.append(name)
     new = [n for n in adds if n not in classes]
-    text = np.concatenate([text, _text_rows(b, new)])
-    anchors = np.concatenate([anchors, np.zeros((len(new), b.dim), np.float32)])
+    if text is not None:
+        text = np.concatenate([text, _text_rows(b, new)])
+        anchors = np.concatenate([anchors, np.zeros((len(new), b.dim), np.float32)])
     for name, rows in adds.items():
         if name not in classes:
             classes.append(name)
@@ -205,10 +207,11 @@ def learn(bundle: Path, out: Path, adds: dict[str, np.ndarray], removes: list[st
     return report
 
 
-def _write(b: Bundle, out: Path, sums: HeadSums, weights: np.ndarray, text: np.ndarray, anchors: np.ndarray,
-           classes: list[str], c2e: list[int], report: LearnReport, learned_parity: dict[str, Any]) -> None:
+def _write(b: Bundle, out: Path, sums: HeadSums, weights: np.ndarray, text: np.ndarray | None,
+           anchors: np.ndarray | None, classes: list[str], c2e: list[int], report: LearnReport,
+           learned_parity: dict[str, Any]) -> None:
     m0 = b.manifest
-    own = {m0["head"]["weights"], m0["text_embeddings"], m0["anchors"], "parity.json",
+    own = {m0["head"]["weights"], *(m0[k] for k in ("text_embeddings", "anchors") if k in m0), "parity.json",
            *(v for k, v in m0["head"].get("sums", {}).items() if k in ("gram", "cross")),
            *([m0["head"]["learned"]["rows"]] if "learned" in m0["head"] else []),
            *([m0["unknown"]["subspace"]] if "subspace" in (m0.get("unknown") or {}) else [])}
@@ -221,8 +224,9 @@ def _write(b: Bundle, out: Path, sums: HeadSums, weights: np.ndarray, text: np.n
             if name not in own:
                 _link_or_copy(b.path / name, tmp / name)
         np.save(tmp / m0["head"]["weights"], weights, allow_pickle=False)
-        np.save(tmp / m0["text_embeddings"], text.astype(np.float32), allow_pickle=False)
-        np.save(tmp / m0["anchors"], anchors.astype(np.float32), allow_pickle=False)
+        if text is not None:
+            np.save(tmp / m0["text_embeddings"], text.astype(np.float32), allow_pickle=False)
+            np.save(tmp / m0["anchors"], anchors.astype(np.float32), allow_pickle=False)
         save_sums(tmp, sums)
         subspace = "subspace" in (m0.get("unknown") or {})
         if subspace:  # the open-set score's G, now with the learned clips in it

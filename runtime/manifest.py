@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .contract import MANIFEST_NAME
+from .contract import MANIFEST_NAME, STPR_KEYS
 from .errors import BundleError  # noqa: F401 (also imported from here)
 from .manifest_fields import check_fields
 
@@ -63,7 +63,9 @@ def read_manifest(bundle: str | Path, check_hash: bool = True) -> dict[str, Any]
             f"bundle schema {manifest['schema_version']} but this stpr reads {SCHEMA_VERSION}; "
             "re-export the bundle with a matching stpr-export"
         )
-    missing = [k for k in REQUIRED_KEYS if k not in manifest and (check_hash or k != MANIFEST_HASH_KEY)]
+    head_only = manifest.get("head_only") is True  # the analytic head on its own tower: no StPR parts
+    missing = [k for k in REQUIRED_KEYS if k not in manifest and (check_hash or k != MANIFEST_HASH_KEY)
+               and not (head_only and k in STPR_KEYS)]
     if missing:
         raise BundleError(f"{str(path)!r} lacks {', '.join(missing)}; re-export the bundle with this stpr")
     if check_hash and manifest[MANIFEST_HASH_KEY] != manifest_digest(manifest):

@@ -10,7 +10,7 @@ import math
 from pathlib import PurePosixPath
 from typing import Any
 
-from .contract import BUNDLE_FILE_SUFFIXES, BUNDLE_ROUTING_MODES, NOT_BUNDLE_FIELDS
+from .contract import BUNDLE_FILE_SUFFIXES, BUNDLE_ROUTING_MODES, NOT_BUNDLE_FIELDS, STPR_KEYS
 from .errors import BundleError
 from .head_bundle import check_head_fields
 from .head_sums import LEARNED_EXPERT
@@ -187,16 +187,16 @@ def check_fields(m: dict[str, Any]) -> None:
         problems.append(f"preprocess.frames is {frames} but dims.T is {T}")
     _channels(m, "preprocess.mean", False, problems)
     _channels(m, "preprocess.std", True, problems)
-    mode = _get(m, "routing.mode")
-    if mode not in BUNDLE_ROUTING_MODES:
-        problems.append(f"routing.mode is {None if mode is _MISSING else mode!r}: "
-                        f"must be one of {', '.join(BUNDLE_ROUTING_MODES)}")
-    _positive(m, "routing.tau", problems)
-    if mode == "td":  # the calibrated router's per-expert statistics
-        _file_name(m, "td_calibration", m.get("td_calibration"), problems)
-    _positive(m, "logit_scale", problems)
-    _classes(m, C, K, problems)
-    _model_files(m, K, problems)
+    head_only = m.get("head_only", False)
+    if head_only not in (True, False):
+        problems.append(f"head_only is {head_only!r}: must be true or false")
+    elif head_only and _get(m, "head.mode") != "alone":
+        problems.append(f"head_only is true but head.mode is {_get(m, 'head.mode')!r}: a bundle without StPR's "
+                        "parts serves the head alone")
+    if head_only is True:
+        _stpr_free(m, C, K, problems)
+    else:
+        _stpr(m, C, K, problems)
     _unknown(m, problems)
     if "text" in m:
         _text(m, problems)
@@ -207,3 +207,27 @@ def check_fields(m: dict[str, Any]) -> None:
     if problems:
         raise BundleError("the bundle's manifest.json is invalid: " + "; ".join(problems) +
                           "; re-export the bundle with stpr-export")
+
+
+def _stpr_free(m: dict[str, Any], C: int | None, K: int | None, problems: list[str]) -> None:
+    """A head-only bundle: classes and their tasks, and none of StPR's parts."""
+    _classes(m, C, K, problems)
+    if "head" not in m:
+        problems.append("head_only is true but the manifest has no head")
+    extra = [k for k in STPR_KEYS if k in m]
+    if extra:
+        problems.append(f"head_only is true but the manifest has StPR's {', '.join(extra)}")
+
+
+def _stpr(m: dict[str, Any], C: int | None, K: int | None, problems: list[str]) -> None:
+    """StPR's parts: routing, the logit scale, classes and their experts, the model files."""
+    mode = _get(m, "routing.mode")
+    if mode not in BUNDLE_ROUTING_MODES:
+        problems.append(f"routing.mode is {None if mode is _MISSING else mode!r}: "
+                        f"must be one of {', '.join(BUNDLE_ROUTING_MODES)}")
+    _positive(m, "routing.tau", problems)
+    if mode == "td":  # the calibrated router's per-expert statistics
+        _file_name(m, "td_calibration", m.get("td_calibration"), problems)
+    _positive(m, "logit_scale", problems)
+    _classes(m, C, K, problems)
+    _model_files(m, K, problems)

@@ -299,7 +299,7 @@ def test_live_session_refusals(learned, tmp_path):
 
 
 def test_float32_sums_are_refused_where_rounding_moves_the_solve():
-    from stpr.export.bundle import _check_stored_sums
+    from stpr.export.head_only import check_stored_sums as _check_stored_sums
     from stpr.runtime.head_sums import HeadSums
     from stpr.train.errors import StprError
 

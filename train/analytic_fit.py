@@ -9,13 +9,12 @@ live only inside `add_task`.
 from __future__ import annotations
 
 import logging
-import zlib
 from typing import Any
 
-import numpy as np
 import torch
 
 from . import distributed as dist
+from .analytic_fit_numpy import row_keys
 from .model.analytic import expand, projection
 
 log = logging.getLogger(__name__)
@@ -52,10 +51,14 @@ class AnalyticHead:
         """`(B, T, D)` frame features of the head's tower -> `h (B, M)` float32."""
         return expand(window.float(), self.projection)
 
-    def add_task(self, h: torch.Tensor, labels: torch.Tensor, num_classes: int) -> None:
+    def add_task(self, h: torch.Tensor, labels: torch.Tensor, num_classes: int,
+                 keys: torch.Tensor | None = None) -> None:
         """Fold one task's clips (this rank's shard: `h (N, M)`, global class ids `labels`)
-        into the sums and re-solve; `num_classes` is the count of classes seen so far."""
+        into the sums and re-solve; `num_classes` is the count of classes seen so far.
+        `keys`: each clip's `clip_key` (its frames' hash), what the lambda rule's holdout is
+        drawn by; None: a hash of each row (for rows without frames)."""
         h, labels = h.detach().cpu().double(), labels.detach().cpu().long()
+        keys = torch.as_tensor(row_keys(h.float().numpy()) if keys is None else keys, dtype=torch.int64)
         grow = num_classes - self.num_classes
         if grow < 0:
             raise ValueError(f"the head already holds {self.num_classes} classes, more than {num_classes}")
@@ -66,7 +69,7 @@ class AnalyticHead:
             self.n_ref = float(present.mean()) if len(present) else 1.0
         w = self.clip_weights(labels)  # (N,)
         if self.lam is None:
-            self.lam, self.lambda_report = choose_lambda(*_gather_rows(h, labels, w), dim=self.dim)
+            self.lam, self.lambda_report = choose_lambda(*_gather_rows(h, labels, w, keys), dim=self.dim)
             log.info("analytic head: lambda %.4g (g = %g, chosen on the base task)", self.lam,
                      self.lambda_report["g"])
         y = torch.nn.functional.one_hot(labels, num_classes).double()  # (N, C)
@@ -106,24 +109,28 @@ class AnalyticHead:
         return head
 
 
-def _gather_rows(h: torch.Tensor, labels: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def _gather_rows(h: torch.Tensor, labels: torch.Tensor, w: torch.Tensor,
+                 keys: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Every rank's rows on every rank (shards may differ in length by one)."""
     if dist.world_size() == 1:
-        return h, labels, w
+        return h, labels, w, keys
     n = dist.gather(torch.tensor([len(h)]))
     pad = int(n.max()) - len(h)
-    rows = torch.cat([h, labels.double().unsqueeze(1), w.unsqueeze(1)], 1)
+    # keys are 32-bit: exact as float64
+    rows = torch.cat([h, labels.double().unsqueeze(1), w.unsqueeze(1), keys.double().unsqueeze(1)], 1)
     rows = torch.cat([rows, torch.zeros(pad, rows.shape[1], dtype=rows.dtype)])
     parts = dist.gather(rows).split(int(n.max()))
     rows = torch.cat([p[:k] for p, k in zip(parts, n.tolist())])
-    return rows[:, :-2], rows[:, -2].long(), rows[:, -1]
+    return rows[:, :-3], rows[:, -3].long(), rows[:, -2], rows[:, -1].long()
 
 
-def holdout_mask(h: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Stratified 75/25: within each class, clips ordered by a hash of their features and
-    every 4th held out. The order depends on the clips alone, not on which rank or batch
-    saw them, so one process and N pick the same split."""
-    keys = [zlib.crc32(np.ascontiguousarray(r, dtype=np.float32).tobytes()) for r in h.numpy()]
+def holdout_mask(h: torch.Tensor, labels: torch.Tensor, keys: torch.Tensor | None = None) -> torch.Tensor:
+    """Stratified 75/25: within each class, clips ordered by their keys (`clip_key`, a hash of
+    their frames; without keys, of their rows) and every 4th held out. The order depends on
+    the clips alone, not on which rank or batch saw them, so one process and N pick the same
+    split, and so does the torch-free fit (its tower's rows differ from PyTorch's in the last
+    bits, its frames do not)."""
+    keys = row_keys(h.numpy()) if keys is None else keys.tolist()
     mask = torch.zeros(len(h), dtype=torch.bool)
     for c in labels.unique():
         idx = (labels == c).nonzero().flatten().tolist()
@@ -132,7 +139,8 @@ def holdout_mask(h: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return mask
 
 
-def choose_lambda(h: torch.Tensor, labels: torch.Tensor, w: torch.Tensor, *, dim: int) -> tuple[float, dict]:
+def choose_lambda(h: torch.Tensor, labels: torch.Tensor, w: torch.Tensor, keys: torch.Tensor | None = None, *,
+                  dim: int) -> tuple[float, dict]:
     """The base task's ridge parameter: `lambda = g * tr(G) / M`, with g from `LAMBDA_GRID`
     giving the lowest class-weighted mean squared error on a stratified 25 % holdout of
     the task's training clips, fitted on the other 75 % (ties: the larger g, the more
@@ -141,7 +149,7 @@ def choose_lambda(h: torch.Tensor, labels: torch.Tensor, w: torch.Tensor, *, dim
     h = h.double()
     classes, local = labels.unique(return_inverse=True)
     y = torch.nn.functional.one_hot(local, len(classes)).double()
-    hold = holdout_mask(h.float(), labels)
+    hold = holdout_mask(h.float(), labels, keys)
     if hold.all() or not hold.any():  # too few clips to split: the grid's middle
         g = 1e-2
         return g * float((h * w.unsqueeze(1)).pow(2).sum()) / dim, {"rule": "too few clips to split", "g": g}

@@ -34,6 +34,11 @@ class ModelConfig:
     expert_init: str = "previous"  # previous | random: how expert k starts
     templates: list[str] = field(default_factory=lambda: ["a video of a person {}."])  # prompts, averaged
     logit_scale: float = 100.0  # CLIP's trained temperature
+    # Any ONNX image tower (docs/towers.md): the head alone runs on it, without torch. None: `name`'s tower.
+    tower: str | None = None  # FILE.onnx: frames (N, 3, H, W) -> (N, D), pooled if more axes
+    tower_size: int | None = None  # its input side; None: from FILE.json beside it
+    tower_mean: list[float] | None = None  # its RGB normalisation on [0, 1] pixels; None: from FILE.json
+    tower_std: list[float] | None = None
 
 
 @dataclass

@@ -20,6 +20,7 @@ from torch import nn
 
 from . import distributed as dist
 from .analytic_fit import AnalyticHead
+from .analytic_fit_numpy import clip_key
 from .config import Config, routing_tau
 from .fssd import ClassFrameStats, FSSDWeights, channel_importance, fssd_loss
 from .losses import contrastive_loss
@@ -27,7 +28,7 @@ from .model.analytic import mode_probabilities, own_expert_logits
 from .model.router import td_class_means, td_distance_scores
 from .model.stpr import StPRModel
 from .model.text import cosine_logits, encode_class_names
-from .seed import derive_seed
+from .seed import HEAD_SEED_SALT, derive_seed
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ class EvalResult:
 
 def head_seed(cfg: Config) -> int:
     """The seed of the head's random projection: from the run's seed, like every random choice."""
-    return derive_seed(cfg.seed, 0x4EAD)
+    return derive_seed(cfg.seed, HEAD_SEED_SALT)
 
 
 class _TrainStep(nn.Module):
@@ -213,8 +214,10 @@ class StPRLearner:
         sums = {name: torch.zeros(n, m.dim, dtype=torch.float64) for name in ("td", "clip", "adapter")}
         videos = torch.zeros(n, dtype=torch.float64)  # per class
         residuals, locals_ = [], []  # this rank's d_k per video and its class, for the spreads
-        head_rows, head_labels = [], []  # this rank's h per clip: dropped when end_task returns
+        head_rows, head_labels, head_keys = [], [], []  # this rank's h per clip: dropped when end_task returns
         for frames, labels in batches:
+            if self.head is not None:  # the lambda rule's holdout is drawn by the frames' hash (clip_key)
+                head_keys.append(torch.tensor([clip_key(f) for f in frames.cpu().numpy()], dtype=torch.int64))
             frames, local = frames.to(self.device), labels.to(self.device) - first
             with self.autocast():
                 feats = m.frame_features(frames).float()  # (B, T, D)
@@ -237,7 +240,7 @@ class StPRLearner:
         self.calibrate_router(sums["td"], videos, torch.cat(residuals), torch.cat(locals_))
         self.finish_task_statistics(stats, sums)
         if self.head is not None:
-            self.head.add_task(torch.cat(head_rows), torch.cat(head_labels), m.num_classes)
+            self.head.add_task(torch.cat(head_rows), torch.cat(head_labels), m.num_classes, torch.cat(head_keys))
 
     def calibrate_router(self, class_sums: torch.Tensor, videos: torch.Tensor, residuals: torch.Tensor,
                          labels: torch.Tensor) -> None:
