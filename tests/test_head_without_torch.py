@@ -194,3 +194,21 @@ def test_a_damaged_head_only_manifest_is_refused_naming_the_field(free_run, tmp_
     (tmp_path / "b" / "manifest.json").write_text(json.dumps(seal_manifest(m)))
     with pytest.raises(BundleError, match=words.replace("(", r"\(")):
         load_bundle(tmp_path / "b")
+
+
+def test_serve_teaches_a_head_only_bundle(free_run, tmp_path):
+    """`stpr-run --serve` on the bundle of a torch-free run: status, and a class taught live."""
+    from serve_helpers import Served
+
+    test = SyntheticActions("test", clips_per_class=2, seed=4)
+    c = test.classes.index("cross_moving_right")
+    source = write_video(tmp_path / "src.avi", [test.raw_clip(i) for i, t in enumerate(test.targets) if t == c])
+    with Served(["--bundle", free_run / "b0", "--video", source, "--loop"]) as s:
+        status, body = s.get("/api/status")
+        assert status == 200 and body["bundle"]["experts"] == 0
+        assert {c["origin"] for c in body["bundle"]["classes"]} == {"trained"}
+        status, job = s.post("/api/learn", {"name": "cross right", "windows": 4})
+        assert status == 202, job
+        assert s.wait_job(job["job"])["state"] == "done"
+        classes = {c["name"]: c["origin"] for c in s.get("/api/status")[1]["bundle"]["classes"]}
+        assert classes["cross right"] == "device"
