@@ -60,7 +60,7 @@ from . import parity
 from .fp16 import to_fp16
 from .fuse import fuse_experts
 from .int8 import to_int8
-from .onnx_export import MIN_OPSET, export_backbone, export_expert, finish_onnx
+from .onnx_export import MIN_OPSET, export_backbone, export_expert, finish_onnx, max_opset
 from .openset import head_openset_report, openset_report
 from .text_export import (
     export_text_tower,
@@ -299,6 +299,8 @@ def export_run(
     out = Path(out)
     if opset < MIN_OPSET:
         raise StprError(f"--opset {opset} is too old: LayerNormalization needs opset >= {MIN_OPSET}")
+    if opset > max_opset():
+        raise StprError(f"--opset {opset} is newer than this torch exports; give {MIN_OPSET} to {max_opset()}")
     if parity_clips < 1:
         raise StprError(f"--parity-clips {parity_clips}: the parity check needs at least 1 clip (default 16)")
     if engine and not fp16:

@@ -10,7 +10,7 @@ import click
 from stpr.runtime.atomic import LockHeld, as_write_error, exclusive, write_error_line
 from stpr.runtime.exits import EXIT_INTERRUPT, EXIT_SIGTERM, EXIT_WRITE, click_error, exit_codes_help
 from stpr.runtime.manifest import BundleError
-from stpr.runtime.signals import Terminated, sigterm_as_interrupt
+from stpr.runtime.signals import InterruptibleCommand, Terminated, sigterm_as_interrupt
 from stpr.train.errors import StprError, missing_extra
 
 EPILOG = exit_codes_help(
@@ -27,10 +27,17 @@ MIN_OPSET = 17  # as stpr.export.onnx_export.MIN_OPSET, which imports torch: not
 def _check_opset(ctx: click.Context, param: click.Parameter, value: int) -> int:
     if value < MIN_OPSET:
         raise click.BadParameter(f"{value} is too old: LayerNormalization needs opset >= {MIN_OPSET}")
+    try:
+        from .onnx_export import max_opset
+    except ModuleNotFoundError:  # no [export] extra: the command says so next
+        return value
+    if value > (newest := max_opset()):
+        raise click.BadParameter(f"{value} is newer than this torch exports; give {MIN_OPSET} to {newest}")
     return value
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}, epilog=EPILOG)
+@click.command(cls=InterruptibleCommand, context_settings={"help_option_names": ["-h", "--help"],
+                                                         "max_content_width": 100}, epilog=EPILOG)
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Bundle folder to write.")
 @click.option("--fp16", is_flag=True, help="Also write mixed-precision *.fp16.onnx twins (parity-checked).")

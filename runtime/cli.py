@@ -19,6 +19,7 @@ from .clip import TruncatedClip, clip_frames
 from .contract import PRECISIONS
 from .errors import BundleError
 from .exits import EXIT_ERROR, EXIT_INTERRUPT, EXIT_SIGTERM, EXIT_STREAM, EXIT_WRITE, click_error, exit_codes_help
+from .frame_folder import IMAGE_EXTS, frame_files
 from .live_learn import LEARN_KEY, LearnOptions, LiveLearner, make_learner
 from .openset import check_threshold
 from .outputs import EventLog, OutputError, VideoOut, check_distinct, check_writable
@@ -70,6 +71,9 @@ def _check_outputs(kind: str, source: object, clip: bool, output: Path | None, j
     """Refuse bad output paths before anything is opened: an output that is an input (the
     video, the frame folder, the bundle, the classes file) or the other output would be
     destroyed by the first write."""
+    if kind == "frames" and not frame_files(Path(str(source))):  # before the bundle loads, as a usage error
+        raise click.BadParameter(f"{str(source)!r} holds no images ({', '.join(sorted(IMAGE_EXTS))}); give a folder "
+                                 "of frames", param_hint="--frames")
     if clip and kind != "video":
         raise click.UsageError("--clip classifies one video file: use it with --video PATH")
     if clip and output is not None:
@@ -85,6 +89,8 @@ def _check_outputs(kind: str, source: object, clip: bool, output: Path | None, j
     for path, option in ((output, "--output"), (jsonl, "--jsonl")):
         try:
             check_writable(path, option)
+        except OutputError as e:  # no permission to write there: the write code, as --help says
+            raise click_error(str(e), EXIT_WRITE) from None
         except ValueError as e:
             raise click.BadParameter(str(e), param_hint=option) from None
 
