@@ -8,11 +8,11 @@ a damaged file or an overlay moved next to another bundle is refused with the ca
 from __future__ import annotations
 
 import json
-import unicodedata
 from pathlib import Path
 from typing import Any, Sequence
 
 from .atomic import atomic_write_json
+from .class_names import name_problem
 from .errors import OverlayError  # noqa: F401 (also imported from here)
 from .manifest import MANIFEST_HASH_KEY, manifest_digest
 from .text import clean_class_name
@@ -57,17 +57,6 @@ def read_overlay(path: str | Path, manifest: dict[str, Any]) -> list[str]:
     return [str(n) for n in names]
 
 
-def _unprintable(name: str) -> str | None:
-    """The first character a class name must not hold: control and format characters
-    (newline, tab, zero-width), which break the jsonl reader's lines and the overlay text,
-    and pictographs (emoji), which the text tower never saw in training."""
-    for c in name:
-        cat = unicodedata.category(c)
-        if cat.startswith("C") or cat == "So":
-            return c
-    return None
-
-
 def check_new_names(names: Sequence[str], existing_trained: Sequence[str], existing_added: Sequence[str]) -> None:
     """Refuse an empty name, one with control characters or emoji, and one that already
     exists (trained or added), compared as the prompt sees them ("Circle_Moving-Left" is
@@ -75,14 +64,9 @@ def check_new_names(names: Sequence[str], existing_trained: Sequence[str], exist
     taken = {clean_class_name(n): f"a trained class ({n!r})" for n in existing_trained}
     taken.update({clean_class_name(n): f"an added class ({n!r})" for n in existing_added})
     for name in names:
+        if (problem := name_problem(name)) is not None:
+            raise OverlayError(problem)
         words = clean_class_name(name)
-        if not words:
-            raise OverlayError(f"class name {name!r} is empty; give the action in words, e.g. \"waving hands\"")
-        if (bad := _unprintable(name)) is not None:
-            kind = "a control or invisible character" if unicodedata.category(bad).startswith("C") else "an emoji"
-            code = " ".join(filter(None, (f"U+{ord(bad):04X}", unicodedata.name(bad, ""))))
-            raise OverlayError(f"class name {name!r} holds {kind} ({code}); give the action in plain words, "
-                               "e.g. \"waving hands\"")
         if words in taken:
             raise OverlayError(f"class name {name!r} already exists as {taken[words]}; choose another name or "
                                "remove the added one with `stpr-classes remove`")

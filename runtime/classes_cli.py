@@ -13,6 +13,7 @@ from typing import Callable
 import click
 
 from .atomic import write_error_line
+from .class_names import length_problem
 from .class_overlay import check_new_names, default_overlay_path, read_overlay, write_overlay
 from .exits import EXIT_WRITE, click_error, exit_codes_help
 from .manifest import BundleError, verify_bundle
@@ -55,11 +56,8 @@ def _write(path: Path, manifest: dict, names: list[str]) -> None:
 
 
 def _check_fits(enc: TextEncoder, names: tuple[str, ...]) -> None:
-    for name in names:
-        if (n := enc.prompt_tokens(name)) > enc.tokenizer.context_length:
-            raise click.ClickException(f"class name {name!r} is too long: its prompt is {n} tokens and the text "
-                                       f"tower reads {enc.tokenizer.context_length}; shorten it (names that "
-                                       "differ only past the cut would be one class)")
+    if (problem := length_problem(enc.tokenizer, enc.templates, names)) is not None:
+        raise click.ClickException(problem)
 
 
 def _names_command(f: Callable[..., None]) -> click.Command:

@@ -50,13 +50,6 @@ class TextEncoder:
         """`(N, D)` float32 unit embeddings, one per prompt (what the tower computes per template)."""
         return self.runner.infer({TEXT_INPUT: self.tokenizer(list(prompts))})[TEXT_OUTPUT].astype(np.float32)
 
-    def prompt_tokens(self, name: str) -> int:
-        """The longest of the name's prompts in tokens (start and end included): past the
-        tower's context length the prompt is cut, and names that differ only after the cut
-        would be the same class."""
-        words = clean_class_name(name)
-        return max(len(self.tokenizer.encode(t.format(words))) + 2 for t in self.templates)
-
     def embed_names(self, names: Sequence[str]) -> np.ndarray:
         """`(C, D)` class embeddings: each template filled with the cleaned name, averaged, unit."""
         words = [clean_class_name(n) for n in names]

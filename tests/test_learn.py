@@ -371,3 +371,43 @@ def test_any_field_naming_a_bundle_file_must_list_it(learned, tmp_path):
     shutil.copytree(learned / "b0", tmp_path / "src")
     shutil.copy(learned / "b0" / "head_weights.npy", tmp_path / "src" / "extra_thing.npy")
     _strip(tmp_path / "src", tmp_path / "listed", lambda m: named(m, True))  # verify_bundle accepts it
+
+
+@pytest.mark.parametrize("name", ["wave\nhello", "wave hello \U0001F44B", "wave " * 40])
+def test_learn_refuses_the_names_stpr_classes_refuses_with_the_same_words(learned, tmp_path, name):
+    from stpr.runtime.classes_cli import main as classes_main
+
+    clips = sorted(str(p) for p in (learned / "data" / NEW[0]).iterdir())
+    by_name = CliRunner().invoke(classes_main, ["add", str(learned / "b0"), name, "--classes",
+                                                str(tmp_path / "added.json")])
+    res = CliRunner().invoke(learn_main, ["--bundle", str(learned / "b0"), "--out", str(tmp_path / "b"),
+                                          "--add", name, *clips])
+    assert by_name.exit_code == 1 and res.exit_code == 1, (by_name.output, res.output)
+    errors = [line for line in res.output.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and errors[0] in by_name.output  # one rule, one wording
+    assert not (tmp_path / "b").exists()
+
+
+def test_a_clip_given_several_times_counts_once(learned, tmp_path):
+    clip = learned / "data" / NEW[0] / "00"
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for f in clip.iterdir():  # the same frames under another path are the same clip too
+        (copy / f.name).write_bytes(f.read_bytes())
+    res = CliRunner().invoke(learn_main, ["--bundle", str(learned / "b0"), "--out", str(tmp_path / "b"),
+                                          "--add", "wave hello", str(clip), str(clip), str(clip), str(copy)])
+    assert res.exit_code == 1 and "'wave hello': 4 clips given, 1 distinct" in res.output
+    assert "has 1 clip(s); a new class needs at least 4" in res.output
+    assert not (tmp_path / "b").exists()
+
+
+def test_a_full_disk_names_the_new_bundle_not_a_file_of_the_old_one(learned, small_disk):
+    out = small_disk.path / "b1"
+    res = small_disk.run([sys.executable, "-m", "stpr.runtime.learn_cli", "--bundle", str(learned / "b0"),
+                          "--out", str(out), "--data", str(learned / "data")])
+    assert res.returncode == 4, res.stderr[-3000:]
+    errors = [line for line in res.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and "Traceback" not in res.stderr, res.stderr[-3000:]
+    assert f"cannot write the bundle {str(out)!r}" in errors[0] and small_disk.errno_text in errors[0]
+    assert str(learned / "b0") not in errors[0]
+    assert small_disk.leftovers() == []
