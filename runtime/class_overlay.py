@@ -33,6 +33,16 @@ def _digest(overlay: dict[str, Any]) -> str:
     return manifest_digest({k: v for k, v in overlay.items() if k != OVERLAY_HASH_KEY})
 
 
+def _not_json(path: Path, err: Exception) -> str:
+    """Why a file that does not parse is refused. Only a damaged overlay is worth deleting:
+    any other file (stpr-run's events.jsonl, say) is the wrong --classes, and it is kept."""
+    if OVERLAY_KIND.encode() in path.read_bytes():
+        return (f"class overlay {str(path)!r} is not valid JSON ({err}); delete it and add the classes again with "
+                "`stpr-classes add`")
+    return (f"{str(path)!r} is not a stpr class overlay (not one JSON object: {err}); pass the file `stpr-classes "
+            "add` wrote (BUNDLE.classes.json beside the bundle) as --classes")
+
+
 def read_overlay(path: str | Path, manifest: dict[str, Any]) -> list[str]:
     """The added names, after checking the file's own hash and that it belongs to this bundle."""
     path = Path(path)
@@ -41,8 +51,7 @@ def read_overlay(path: str | Path, manifest: dict[str, Any]) -> list[str]:
     except FileNotFoundError:
         raise OverlayError(f"class overlay {str(path)!r} does not exist; add classes with `stpr-classes add`") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise OverlayError(f"class overlay {str(path)!r} is not valid JSON ({e}); delete it and add the classes "
-                           "again with `stpr-classes add`") from None
+        raise OverlayError(_not_json(path, e)) from None
     names = data.get("classes") if isinstance(data, dict) else None
     if not isinstance(data, dict) or data.get("kind") != OVERLAY_KIND or not isinstance(names, list):
         raise OverlayError(f"{str(path)!r} is not a stpr class overlay; pass the file `stpr-classes add` wrote")

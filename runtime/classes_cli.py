@@ -2,7 +2,7 @@
 
 Names go into an overlay file beside the bundle (`runtime.class_overlay`); the bundle is
 never edited. Each name is embedded once here with the bundle's text tower, so a bundle
-without one (exported before this stpr) is refused at `add`, not at the first run.
+without one (`--no-text`, or an older stpr-export) is refused at `add`, not at the first run.
 """
 from __future__ import annotations
 
@@ -94,7 +94,8 @@ def add(bundle: Path, names: tuple[str, ...], overlay: Path | None) -> None:
 def list_(bundle: Path, overlay: Path | None) -> None:
     """Print the trained and added classes as JSON."""
     manifest, path, added = _open(bundle, overlay)
-    click.echo(json.dumps({"trained": manifest["classes"], "zero_shot": added, "overlay": str(path)}, indent=2))
+    click.echo(json.dumps({"trained": manifest["classes"], "zero_shot": added, "overlay": str(path)}, indent=2,
+                          ensure_ascii=False))  # a name in any script printed as itself, not as \u escapes
 
 
 @_names_command

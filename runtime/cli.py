@@ -200,7 +200,8 @@ def main(**options: Any) -> None:
     o = RunOptions(**options)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     logging.getLogger("stpr.runtime.backends").setLevel(logging.INFO)
-    logging.getLogger("stpr.runtime.watch").setLevel(logging.INFO)
+    logging.getLogger("stpr.runtime.watch").setLevel(logging.INFO)  # swaps (INFO) and refusals (WARNING)
+    logging.getLogger("stpr.runtime.live_learn").setLevel(logging.INFO)  # --learn's recording and learned lines
     kind, source = _source(o.camera, o.video, o.frames_dir, o.url)
     _check_outputs(kind, source, o.clip, o.output, o.jsonl, o.bundle_dir, o.classes_file)
     if o.watch and (o.clip or o.watch_interval <= 0):
@@ -227,6 +228,9 @@ def main(**options: Any) -> None:
         recognizer = recognizer_for(bundle)
     except (BundleError, ValueError) as e:
         raise click.ClickException(str(e)) from None
+    if o.experts_variant is not None and not recognizer.stpr:  # once, not at every --watch swap
+        click.echo(f"stpr-run: --experts {o.experts_variant} is ignored: the analytic head alone serves this bundle "
+                   "and runs no expert", err=True)
     summary, code, failure, write_errors = Summary(), 0, None, []
     key_hook = learner.trigger if learner is not None else None
     # SIGINT too: a second Ctrl-C must not cut short the cleanup (the capture thread's join, the files).
@@ -322,7 +326,7 @@ def _run_clip(rec: Recognizer, path: Path, topk: int, events: EventLog, summary:
 def _classify_and_print(rec: Recognizer, frames: list[np.ndarray], n: int, topk: int, events: EventLog,
                         summary: Summary) -> None:
     event = classify_clip(rec, frames, topk, int(centre_indices(n, rec.bundle.frames)[-1]))
-    summary.frames, summary.predictions = n, 1
+    summary.frames, summary.predictions, summary.decoded = n, 1, len(frames)
     for k, v in event["latency_ms"].items():
         summary.latency_ms[k].append(v)
     events.write(event)

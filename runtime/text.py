@@ -23,8 +23,9 @@ def text_section(manifest: dict[str, Any], bundle: str | Path) -> dict[str, Any]
     """The manifest's `text` section, or the error an older bundle gets."""
     text = manifest.get("text")
     if not isinstance(text, dict):
-        raise BundleError(f"bundle {str(bundle)!r} has no text tower (exported before stpr could add classes by "
-                          "name); re-export it with this stpr-export to add classes by name")
+        raise BundleError(f"bundle {str(bundle)!r} has no text tower (exported with --no-text, or by an stpr-export "
+                          "older than adding classes by name); export it again without --no-text to add classes by "
+                          "name")
     return text
 
 

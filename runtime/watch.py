@@ -63,7 +63,7 @@ def verify_recognizer(rec: Recognizer) -> None:
     if feats.shape != (1, rec.feature_dim):
         raise ValueError(f"the backbone gives features {feats.shape}, the manifest says (1, {rec.feature_dim})")
     out = rec.classify(np.zeros((1, b.frames, rec.feature_dim), np.float32))
-    K, C = len(b.manifest["experts"]), len(rec.names)
+    K, C = b.manifest["dims"]["K"], len(rec.names)
     if out["weights"].shape != (1, K) or out["probs"].shape != (1, C):
         raise ValueError(f"the experts give routing weights {out['weights'].shape} and scores {out['probs'].shape}, "
                          f"the manifest says (1, {K}) and (1, {C})")
@@ -164,8 +164,8 @@ class BundleWatcher(threading.Thread):
             b = new.bundle
             rec, self.serving_bundle, self._swapped_in, swapped = new, b, new, new
             old.__exit__(None, None, None)  # the first one is also closed by the CLI's `with`: exits are idempotent
-            log.warning("swapped to bundle %s (%d experts, %d classes)", b.path, len(b.manifest["experts"]),
+            log.info("swapped to bundle %s (%d experts, %d classes)", b.path, b.manifest["dims"]["K"],
                         len(b.classes))
             write({"event": "swap", "frame": index, "time": t, "bundle": str(b.path), "previous": str(old.bundle.path),
-                   "experts": len(b.manifest["experts"]), "classes": len(b.classes)})
+                   "experts": b.manifest["dims"]["K"], "classes": len(b.classes)})
         return swapped
