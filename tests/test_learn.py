@@ -37,6 +37,7 @@ def learned(tmp_path_factory):
     root = tmp_path_factory.mktemp("learn")
     R.run(fast_config(**{"head.mode": "alone", "head.dim": 512}), root / "run")
     export_run(root / "run", root / "b0")
+    export_run(root / "run", root / "b0_stpr", stpr_files=True)  # StPR's files too: a head can be stripped off
     train = SyntheticActions("train", clips_per_class=8, seed=0)
     for name in NEW:
         c = train.classes.index(name)
@@ -154,7 +155,7 @@ def _bad_inputs(root, tmp):
     for name in ("wave_hello", "Wave-Hello"):
         (dup / name).mkdir(parents=True)
         (dup / name / "clip").symlink_to(root / "data" / NEW[0] / "00")
-    no_head = _strip(root / "b0", tmp / "nohead", lambda m: [m.pop("head"), m.pop("unknown", None)])
+    no_head = _strip(root / "b0_stpr", tmp / "nohead", lambda m: [m.pop("head"), m.pop("unknown", None)])
     no_sums = _strip(root / "b0", tmp / "nosums", lambda m: m["head"].pop("sums"))
     b0 = str(root / "b0")
     return [
@@ -240,6 +241,9 @@ def test_learn_refuses_to_edit_a_bundle_in_place_or_overwrite_one(learned, tmp_p
 def test_class_learned_on_the_device_is_refused_outside_the_head_alone(learned, tmp_path):
     def route(m):
         m["head"]["mode"] = "route-soft"
+        # a route mode needs StPR's files, which a head-alone bundle does not ship: named, the field
+        # checks run and report the learned class too
+        m["backbone"], m["experts"] = "backbone.onnx", [f"expert_{k}.onnx" for k in range(m["dims"]["K"])]
 
     with pytest.raises(BundleError, match="class learned on the device|expert indices"):
         _strip(learned / "b1", tmp_path / "routed", route)
