@@ -71,9 +71,6 @@ def _check_outputs(kind: str, source: object, clip: bool, output: Path | None, j
     """Refuse bad output paths before anything is opened: an output that is an input (the
     video, the frame folder, the bundle, the classes file) or the other output would be
     destroyed by the first write."""
-    if kind == "frames" and not frame_files(Path(str(source))):  # before the bundle loads, as a usage error
-        raise click.BadParameter(f"{str(source)!r} holds no images ({', '.join(sorted(IMAGE_EXTS))}); give a folder "
-                                 "of frames", param_hint="--frames")
     if clip and kind != "video":
         raise click.UsageError("--clip classifies one video file: use it with --video PATH")
     if clip and output is not None:
@@ -93,6 +90,9 @@ def _check_outputs(kind: str, source: object, clip: bool, output: Path | None, j
             raise click_error(str(e), EXIT_WRITE) from None
         except ValueError as e:
             raise click.BadParameter(str(e), param_hint=option) from None
+    if kind == "frames" and not frame_files(Path(str(source))):  # before the bundle loads, as a usage error
+        raise click.BadParameter(f"{str(source)!r} holds no images ({', '.join(sorted(IMAGE_EXTS))}); give a folder "
+                                 "of frames", param_hint="--frames")
 
 
 def _once(ctx: click.Context, param: click.Parameter, value: tuple) -> object:

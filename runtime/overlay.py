@@ -32,13 +32,15 @@ def _fit(text: str, scale: float, thickness: int, width: int) -> tuple[str, floa
 
 
 def _text_box(img: np.ndarray, text: str, org: tuple[int, int], scale: float, colour: tuple[int, int, int],
-              thickness: int) -> int:
-    """Text with its filled background box, fitted to the frame's width; returns the box's bottom y."""
+              thickness: int, bar: bool = False) -> int:
+    """Text with its filled background box, fitted to the frame's width; returns the box's bottom y.
+    `bar`: the box is a caption bar across the frame's top (a thumbnail's one line)."""
     x, y = org
     text, scale = _fit(text, scale, thickness, img.shape[1] - 2 * x)
     (w, h), base = cv2.getTextSize(text, _FONT, scale, thickness)
     pad = max(2, int(4 * scale))
-    cv2.rectangle(img, (x - pad, y - h - pad), (x + w + pad, y + base + pad), _BOX, -1)
+    top_left, right = ((0, 0), img.shape[1] - 1) if bar else ((x - pad, y - h - pad), x + w + pad)
+    cv2.rectangle(img, top_left, (right, y + base + pad), _BOX, -1)
     cv2.putText(img, text, (x, y), _FONT, scale, colour, thickness, cv2.LINE_AA)
     return y + base + pad
 
@@ -69,14 +71,14 @@ def draw_overlay(frame: np.ndarray, event: dict | None, fps: float) -> np.ndarra
     x = 4 if small else 8
     y = int(28 * scale) + (0 if small else 4)
     if event is None:
-        _text_box(out, "filling the window...", (x, y), scale * 0.8, _TEXT, 1)
+        _text_box(out, "filling the window...", (x, y), scale * 0.8, _TEXT, 1, bar=small)
         return out
     label, score = event["top"][0]
     if event.get("zero_shot", [False])[0]:  # added by name on the device: no expert behind it
         label = f"{label} (zero-shot)"
-    if small:
-        _text_box(out, "unknown" if event.get("unknown") else f"{label} {score:.2f}", (x, y), scale,
-                  _UNKNOWN if event.get("unknown") else _LABEL, 1)
+    if small:  # one caption bar across the top: the class (its name before the score), or `unknown`
+        text = "unknown" if event.get("unknown") else f"{label} {score:.2f}"
+        _text_box(out, text, (x, y), scale, _UNKNOWN if event.get("unknown") else _LABEL, 1, bar=True)
         return out
     if event.get("unknown"):  # name the nearest class too, smaller: it is not a claim
         below = _text_box(out, "unknown", (8, y), scale, _UNKNOWN, thick)

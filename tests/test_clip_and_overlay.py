@@ -82,12 +82,12 @@ def test_on_a_thumbnail_stream_the_label_alone_fits_inside_the_frame(event):
     grey = np.full((64, 64, 3), 128, np.uint8)
     out = draw_overlay(grey, event, 25.0)
     drawn = (out != grey).any(axis=2)
-    assert drawn.any()
-    assert not drawn[:, -3:].any()  # no text runs over the right edge (a cut-off jumble)
     rows = np.flatnonzero(drawn.any(axis=1))
-    assert rows.max() < 32  # one line at the top: no fps line, no routing bars over the scene
-    cols = drawn[rows.min():rows.max() + 1]
-    assert cols.mean() > 0.5  # the line is a dark box behind its text, not loose strokes
+    assert rows.size and rows.max() < 24  # one caption line at the top: no fps line, no bars over the scene
+    bar = out[:rows.max() + 1]
+    text = bar.astype(int).sum(axis=2) > 40  # strokes, lighter than the dark bar behind them
+    assert (bar[~text] < 60).all()  # the line is a dark bar behind its text, not loose strokes on the scene
+    assert text.any() and not text[:, -3:].any()  # the text ends inside the frame: nothing cut at the edge
 
 
 def test_text_too_wide_for_a_frame_is_scaled_then_cut():

@@ -133,7 +133,7 @@ def test_video_shorter_than_the_window_warns(demo, tmp_path):
 def test_empty_frames_folder_says_so(demo, tmp_path):
     (tmp_path / "empty").mkdir()
     res = run("--bundle", demo[2], "--frames", tmp_path / "empty", "--headless")
-    assert res.exit_code == 1 and "holds no images" in res.output
+    assert res.exit_code == 2 and "holds no images" in res.output  # a usage error, as --help says
     assert "events so far" not in res.output
 
 
