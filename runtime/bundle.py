@@ -34,6 +34,9 @@ class Bundle:
 
     def model_files(self, fp16: bool) -> tuple[str, list[str]]:
         """(backbone file, expert files) for the chosen precision."""
+        if "backbone" not in self.manifest:
+            raise BundleError(f"bundle {str(self.path)!r} ships no StPR files (the head alone serves it); export it "
+                              "with stpr-export --stpr-files to run StPR")
         if not fp16:
             return self.manifest["backbone"], list(self.manifest["experts"])
         if "backbone_fp16" not in self.manifest:

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import json
 import os
-import unicodedata
 from pathlib import Path
 from typing import Any, Sequence
 
 from .atomic import atomic_write_json
+from .class_names import name_problem
 from .errors import OverlayError, StaleOverlay  # noqa: F401 (also imported from here)
 from .manifest import MANIFEST_HASH_KEY, manifest_digest
 from .text import clean_class_name
@@ -41,6 +41,16 @@ def _digest(overlay: dict[str, Any]) -> str:
     return manifest_digest({k: v for k, v in overlay.items() if k != OVERLAY_HASH_KEY})
 
 
+def _not_json(path: Path, err: Exception) -> str:
+    """Why a file that does not parse is refused. Only a damaged overlay is worth deleting:
+    any other file (stpr-run's events.jsonl, say) is the wrong --classes, and it is kept."""
+    if OVERLAY_KIND.encode() in path.read_bytes():
+        return (f"class overlay {str(path)!r} is not valid JSON ({err}); delete it and add the classes again with "
+                "`stpr-classes add`")
+    return (f"{str(path)!r} is not a stpr class overlay (not one JSON object: {err}); pass the file `stpr-classes "
+            "add` wrote (BUNDLE.classes.json beside the bundle) as --classes")
+
+
 def read_overlay(path: str | Path, manifest: dict[str, Any]) -> list[str]:
     """The added names, after checking the file's own hash and that it belongs to this bundle."""
     path = Path(path)
@@ -49,8 +59,7 @@ def read_overlay(path: str | Path, manifest: dict[str, Any]) -> list[str]:
     except FileNotFoundError:
         raise OverlayError(f"class overlay {str(path)!r} does not exist; add classes with `stpr-classes add`") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise OverlayError(f"class overlay {str(path)!r} is not valid JSON ({e}); delete it and add the classes "
-                           "again with `stpr-classes add`") from None
+        raise OverlayError(_not_json(path, e)) from None
     names = data.get("classes") if isinstance(data, dict) else None
     if not isinstance(data, dict) or data.get("kind") != OVERLAY_KIND or not isinstance(names, list):
         raise OverlayError(f"{str(path)!r} is not a stpr class overlay; pass the file `stpr-classes add` wrote")
@@ -64,17 +73,6 @@ def read_overlay(path: str | Path, manifest: dict[str, Any]) -> list[str]:
     return [str(n) for n in names]
 
 
-def _unprintable(name: str) -> str | None:
-    """The first character a class name must not hold: control and format characters
-    (newline, tab, zero-width), which break the jsonl reader's lines and the overlay text,
-    and pictographs (emoji), which the text tower never saw in training."""
-    for c in name:
-        cat = unicodedata.category(c)
-        if cat.startswith("C") or cat == "So":
-            return c
-    return None
-
-
 def check_new_names(names: Sequence[str], existing_trained: Sequence[str], existing_added: Sequence[str]) -> None:
     """Refuse an empty name, one with control characters or emoji, and one that already
     exists (trained or added), compared as the prompt sees them ("Circle_Moving-Left" is
@@ -82,14 +80,9 @@ def check_new_names(names: Sequence[str], existing_trained: Sequence[str], exist
     taken = {clean_class_name(n): f"a trained class ({n!r})" for n in existing_trained}
     taken.update({clean_class_name(n): f"an added class ({n!r})" for n in existing_added})
     for name in names:
+        if (problem := name_problem(name)) is not None:
+            raise OverlayError(problem)
         words = clean_class_name(name)
-        if not words:
-            raise OverlayError(f"class name {name!r} is empty; give the action in words, e.g. \"waving hands\"")
-        if (bad := _unprintable(name)) is not None:
-            kind = "a control or invisible character" if unicodedata.category(bad).startswith("C") else "an emoji"
-            code = " ".join(filter(None, (f"U+{ord(bad):04X}", unicodedata.name(bad, ""))))
-            raise OverlayError(f"class name {name!r} holds {kind} ({code}); give the action in plain words, "
-                               "e.g. \"waving hands\"")
         if words in taken:
             raise OverlayError(f"class name {name!r} already exists as {taken[words]}; choose another name or "
                                "remove the added one with `stpr-classes remove`")

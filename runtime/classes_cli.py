@@ -2,7 +2,7 @@
 
 Names go into an overlay file beside the bundle (`runtime.class_overlay`); the bundle is
 never edited. Each name is embedded once here with the bundle's text tower, so a bundle
-without one (exported before this stpr) is refused at `add`, not at the first run.
+without one (`--no-text`, or an older stpr-export) is refused at `add`, not at the first run.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import Callable
 import click
 
 from .atomic import LockHeld, exclusive, lock_for, write_error_line
+from .class_names import length_problem
 from .class_overlay import (
     OverlayError,
     StaleOverlay,
@@ -84,11 +85,8 @@ def _update(path: Path, manifest: dict, change: Callable[[list[str]], list[str]]
 
 
 def _check_fits(enc: TextEncoder, names: tuple[str, ...]) -> None:
-    for name in names:
-        if (n := enc.prompt_tokens(name)) > enc.tokenizer.context_length:
-            raise click.ClickException(f"class name {name!r} is too long: its prompt is {n} tokens and the text "
-                                       f"tower reads {enc.tokenizer.context_length}; shorten it (names that "
-                                       "differ only past the cut would be one class)")
+    if (problem := length_problem(enc.tokenizer, enc.templates, names)) is not None:
+        raise click.ClickException(problem)
 
 
 def _names_command(f: Callable[..., None]) -> click.Command:
@@ -134,7 +132,8 @@ def add(bundle: Path, names: tuple[str, ...], overlay: Path | None) -> None:
 def list_(bundle: Path, overlay: Path | None) -> None:
     """Print the trained and added classes as JSON."""
     manifest, path, added = _open(bundle, overlay)
-    click.echo(json.dumps({"trained": manifest["classes"], "zero_shot": added, "overlay": str(path)}, indent=2))
+    click.echo(json.dumps({"trained": manifest["classes"], "zero_shot": added, "overlay": str(path)}, indent=2,
+                          ensure_ascii=False))  # a name in any script printed as itself, not as \u escapes
 
 
 @_names_command

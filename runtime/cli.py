@@ -29,6 +29,7 @@ from .exits import (
     click_error,
     exit_codes_help,
 )
+from .frame_folder import IMAGE_EXTS, frame_files
 from .live_learn import LEARN_KEY, LearnOptions, LiveLearner, make_learner
 from .manifest import MANIFEST_HASH_KEY
 from .outputs import EventLog, OutputBusy, OutputError, VideoOut, check_distinct, check_writable, start_event
@@ -111,8 +112,13 @@ def _check_outputs(kind: str, source: object, clip: bool, output: Path | None, j
     for path, option in ((output, "--output"), (jsonl, "--jsonl")):
         try:
             check_writable(path, option)
+        except OutputError as e:  # no permission to write there: the write code, as --help says
+            raise click_error(str(e), EXIT_WRITE) from None
         except ValueError as e:
             raise click.BadParameter(str(e), param_hint=option) from None
+    if kind == "frames" and not frame_files(Path(str(source))):  # before the bundle loads, as a usage error
+        raise click.BadParameter(f"{str(source)!r} holds no images ({', '.join(sorted(IMAGE_EXTS))}); give a folder "
+                                 "of frames", param_hint="--frames")
 
 
 def _once(ctx: click.Context, param: click.Parameter, value: tuple) -> object:
@@ -229,7 +235,8 @@ def main(**options: Any) -> None:
     o = RunOptions(**options)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     logging.getLogger("stpr.runtime.backends").setLevel(logging.INFO)
-    logging.getLogger("stpr.runtime.watch").setLevel(logging.INFO)
+    logging.getLogger("stpr.runtime.watch").setLevel(logging.INFO)  # swaps (INFO) and refusals (WARNING)
+    logging.getLogger("stpr.runtime.live_learn").setLevel(logging.INFO)  # --learn's recording and learned lines
     kind, source = _source(o.camera, o.video, o.frames_dir, o.url)
     _check_outputs(kind, source, o.clip, o.output, o.jsonl, o.bundle_dir, o.classes_file)
     if o.watch and (o.clip or o.watch_interval <= 0):
@@ -259,6 +266,9 @@ def main(**options: Any) -> None:
         recognizer = recognizer_for(bundle)
     except (BundleError, ValueError, ServeError) as e:
         raise click.ClickException(str(e)) from None
+    if o.experts_variant is not None and not recognizer.stpr:  # once, not at every --watch swap
+        click.echo(f"stpr-run: --experts {o.experts_variant} is ignored: the analytic head alone serves this bundle "
+                   "and runs no expert", err=True)
     summary, code, failure, write_errors = Summary(), 0, None, []
     key_hook = learner.trigger if learner is not None else None
     # SIGINT too: a second Ctrl-C must not cut short the cleanup (the capture thread's join, the files).
@@ -412,7 +422,7 @@ def _run_clip(rec: Recognizer, path: Path, topk: int, events: EventLog, summary:
 def _classify_and_print(rec: Recognizer, frames: list[np.ndarray], n: int, topk: int, events: EventLog,
                         summary: Summary) -> None:
     event = classify_clip(rec, frames, topk, int(centre_indices(n, rec.bundle.frames)[-1]))
-    summary.frames, summary.predictions = n, 1
+    summary.frames, summary.predictions, summary.decoded = n, 1, len(frames)
     for k, v in event["latency_ms"].items():
         summary.latency_ms[k].append(v)
     events.write(event)

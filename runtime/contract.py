@@ -28,6 +28,8 @@ HEAD_BALANCES = ("weight", "none")  # each clip n_ref / n_c | plain ridge
 PRECISIONS = ("fp32", "fp16", "int8")  # the experts' variants (int8: CPU only)
 SUMS_DTYPES = ("float64", "float32")  # how a bundle stores the head's sums
 
+MAX_SEED = 2**32 - 1  # a run's seed: NumPy and SeedSequence take non-negative seeds; --seed and the config check it
+
 # ---- bundle files ---------------------------------------------------------------------
 MANIFEST_NAME = "manifest.json"
 # A manifest value ending so names a bundle file: it must be listed, with its sha256, under `files`

@@ -59,7 +59,7 @@ class LiveLearner:
         """The key: start recording now (a second press does nothing)."""
         if self.state == WAITING:
             self.state = RECORDING
-            log.warning("recording %d windows of %r", self.windows, self.name)
+            log.info("recording %d windows of %r", self.windows, self.name)
 
     def on_step(self, rec: Recognizer, window: np.ndarray, index: int) -> None:
         """One full ring `(T, feature_dim)` at source frame `index`; records it when due."""
@@ -85,7 +85,7 @@ class LiveLearner:
             learn(bundle, self.out, {self.name: np.concatenate(self.rows)}, [], min_clips=self.min_clips)
             self.deliver(self.out)
             self.state = DONE
-            log.warning("learned %r from %d windows: %s", self.name, self.windows, self.out)
+            log.info("learned %r from %d windows: %s", self.name, self.windows, self.out)
         except Exception as e:  # the stream goes on with the old bundle whatever failed
             self.state, self.reason = FAILED, str(e) or type(e).__name__
             log.warning("could not learn %r: %s; the old bundle keeps serving", self.name, self.reason)

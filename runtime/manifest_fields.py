@@ -10,13 +10,27 @@ import math
 from pathlib import PurePosixPath
 from typing import Any
 
-from .contract import BUNDLE_FILE_SUFFIXES, BUNDLE_ROUTING_MODES, NOT_BUNDLE_FIELDS, STPR_KEYS
+from .contract import BUNDLE_FILE_SUFFIXES, BUNDLE_ROUTING_MODES, HEAD_MODES, NOT_BUNDLE_FIELDS, STPR_KEYS
 from .errors import BundleError
 from .head_bundle import check_head_fields
 from .head_sums import LEARNED_EXPERT
 from .openset import COMBINED, COMBINED_PARTS, HEAD_COMBINED, HEAD_COMBINED_PARTS, HEAD_SCORE_NAMES, SCORE_NAMES
 
 _MISSING = object()
+STPR_FILE_KEYS = ("backbone", "experts")  # StPR's files: a head-alone bundle ships them only on request
+
+
+def head_alone(m: dict[str, Any]) -> bool:
+    """Whether only the analytic head serves the bundle's classes (no StPR file runs)."""
+    head = m.get("head")
+    return isinstance(head, dict) and head.get("mode") == "alone"
+
+
+def needs_stpr_files(m: dict[str, Any]) -> bool:
+    """Whether the manifest must name StPR's backbone and experts: without a head, or with a
+    head mode that runs them (an unknown mode is reported as such, not as missing files)."""
+    head = m.get("head")
+    return not isinstance(head, dict) or (head.get("mode") in HEAD_MODES and head.get("mode") != "alone")
 
 
 def _get(m: dict[str, Any], field: str) -> Any:
@@ -75,7 +89,7 @@ def _channels(m: dict[str, Any], field: str, positive: bool, problems: list[str]
 
 def _classes(m: dict[str, Any], C: int | None, K: int | None, problems: list[str]) -> None:
     names, c2e = m.get("classes"), m.get("class_to_expert")
-    alone = isinstance(m.get("head"), dict) and m["head"].get("mode") == "alone"  # only the head serves
+    alone = head_alone(m)  # only the head serves
     if not isinstance(names, list) or not all(isinstance(c, str) and c for c in names):
         problems.append("classes must be a list of non-empty class names")
     elif C is not None and len(names) != C:
@@ -92,9 +106,12 @@ def _classes(m: dict[str, Any], C: int | None, K: int | None, problems: list[str
 
 
 def _model_files(m: dict[str, Any], K: int | None, problems: list[str]) -> None:
-    for key in ("backbone", "text_embeddings", "anchors") + (("backbone_fp16",) if "backbone_fp16" in m else ()):
+    # a head-alone bundle ships StPR's backbone and experts only when exported with --stpr-files
+    stpr = needs_stpr_files(m) or any(k in m for k in STPR_FILE_KEYS)
+    for key in ("text_embeddings", "anchors") + (("backbone",) if stpr else ()) + \
+            (("backbone_fp16",) if "backbone_fp16" in m else ()):
         _file_name(m, key, m.get(key), problems)
-    for key in ("experts",) + (("experts_fp16",) if "experts_fp16" in m else ()):
+    for key in (("experts",) if stpr else ()) + (("experts_fp16",) if "experts_fp16" in m else ()):
         names = m.get(key)
         if not isinstance(names, list):
             problems.append(f"{key} must be a list of file names, one per expert")

@@ -39,7 +39,9 @@ def write_failure(option: str, path: Path, err: OSError, detail: str = "") -> Ou
 
 
 def check_writable(path: Path | None, option: str) -> None:
-    """Refuse an output path that cannot be written, before any work is done."""
+    """Refuse an output path that cannot be written, before any work is done: a wrong path
+    is a `ValueError` (a usage error), a folder or file without write permission an
+    `OutputError` (the write error's exit code, as `--help` says)."""
     if path is None:
         return
     parent = path.parent if str(path.parent) else Path(".")
@@ -48,9 +50,10 @@ def check_writable(path: Path | None, option: str) -> None:
     if not parent.is_dir():
         raise ValueError(f"{option} {str(path)!r}: the folder {str(parent)!r} does not exist; create it first")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise ValueError(f"{option} {str(path)!r}: the folder {str(parent)!r} is not writable")
+        raise OutputError(f"cannot write {option} {str(path)!r}: the folder {str(parent)!r} is not writable; "
+                          "write to a folder you can write to")
     if path.exists() and not os.access(path, os.W_OK):
-        raise ValueError(f"{option} {str(path)!r} exists and is read-only; remove it or pick another name")
+        raise OutputError(f"{option} {str(path)!r} exists and is read-only; remove it or pick another name")
     if option == "--output" and path.suffix.lower() in INDEXED_SUFFIXES:
         raise ValueError(f"--output {str(path)!r}: a {path.suffix} file is unplayable until its index is written at "
                          "the end, so a kill or power cut would lose the whole recording; give a .mkv (MPEG-4) or "

@@ -167,8 +167,8 @@ class BundleWatcher(threading.Thread):
             b = new.bundle
             rec, self.serving_bundle, self._swapped_in, swapped = new, b, new, new
             old.__exit__(None, None, None)  # the first one is also closed by the CLI's `with`: exits are idempotent
-            experts = len(b.manifest.get("experts", ()))  # none in a head-only bundle
-            log.warning("swapped to bundle %s (%d experts, %d classes)", b.path, experts, len(b.classes))
+            experts = len(b.manifest.get("experts", ()))  # none in a head-only or head-alone bundle
+            log.info("swapped to bundle %s (%d experts, %d classes)", b.path, experts, len(b.classes))
             write({"event": "swap", "frame": index, "time": t, "bundle": str(b.path), "previous": str(old.bundle.path),
                    "experts": experts, "classes": len(b.classes)})
         return swapped

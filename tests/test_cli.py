@@ -42,7 +42,8 @@ def test_cli_run_prints_table_and_writes_log(tmp_path):
         (["--model", "ViT-Q-99"], "unknown model 'ViT-Q-99'"),
         (["--dataset", "ucf101"], "--dataset ucf101 needs --data-root"),
         (["--split", "4"], "4 is not in the range 1<=x<=3"),
-        (["--batch-size", "0"], "optim.batch_size=0 (must be >= 1)"),
+        (["--batch-size", "0"], "'--batch-size': 0 is not in the range x>=1"),  # a usage error, as --epochs 0
+        (["--set", "optim.batch_size=0"], "optim.batch_size=0 (must be >= 1)"),
         (["--set", "optim.lr=-1"], "optim.lr=-1.0 (must be > 0)"),
         (["--set", "data.num_frames=0"], "data.num_frames=0 (must be >= 1)"),
         (["--set", "method.tau=0"], "method.tau=0.0 (must be > 0)"),

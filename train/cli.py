@@ -15,9 +15,9 @@ import click
 
 from stpr.runtime.atomic import as_write_error, write_error_line
 from stpr.runtime.click_types import FiniteFloat
-from stpr.runtime.contract import DISTILL_MODES, HEAD_CHOICES, ROUTING_MODES
+from stpr.runtime.contract import DISTILL_MODES, HEAD_CHOICES, MAX_SEED, ROUTING_MODES
 from stpr.runtime.exits import EXIT_INTERRUPT, EXIT_SIGTERM, EXIT_WRITE, click_error, exit_codes_help
-from stpr.runtime.signals import Terminated, sigterm_as_interrupt
+from stpr.runtime.signals import InterruptibleCommand, Terminated, sigterm_as_interrupt
 
 from .errors import StprError, missing_extra
 
@@ -182,6 +182,14 @@ def format_report(metrics: dict[str, Any], run_dir: Path) -> str:
     return "\n".join(lines)
 
 
+def _saved(out: Path | None) -> str:
+    """What a stopped run keeps: --resume continues a run once its config.yaml is written,
+    so before that it must not be suggested (it would answer "holds no run")."""
+    if out is not None and (out / "config.yaml").is_file():
+        return f"finished tasks are saved; continue with: stpr-train --resume --out {out}"
+    return "nothing was saved, so there is nothing to resume; run the same command again"
+
+
 EPILOG = exit_codes_help(
     ok="done: every task trained and evaluated",
     error="refused or failed: bad config (file or --set value), data, model or run folder",
@@ -191,7 +199,8 @@ EPILOG = exit_codes_help(
     sigterm="SIGTERM: as Ctrl-C")
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}, epilog=EPILOG)
+@click.command(cls=InterruptibleCommand, context_settings={"help_option_names": ["-h", "--help"],
+                                                         "max_content_width": 100}, epilog=EPILOG)
 @click.option("--config", "config_name", default=None,
               help="Built-in config (demo, paper, ucf101_51+10x5, ...) or a YAML file "
                    "[demo for synthetic data, paper for a real --dataset].")
@@ -215,8 +224,9 @@ EPILOG = exit_codes_help(
               help="Analytic head: none (StPR, the paper), alone, route-hard, route-soft, fuse.")
 @click.option("--lambda", "lambda_", type=FiniteFloat(), help="Weight of the FSSD loss.")
 @click.option("--epochs", help="Epochs: N for every task, or BASE,INCREMENTAL (paper: 60,30).")
-@click.option("--batch-size", type=int, help="Clips per step.")
-@click.option("--seed", type=int, help="Seed for class order, init and shuffling.")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Clips per step (at least 1).")
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), help=f"Seed for class order, init and shuffling "
+              f"(0 to {MAX_SEED}).")
 @click.option("--device", help="auto | cpu | cuda | cuda:N.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Run directory [runs/<dataset>-<time>].")
 @click.option("--resume", is_flag=True, help="Continue the run in --out after its last finished task.")
@@ -277,10 +287,9 @@ def main(config_name: str | None, epochs: str | None, out: Path | None, resume: 
     except (OSError, RuntimeError) as e:
         if (err := as_write_error(e, out)) is None:
             raise
-        raise click_error(f"{write_error_line(err)}; finished tasks are saved (stpr-train --resume --out {out})",
-                          EXIT_WRITE) from None
+        raise click_error(f"{write_error_line(err)}; {_saved(out)}", EXIT_WRITE) from None
     except KeyboardInterrupt as e:
-        click.echo(f"\ninterrupted; finished tasks are saved. Continue with: stpr-train --resume --out {out}", err=True)
+        click.echo(f"\ninterrupted; {_saved(out)}", err=True)
         sys.exit(EXIT_SIGTERM if isinstance(e, Terminated) else EXIT_INTERRUPT)
     if main_rank:
         click.echo(format_report(metrics, out))

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from stpr.runtime.contract import DISTILL_MODES, HEAD_BALANCES, HEAD_CHOICES, HEAD_TOWERS, ROUTING_MODES
+from stpr.runtime.contract import DISTILL_MODES, HEAD_BALANCES, HEAD_CHOICES, HEAD_TOWERS, MAX_SEED, ROUTING_MODES
 
 from .errors import StprError
 
@@ -168,6 +168,8 @@ def check_ranges(cfg: Config) -> None:
         inside = (v > lo or (lo_ok and v == lo)) and (v < hi or (hi_ok and v == hi))
         if not math.isfinite(v) or not inside:
             problems.append(f"{key}={v!r} (must be {_range_text(lo, hi, lo_ok, hi_ok)})")
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or not 0 <= cfg.seed <= MAX_SEED:
+        problems.append(f"seed={cfg.seed!r} (must be an integer from 0 to {MAX_SEED})")
     if not cfg.model.templates or any("{}" not in t for t in cfg.model.templates):
         problems.append(f"model.templates={cfg.model.templates!r} (each prompt needs a {{}} for the class name)")
     if problems:

@@ -182,9 +182,21 @@ def train_task(s: Setup, k: int, progress: Progress = _no_progress) -> EvalResul
     last = k == len(s.tasks) - 1
     result = learner.evaluate([_loader(s, s.splits.test, j, train=False) for j in range(k + 1)],
                               reference_adapters=s.task_end_adapters if last else ())
-    log.info("task %d done in %.1fs: accuracy per task %s", k, time.perf_counter() - t0,
-             [round(100 * c / t, 2) for c, t in zip(result.correct, result.total)])
+    correct = scored_counts(cfg, result.correct, result.modes)
+    log.info("task %d done in %.1fs: accuracy per task %s (%s)", k, time.perf_counter() - t0,
+             [round(100 * c / t, 2) for c, t in zip(correct, result.total)], classifier_name(cfg))
     return result
+
+
+def classifier_name(cfg: Config) -> str:
+    """The classifier a run is scored by, as train.log and the report name it."""
+    return "StPR" if cfg.head.mode == "none" else f"analytic head, mode {cfg.head.mode}"
+
+
+def scored_counts(cfg: Config, stpr_correct: list[int], modes: dict[str, list[int]]) -> list[int]:
+    """Correct test clips per task of the classifier the run is scored by: the head's mode
+    when there is a head (StPR's own counts, untrained under the head alone, say nothing then)."""
+    return modes.get(cfg.head.mode, stpr_correct) if cfg.head.mode != "none" else stpr_correct
 
 
 def frozen_copy(adapters: nn.ModuleList) -> nn.ModuleList:
@@ -218,16 +230,20 @@ def metrics_from_history(s: Setup, h: History) -> dict[str, Any]:
         if any(h.head_task_id_correct):
             out["head_task_id_accuracy"] = M.pooled_accuracy(pad(h.head_task_id_correct)[-1, :R], total[-1, :R])
     head_mode = s.cfg.head.mode
+    out["correct"], out["total"] = h.correct, h.total
     if head_mode != "none" and "modes" in out:
         # The run's numbers are the configured classifier's; StPR's own stay beside them.
-        out["stpr"] = {k: out[k] for k in ("accuracy_matrix", "acc", "acc_pooled", "bwf", "acc_curve")}
+        out["stpr"] = {k: out[k] for k in ("accuracy_matrix", "acc", "acc_pooled", "bwf", "acc_curve", "correct")}
         out.update(out["modes"][head_mode])
+        out["correct"] = [scored_counts(s.cfg, row, modes) for row, modes in zip(h.correct, h.modes)]
     out["head"] = head_mode
     out["routing_weights"] = h.routing[-1]
     out["routing_weights_per_task"] = h.routing
     out["routing"] = s.cfg.method.routing
     out["distill"] = s.cfg.method.distill
-    out.update(M.protocol_fields(s.splits.classes, s.tasks, h.correct, h.total))
+    fields = M.protocol_fields(s.splits.classes, s.tasks, h.correct, h.total)
+    fields["correct"] = out["correct"]  # the scored classifier's counts (above), not StPR's own
+    out.update(fields)
     return out
 
 
