@@ -1,8 +1,8 @@
 """stpr.export: run directory -> ONNX / fp16 / TensorRT bundle with a parity report.
 
     from stpr.export import export_run
-    result = export_run("runs/demo", "bundles/demo", fp16=True)
-    result.files["backbone.onnx"], result.parity["fp32"]["top1_agreement"]
+    result = export_run("runs/demo", "bundles/demo", fp16=True)   # the demo: the head alone
+    result.files["head_weights.npy"], result.parity["fp32_head"]["top1_agreement"]
 """
 from __future__ import annotations
 

@@ -59,8 +59,9 @@ from stpr.train.restore import Restored, restore
 from . import parity
 from .fp16 import to_fp16
 from .fuse import fuse_experts
+from .head_only import STORED_SUMS_TOLERANCE, check_stored_sums  # noqa: F401 (one rule, both exports)
 from .int8 import to_int8
-from .onnx_export import MIN_OPSET, export_backbone, export_expert, finish_onnx
+from .onnx_export import MIN_OPSET, export_backbone, export_expert, finish_onnx, max_opset
 from .openset import head_openset_report, openset_report
 from .text_export import (
     export_text_tower,
@@ -81,6 +82,7 @@ class ExportResult:
     files: dict[str, Path] = field(default_factory=dict)  # bundle file name -> final path
     parity: dict[str, Any] = field(default_factory=dict)
     openset: dict[str, Any] = field(default_factory=dict)  # empty: no open-set calibration
+    manifest: dict[str, Any] = field(default_factory=dict)  # the bundle's sealed manifest
     timings_s: dict[str, float] = field(default_factory=dict)
 
 
@@ -126,6 +128,12 @@ def base_metadata(r: Restored, opset: int) -> dict[str, Any]:
     }
 
 
+def serves_stpr(r: Restored, stpr_files: bool) -> bool:
+    """Whether the bundle ships StPR's adapted backbone and experts: every mode but the head
+    alone runs them; for the head alone they are dead weight, shipped only on request."""
+    return r.learner.head is None or r.cfg.head.mode != "alone" or stpr_files
+
+
 def write_onnx(r: Restored, tmp: Path, meta: dict[str, Any], opset: int, res: ExportResult) -> dict[str, Any]:
     m = r.learner.model
     with _step(res, BACKBONE_FILE):
@@ -160,6 +168,8 @@ def write_arrays(r: Restored, tmp: Path, res: ExportResult) -> dict[str, Any]:
 
 
 def write_fp16(tmp: Path, names: dict[str, Any], res: ExportResult) -> dict[str, Any]:
+    if "backbone" not in names:  # a head-alone bundle: the head writes its tower's twin
+        return {}
     out: dict[str, Any] = {"experts_fp16": []}
     with _step(res, "fp16"):
         out["backbone_fp16"] = to_fp16(tmp / names["backbone"], tmp / fp16_twin(BACKBONE_FILE)).name
@@ -171,6 +181,8 @@ def write_fp16(tmp: Path, names: dict[str, Any], res: ExportResult) -> dict[str,
 def write_fused(tmp: Path, names: dict[str, Any], int8: bool, res: ExportResult) -> dict[str, Any]:
     """The fused experts graph of each precision present, built from the per-expert files."""
     out: dict[str, Any] = {}
+    if "experts" not in names:  # a head-alone bundle ships no expert
+        return out
     with _step(res, "experts fused"):
         out[FUSED_KEY["fp32"]] = fuse_experts([tmp / e for e in names["experts"]], tmp / FUSED_FILE["fp32"]).name
         if "experts_fp16" in names:
@@ -189,11 +201,14 @@ def write_engines(tmp: Path, manifest: dict[str, Any], res: ExportResult) -> dic
     T, D = manifest["dims"]["T"], manifest["dims"]["D"]
     size = manifest["preprocess"]["size"]
     engines, cache = {}, tmp / "engines" / "timing.cache"
+    towers = [manifest[k] for k in ("backbone_fp16",) if k in manifest]
+    towers += [t for t in [manifest.get("head", {}).get("tower_fp16")] if t and t not in towers]
+    experts = [*manifest.get("experts_fp16", []), *([manifest[FUSED_KEY["fp16"]]] if FUSED_KEY["fp16"] in manifest
+                                                    else [])]
     with _step(res, "engines"):
-        specs = [EngineSpec(tmp / manifest["backbone_fp16"], TOWER_INPUT, (1, 3, size, size), (T, 3, size, size),
-                            (4 * T, 3, size, size), fp16=True)]
-        specs += [EngineSpec(tmp / e, EXPERT_INPUT, (1, T, D), (1, T, D), (8, T, D), fp16=True)
-                  for e in [*manifest["experts_fp16"], manifest[FUSED_KEY["fp16"]]]]
+        specs = [EngineSpec(tmp / t, TOWER_INPUT, (1, 3, size, size), (T, 3, size, size), (4 * T, 3, size, size),
+                            fp16=True) for t in towers]
+        specs += [EngineSpec(tmp / e, EXPERT_INPUT, (1, T, D), (1, T, D), (8, T, D), fp16=True) for e in experts]
         for spec in specs:
             engines[spec.onnx_path.name] = str(build_engine(spec, tmp / "engines", cache).relative_to(tmp))
     return {"engines": engines}
@@ -240,12 +255,14 @@ def write_head(r: Restored, tmp: Path, manifest: dict[str, Any], meta: dict[str,
             if fp16:
                 fp16_name = manifest.get("text", {}).get("image_tower_fp16") or to_fp16(
                     tmp / tower, tmp / fp16_twin(tower), keep_fp32=PLAIN_TOWERS_FP16_KEEP_FP32).name
-        elif cfg.mode == "alone":
+        elif cfg.mode == "alone" and "backbone" in manifest:
             tower, fp16_name = manifest["backbone"], manifest.get("backbone_fp16")
-        else:
+        else:  # beside StPR, or alone in a bundle without StPR's backbone: a tower file of its own
             tower = HEAD_TOWER_FILE
+            # the head alone reads the adapters as they are (they stop changing after the base task)
+            adapters = True if cfg.mode == "alone" else learner.head_adapters
             finish_onnx(export_backbone(learner.model.backbone, tmp / tower, r.preprocess.size, opset,
-                                        adapters=learner.head_adapters), meta)
+                                        adapters=adapters), meta)
             if fp16:
                 fp16_name = to_fp16(tmp / tower, tmp / fp16_twin(tower)).name
     proj = head.projection.numpy()
@@ -262,43 +279,28 @@ def write_head(r: Restored, tmp: Path, manifest: dict[str, Any], meta: dict[str,
         with _step(res, "head sums"):
             held = HeadSums(gram=head.gram.numpy(), cross=head.cross.numpy(), counts=head.counts.numpy(),
                             n_ref=float(head.n_ref), lam=float(head.lam), balance=head.balance, dtype=sums)
-            _check_stored_sums(held)
+            check_stored_sums(held)
             save_sums(tmp, held)
             section["sums"] = sums_section(held, manifest["classes"])[0]
     return {"head": section}
 
 
-STORED_SUMS_TOLERANCE = 1e-4  # max |W from the stored sums - W| / max |W|; stpr-learn refuses more (learn.py)
-
-
-def _check_stored_sums(sums: HeadSums) -> None:
-    """float32 sums are refused when their rounding moves the solve: with a small lambda
-    (the demo's is ~1e-6 of G's scale) it flips G's near-null directions and the weights
-    come out ~1000x off; float64 is exact."""
-    if sums.dtype == "float64":
-        return
-    w = sums.solve()
-    stored = HeadSums(**{**sums.__dict__, "gram": sums.gram.astype(sums.dtype).astype(np.float64),
-                         "cross": sums.cross.astype(sums.dtype).astype(np.float64)})
-    gap = float(np.abs(stored.solve() - w).max() / max(1e-12, float(np.abs(w).max())))
-    if gap > STORED_SUMS_TOLERANCE:
-        raise StprError(f"--head-sums {sums.dtype} would move the head's weights by {gap:.2g} (relative; lambda "
-                        f"{sums.lam:.3g} is small next to the rounding of G); use --head-sums float64")
-
-
 def export_run(
     run_dir: str | Path, out: str | Path, *, fp16: bool = False, task: int | None = None,
     opset: int = MIN_OPSET, engine: bool = False, force: bool = False, parity_clips: int = 16,
-    int8: bool = False, text: bool = True, head_sums: str | None = "float64",
+    int8: bool = False, text: bool = True, head_sums: str | None = "float64", stpr_files: bool = False,
 ) -> ExportResult:
     """Export the model after `task` (default: the last) of `run_dir` to the bundle `out`.
     `text=False` leaves out what adding classes by name needs (text tower, frozen image
     tower, tokenizer): a smaller bundle that cannot add classes on the device.
     `head_sums` stores the analytic head's sums at that precision (None: not at all, a
-    smaller bundle that `stpr-learn` refuses)."""
+    smaller bundle that `stpr-learn` refuses). A head-alone run's bundle ships only what the
+    head serves; `stpr_files` adds StPR's adapted backbone and experts (parity-checked too)."""
     out = Path(out)
     if opset < MIN_OPSET:
         raise StprError(f"--opset {opset} is too old: LayerNormalization needs opset >= {MIN_OPSET}")
+    if opset > max_opset():
+        raise StprError(f"--opset {opset} is newer than this torch exports; give {MIN_OPSET} to {max_opset()}")
     if parity_clips < 1:
         raise StprError(f"--parity-clips {parity_clips}: the parity check needs at least 1 clip (default 16)")
     if engine and not fp16:
@@ -321,13 +323,17 @@ def export_run(
     if r.cfg.method.routing not in BUNDLE_ROUTING_MODES:
         raise StprError(f"the run routes with {r.cfg.method.routing!r}, which a bundle cannot run "
                         f"(valid: {', '.join(BUNDLE_ROUTING_MODES)}); retrain or evaluate with --routing td")
+    stpr = serves_stpr(r, stpr_files)
+    if int8 and not stpr:
+        raise StprError("--int8 writes int8 experts, and a head-alone bundle ships no expert; add --stpr-files "
+                        "to ship StPR's files too, or drop --int8")
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temp(out)
     # The pid in the name tells a later export whether this folder's owner is still alive.
     tmp = make_temp_dir(out.parent, f".tmp-{out.name}-{os.getpid()}-")
     try:
         meta = base_metadata(r, opset)
-        manifest = {**meta, **write_onnx(r, tmp, meta, opset, res), **write_arrays(r, tmp, res)}
+        manifest = {**meta, **(write_onnx(r, tmp, meta, opset, res) if stpr else {}), **write_arrays(r, tmp, res)}
         if text:
             manifest.update(write_text(r, tmp, meta, opset, fp16, res))
         if fp16:
@@ -348,6 +354,7 @@ def export_run(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     res.files = {name: out / name for name in manifest["files"]} | {MANIFEST_NAME: out / MANIFEST_NAME}
+    res.manifest = manifest
     return res
 
 
@@ -371,7 +378,7 @@ def run_parity(r: Restored, tmp: Path, manifest: dict[str, Any], count: int, res
             problems += text_problems(report["text_tower"])
         report["passed"] = not problems
     gated = {k: v for k, v in report.items() if isinstance(v, dict) and "top1_agreement" in v}
-    log.info("parity: %s", json.dumps(gated))
+    log.debug("parity: %s", json.dumps(gated))  # the command prints each variant's line
     if problems:
         raise StprError("export failed its parity check: " + "; ".join(problems) +
                         " (see the numbers above; nothing was written)")

@@ -17,6 +17,13 @@ from stpr.train.model.expert import TemporalExpert
 MIN_OPSET = 17  # LayerNormalization is one node from opset 17 on
 
 
+def max_opset() -> int:
+    """The newest opset this torch's TorchScript exporter (the one `_trace` uses) writes."""
+    from torch.onnx import _constants
+
+    return int(getattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", _constants.ONNX_MAX_OPSET))
+
+
 class _Backbone(nn.Module):
     def __init__(self, tower: AdaptedVisionTower, adapters: bool = True) -> None:
         super().__init__()

@@ -26,6 +26,7 @@ class Summary:
     frames: int = 0  # source frames handled (predicted on if due, drawn, written)
     predictions: int = 0
     dropped: int = 0  # live frames replaced before the model took them
+    decoded: int | None = None  # --clip: the frames decoded for its one prediction (None: streaming)
     started: float = field(default_factory=time.perf_counter)
     latency_ms: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGES})
 
@@ -39,24 +40,30 @@ class Summary:
 
     def text(self) -> str:
         d = self.as_dict()
-        lines = [f"frames {d['frames']}, predictions {d['predictions']}, dropped {d['dropped_frames']}, "
-                 f"{d['fps']:.1f} fps over {d['elapsed_s']:.1f} s"]
+        if self.decoded is not None:  # a rate over a video's length would count frames never decoded
+            lines = [f"clip: 1 prediction from {self.decoded} frames decoded of the video's {d['frames']}, in "
+                     f"{d['elapsed_s']:.2f} s"]
+        else:
+            lines = [f"frames {d['frames']}, predictions {d['predictions']}, dropped {d['dropped_frames']}, "
+                     f"{d['fps']:.1f} fps over {d['elapsed_s']:.1f} s"]
         for stage, p in d["latency_ms"].items():
             lines.append(f"  {stage:<10} p50 {p['p50']:8.2f} ms   p99 {p['p99']:8.2f} ms")
         return "\n".join(lines)
 
 
-def make_event(frame: int, t: float, verdict: Verdict, weights: np.ndarray, latency: dict[str, float]) -> dict:
+def make_event(frame: int, t: float, verdict: Verdict, weights: np.ndarray | None, latency: dict[str, float]) -> dict:
     """One prediction as a JSON-ready event: it writes the recognizer's verdict (`top`, and
     with a calibrated open-set score `unknown` and `unknown_score`; `zero_shot` flags when
-    classes were added by name), the routing weights and the latency. It decides nothing."""
+    classes were added by name), the routing weights (None: no expert ran, no `routing`
+    field) and the latency. It decides nothing."""
     event: dict = {"frame": frame, "time": round(t, 4), "top": [[c, round(p, 6)] for c, p in verdict.top]}
     if verdict.unknown is not None:
         event.update({"unknown": verdict.unknown, "unknown_score": round(float(verdict.unknown_score), 6)})
     if verdict.zero_shot is not None:
         event["zero_shot"] = verdict.zero_shot
-    event.update({"routing": {f"expert_{k}": round(float(w), 6) for k, w in enumerate(weights)},
-                  "latency_ms": {k: round(v, 3) for k, v in latency.items()}})
+    if weights is not None:
+        event["routing"] = {f"expert_{k}": round(float(w), 6) for k, w in enumerate(weights)}
+    event["latency_ms"] = {k: round(v, 3) for k, v in latency.items()}
     return event
 
 
@@ -132,9 +139,9 @@ def stream(rec: Recognizer, frames: Iterable[tuple[int, np.ndarray]], *, stride:
                 summary.predictions += 1
                 fit = float(np.mean(recent_fit)) if recent_fit else None
                 latest = make_event(index, time.perf_counter() - summary.started, rec.verdict(probs, fit, topk),
-                                    out["weights"][0], latency)
-                if learner is not None:
-                    latest["learning"] = learner.status()
+                                    routing_weights(rec, out), latency)
+                if learner is not None and (learning := learner.status()) is not None:
+                    latest["learning"] = learning
                 events.write(latest)
         if on_frame:
             on_frame(frame, latest)
@@ -154,4 +161,10 @@ def classify_clip(rec: Recognizer, frames: list[np.ndarray], topk: int, last_ind
     _check_finite(out["probs"][0])
     latency = {"preprocess": 1000 * (t1 - t0), "backbone": 1000 * (t2 - t1), "experts": out["experts_ms"],
                "router": out["router_ms"], "total": 1000 * (time.perf_counter() - t0)}
-    return make_event(last_index, 0.0, out["verdicts"][0], out["weights"][0], latency)
+    return make_event(last_index, 0.0, out["verdicts"][0], routing_weights(rec, out), latency)
+
+
+def routing_weights(rec: Recognizer, out: dict) -> np.ndarray | None:
+    """The experts' weights of the first window, for the event's `routing`; None for the head
+    alone, where no expert runs (its per-task probabilities are no routing)."""
+    return out["weights"][0] if rec.stpr else None

@@ -17,6 +17,7 @@ import fcntl
 import json
 import os
 import secrets
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -110,20 +111,36 @@ def write_error_line(err: OSError, target: str | None = None, detail: str = "") 
     return f"cannot write {target}: {cause}{detail}; {fix}"
 
 
+def lock_for(target: str | os.PathLike) -> Path:
+    """The lock file of `target` (a file or folder that one process at a time may write):
+    `.NAME.lock` beside where it really lives, so every spelling of the path (a link, `.`,
+    relative or absolute) meets the same lock."""
+    real = Path(os.path.realpath(target))
+    return real.parent / f".{real.name}.lock"
+
+
+_LOCK_POLL_S = 0.05
+
+
 @contextlib.contextmanager
-def exclusive(lock: str | os.PathLike) -> Iterator[None]:
-    """Hold the lock file `lock` for the block, or raise `LockHeld` at once.
+def exclusive(lock: str | os.PathLike, wait: float = 0.0) -> Iterator[None]:
+    """Hold the lock file `lock` for the block, or raise `LockHeld` (at once, or after
+    `wait` seconds of trying: for holders that keep it a moment, such as a read-modify-write).
 
     flock, so a killed holder leaves no stale lock (the kernel drops it). The file is
     removed at the end; a process that opened it just before then finds, after its lock,
     that the name now means another file, and starts again on the new one."""
     lock = Path(lock)
+    deadline = time.monotonic() + wait
     while True:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
+            if time.monotonic() < deadline:
+                time.sleep(_LOCK_POLL_S)
+                continue
             raise LockHeld(str(lock)) from None
         try:
             if os.fstat(fd).st_ino == os.stat(lock).st_ino:

@@ -18,12 +18,12 @@ class Bundle:
     manifest: dict[str, Any]
     classes: list[str]
     class_to_expert: np.ndarray  # (C,) int
-    text_embeddings: np.ndarray  # (C, D) float32
-    anchors: np.ndarray  # (C, D) float32
-    routing: str
-    tau: float
+    text_embeddings: np.ndarray | None  # (C, D) float32; None in a head-only bundle (no StPR)
+    anchors: np.ndarray | None  # (C, D) float32; None in a head-only bundle
+    routing: str | None  # None in a head-only bundle
+    tau: float | None
     calibration: dict[str, np.ndarray] | None  # calibrated td's per-expert statistics
-    logit_scale: float
+    logit_scale: float | None
     size: int
     mean: np.ndarray  # (3,)
     std: np.ndarray  # (3,)
@@ -34,6 +34,9 @@ class Bundle:
 
     def model_files(self, fp16: bool) -> tuple[str, list[str]]:
         """(backbone file, expert files) for the chosen precision."""
+        if "backbone" not in self.manifest:
+            raise BundleError(f"bundle {str(self.path)!r} ships no StPR files (the head alone serves it); export it "
+                              "with stpr-export --stpr-files to run StPR")
         if not fp16:
             return self.manifest["backbone"], list(self.manifest["experts"])
         if "backbone_fp16" not in self.manifest:
@@ -64,9 +67,16 @@ def load_bundle(path: str | Path) -> Bundle:
     m = verify_bundle(path)
     dims = m["dims"]
     C, D = dims["C"], dims["D"]  # counts, class->expert range and names: checked by verify_bundle
+    pp = m["preprocess"]
+    common = dict(path=path, manifest=m, classes=list(m["classes"]),
+                  class_to_expert=np.asarray(m["class_to_expert"], dtype=np.int64), size=int(pp["size"]),
+                  mean=np.asarray(pp["mean"], np.float32), std=np.asarray(pp["std"], np.float32),
+                  frames=int(pp["frames"]), dim=int(D), unknown=m.get("unknown"), head=load_head(path, m, _array))
+    if m.get("head_only"):  # the head alone on its own tower: none of StPR's arrays
+        return Bundle(text_embeddings=None, anchors=None, routing=None, tau=None, calibration=None,
+                      logit_scale=None, **common)
     text = _array(path, m["text_embeddings"], "text_embeddings")
     anchors = _array(path, m["anchors"], "anchors")
-    c2e = np.asarray(m["class_to_expert"], dtype=np.int64)
     problems = []
     if text.shape != (C, D):
         problems.append(f"text_embeddings is {text.shape}, manifest says ({C}, {D})")
@@ -81,12 +91,7 @@ def load_bundle(path: str | Path) -> Bundle:
             problems.append(str(e))
     if problems:
         raise BundleError(f"bundle {str(path)!r} is inconsistent: " + "; ".join(problems) + "; re-export it")
-    pp = m["preprocess"]
     return Bundle(
-        path=path, manifest=m, classes=list(m["classes"]), class_to_expert=c2e,
         text_embeddings=text.astype(np.float32), anchors=anchors.astype(np.float32),
         routing=m["routing"]["mode"], tau=float(m["routing"]["tau"]), calibration=calibration,
-        logit_scale=float(m["logit_scale"]),
-        size=int(pp["size"]), mean=np.asarray(pp["mean"], np.float32), std=np.asarray(pp["std"], np.float32),
-        frames=int(pp["frames"]), dim=int(D), unknown=m.get("unknown"), head=load_head(path, m, _array),
-    )
+        logit_scale=float(m["logit_scale"]), **common)

@@ -69,5 +69,7 @@ def swap_into_place(tmp: Path, out: Path) -> None:
         old = out.with_name(f".old-{out.name}-{os.getpid()}-{int(time.time())}")
         out.rename(old)
     tmp.rename(out)
-    if old is not None:
+    if old is not None and old.is_symlink():  # --out was a link (rmtree refuses links): the link goes, its bundle stays
+        old.unlink()
+    elif old is not None:
         shutil.rmtree(old, ignore_errors=True)

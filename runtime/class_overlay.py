@@ -1,19 +1,26 @@
 """The zero-shot class overlay: names added on the device, in a file beside the bundle.
 
 The bundle stays as exported (its hashes are its contract); added names live in
-`<bundle>.classes.json` (or a path of the user's choice). The file carries the
-`manifest_sha256` of the bundle it was written for and its own sha256, so a hand edit,
-a damaged file or an overlay moved next to another bundle is refused with the cause.
+`<bundle>.classes.json` (or a path of the user's choice). One overlay per bundle folder,
+whatever the path's spelling: the default overlay is named for the folder the path
+resolves to (a published link's target, `.`, relative or absolute alike), so it follows
+that bundle, and a link switched to another bundle finds that bundle's own overlay.
+
+The file carries the `manifest_sha256` of the bundle it was written for and its own
+sha256: a hand edit or a damaged file is refused with the cause; a sound overlay of
+another bundle (a folder re-exported in place since) is `StaleOverlay`, which stpr-run
+skips with a warning rather than refuse to start.
 """
 from __future__ import annotations
 
 import json
-import unicodedata
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
 from .atomic import atomic_write_json
-from .errors import OverlayError  # noqa: F401 (also imported from here)
+from .class_names import name_problem
+from .errors import OverlayError, StaleOverlay  # noqa: F401 (also imported from here)
 from .manifest import MANIFEST_HASH_KEY, manifest_digest
 from .text import clean_class_name
 
@@ -24,13 +31,24 @@ SCORING = "frozen-rank"  # runtime/zero_shot.py: frozen image tower, ranked agai
 
 
 def default_overlay_path(bundle: str | Path) -> Path:
-    """`<bundle>.classes.json`, beside (not inside) the bundle folder."""
-    bundle = Path(bundle)
-    return bundle.parent / f"{bundle.name}.classes.json"
+    """`<folder>.classes.json` beside (not inside) the folder `bundle` resolves to: the same
+    file for a link and its target, `.` inside the bundle, a relative or an absolute path."""
+    real = Path(os.path.realpath(bundle))
+    return real.parent / f"{real.name}.classes.json"
 
 
 def _digest(overlay: dict[str, Any]) -> str:
     return manifest_digest({k: v for k, v in overlay.items() if k != OVERLAY_HASH_KEY})
+
+
+def _not_json(path: Path, err: Exception) -> str:
+    """Why a file that does not parse is refused. Only a damaged overlay is worth deleting:
+    any other file (stpr-run's events.jsonl, say) is the wrong --classes, and it is kept."""
+    if OVERLAY_KIND.encode() in path.read_bytes():
+        return (f"class overlay {str(path)!r} is not valid JSON ({err}); delete it and add the classes again with "
+                "`stpr-classes add`")
+    return (f"{str(path)!r} is not a stpr class overlay (not one JSON object: {err}); pass the file `stpr-classes "
+            "add` wrote (BUNDLE.classes.json beside the bundle) as --classes")
 
 
 def read_overlay(path: str | Path, manifest: dict[str, Any]) -> list[str]:
@@ -41,8 +59,7 @@ def read_overlay(path: str | Path, manifest: dict[str, Any]) -> list[str]:
     except FileNotFoundError:
         raise OverlayError(f"class overlay {str(path)!r} does not exist; add classes with `stpr-classes add`") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise OverlayError(f"class overlay {str(path)!r} is not valid JSON ({e}); delete it and add the classes "
-                           "again with `stpr-classes add`") from None
+        raise OverlayError(_not_json(path, e)) from None
     names = data.get("classes") if isinstance(data, dict) else None
     if not isinstance(data, dict) or data.get("kind") != OVERLAY_KIND or not isinstance(names, list):
         raise OverlayError(f"{str(path)!r} is not a stpr class overlay; pass the file `stpr-classes add` wrote")
@@ -50,22 +67,10 @@ def read_overlay(path: str | Path, manifest: dict[str, Any]) -> list[str]:
         raise OverlayError(f"class overlay {str(path)!r} does not match its overlay_sha256 (edited or damaged "
                            "after stpr-classes wrote it); delete it and add the classes again with stpr-classes add")
     if data.get("bundle_manifest_sha256") != manifest[MANIFEST_HASH_KEY]:
-        raise OverlayError(f"class overlay {str(path)!r} was written for another bundle (manifest_sha256 "
+        raise StaleOverlay(f"class overlay {str(path)!r} was written for another bundle (manifest_sha256 "
                            f"{str(data.get('bundle_manifest_sha256'))[:12]}..., this bundle's is "
-                           f"{manifest[MANIFEST_HASH_KEY][:12]}...); add the classes to this bundle with "
-                           "stpr-classes add")
+                           f"{manifest[MANIFEST_HASH_KEY][:12]}...)")
     return [str(n) for n in names]
-
-
-def _unprintable(name: str) -> str | None:
-    """The first character a class name must not hold: control and format characters
-    (newline, tab, zero-width), which break the jsonl reader's lines and the overlay text,
-    and pictographs (emoji), which the text tower never saw in training."""
-    for c in name:
-        cat = unicodedata.category(c)
-        if cat.startswith("C") or cat == "So":
-            return c
-    return None
 
 
 def check_new_names(names: Sequence[str], existing_trained: Sequence[str], existing_added: Sequence[str]) -> None:
@@ -75,14 +80,9 @@ def check_new_names(names: Sequence[str], existing_trained: Sequence[str], exist
     taken = {clean_class_name(n): f"a trained class ({n!r})" for n in existing_trained}
     taken.update({clean_class_name(n): f"an added class ({n!r})" for n in existing_added})
     for name in names:
+        if (problem := name_problem(name)) is not None:
+            raise OverlayError(problem)
         words = clean_class_name(name)
-        if not words:
-            raise OverlayError(f"class name {name!r} is empty; give the action in words, e.g. \"waving hands\"")
-        if (bad := _unprintable(name)) is not None:
-            kind = "a control or invisible character" if unicodedata.category(bad).startswith("C") else "an emoji"
-            code = " ".join(filter(None, (f"U+{ord(bad):04X}", unicodedata.name(bad, ""))))
-            raise OverlayError(f"class name {name!r} holds {kind} ({code}); give the action in plain words, "
-                               "e.g. \"waving hands\"")
         if words in taken:
             raise OverlayError(f"class name {name!r} already exists as {taken[words]}; choose another name or "
                                "remove the added one with `stpr-classes remove`")

@@ -2,25 +2,34 @@
 
 Names go into an overlay file beside the bundle (`runtime.class_overlay`); the bundle is
 never edited. Each name is embedded once here with the bundle's text tower, so a bundle
-without one (exported before this stpr) is refused at `add`, not at the first run.
+without one (`--no-text`, or an older stpr-export) is refused at `add`, not at the first run.
 """
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Callable
 
 import click
 
-from .atomic import write_error_line
-from .class_overlay import check_new_names, default_overlay_path, read_overlay, write_overlay
+from .atomic import LockHeld, exclusive, lock_for, write_error_line
+from .class_names import length_problem
+from .class_overlay import (
+    OverlayError,
+    StaleOverlay,
+    check_new_names,
+    default_overlay_path,
+    read_overlay,
+    write_overlay,
+)
 from .exits import EXIT_WRITE, click_error, exit_codes_help
 from .manifest import BundleError, verify_bundle
 from .text import TextEncoder, text_section
 
 _BUNDLE = click.argument("bundle", type=click.Path(path_type=Path))
 _OVERLAY = click.option("--classes", "overlay", type=click.Path(path_type=Path),
-                        help="Overlay file [BUNDLE.classes.json beside the bundle folder].")
+                        help="Overlay file [FOLDER.classes.json beside the folder BUNDLE resolves to].")
 
 
 def _open(bundle: Path, overlay: Path | None) -> tuple[dict, Path, list[str]]:
@@ -31,9 +40,17 @@ def _open(bundle: Path, overlay: Path | None) -> tuple[dict, Path, list[str]]:
     try:
         manifest = verify_bundle(bundle)
         path = overlay or default_overlay_path(bundle)
-        return manifest, path, read_overlay(path, manifest) if path.is_file() else []
+        return manifest, path, _names(path, manifest)
     except BundleError as e:
         raise click.ClickException(str(e)) from None
+
+
+def _names(path: Path, manifest: dict) -> list[str]:
+    try:
+        return read_overlay(path, manifest) if path.is_file() else []
+    except StaleOverlay as e:  # never overwritten unasked: it may be the only copy of another bundle's names
+        raise OverlayError(f"{e}; delete it to start this bundle's overlay afresh, or give --classes NEW.json"
+                           ) from None
 
 
 EPILOG = exit_codes_help(
@@ -43,23 +60,33 @@ EPILOG = exit_codes_help(
 _SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-def _write(path: Path, manifest: dict, names: list[str]) -> None:
-    """Write the overlay into an existing folder (a typo must not create folders, even under /)."""
+_LOCK_WAIT_S = 30.0  # another stpr-classes holds the overlay only to read and rewrite it
+
+
+def _update(path: Path, manifest: dict, change: Callable[[list[str]], list[str]]) -> list[str]:
+    """Rewrite the overlay as `change(names in it now)`, under its lock: names are read again
+    once the lock is held, so commands run at once on one overlay each keep the others'
+    changes. Only into an existing folder (a typo must not create folders, even under /)."""
     if not path.parent.is_dir():
         raise click.BadParameter(f"the folder {str(path.parent)!r} of {str(path)!r} does not exist; create it "
                                  "first", param_hint="--classes")
     try:
-        write_overlay(path, manifest, names)
+        with exclusive(lock_for(path), wait=_LOCK_WAIT_S):
+            names = change(_names(path, manifest))
+            write_overlay(path, manifest, names)
+            return names
+    except LockHeld:
+        raise click.ClickException(f"another stpr-classes has held {str(path)!r} for {_LOCK_WAIT_S:.0f} s; "
+                                   "try again when it is done") from None
+    except BundleError as e:
+        raise click.ClickException(str(e)) from None
     except OSError as e:
         raise click_error(write_error_line(e, repr(str(path)), " (the overlay is unchanged)"), EXIT_WRITE) from None
 
 
 def _check_fits(enc: TextEncoder, names: tuple[str, ...]) -> None:
-    for name in names:
-        if (n := enc.prompt_tokens(name)) > enc.tokenizer.context_length:
-            raise click.ClickException(f"class name {name!r} is too long: its prompt is {n} tokens and the text "
-                                       f"tower reads {enc.tokenizer.context_length}; shorten it (names that "
-                                       "differ only past the cut would be one class)")
+    if (problem := length_problem(enc.tokenizer, enc.templates, names)) is not None:
+        raise click.ClickException(problem)
 
 
 def _names_command(f: Callable[..., None]) -> click.Command:
@@ -85,9 +112,18 @@ def add(bundle: Path, names: tuple[str, ...], overlay: Path | None) -> None:
             enc.embed_names(list(names))
     except BundleError as e:
         raise click.ClickException(str(e)) from None
-    _write(path, manifest, [*added, *names])
+
+    def append(now: list[str]) -> list[str]:  # checked again: another add may have taken a name meanwhile
+        check_new_names(names, manifest["classes"], now)
+        return [*now, *names]
+
+    _update(path, manifest, append)
     loads = f"stpr-run --bundle {bundle}" + (f" --classes {path}" if overlay is not None else "")
-    click.echo(f"added {len(names)} zero-shot class(es) to {str(path)!r}; {loads} loads it")
+    real = os.path.realpath(bundle)
+    via = "" if overlay is not None or os.path.abspath(bundle) == real else \
+        f" (the overlay of {real!r}, where {str(bundle)!r} leads now: a bundle published there later starts " \
+        "without these names)"
+    click.echo(f"added {len(names)} zero-shot class(es) to {str(path)!r}{via}; {loads} loads it")
 
 
 @main.command(name="list", context_settings=_SETTINGS, epilog=EPILOG)
@@ -96,18 +132,23 @@ def add(bundle: Path, names: tuple[str, ...], overlay: Path | None) -> None:
 def list_(bundle: Path, overlay: Path | None) -> None:
     """Print the trained and added classes as JSON."""
     manifest, path, added = _open(bundle, overlay)
-    click.echo(json.dumps({"trained": manifest["classes"], "zero_shot": added, "overlay": str(path)}, indent=2))
+    click.echo(json.dumps({"trained": manifest["classes"], "zero_shot": added, "overlay": str(path)}, indent=2,
+                          ensure_ascii=False))  # a name in any script printed as itself, not as \u escapes
 
 
 @_names_command
 def remove(bundle: Path, names: tuple[str, ...], overlay: Path | None) -> None:
     """Remove added NAMES (trained classes cannot be removed here)."""
-    manifest, path, added = _open(bundle, overlay)
-    missing = [n for n in names if n not in added]
-    if missing:
-        raise click.ClickException(f"{missing[0]!r} is not an added class of {str(bundle)!r} "
-                                   f"(added: {added}); see `stpr-classes list {bundle}`")
-    _write(path, manifest, [n for n in added if n not in names])
+    manifest, path, _ = _open(bundle, overlay)
+
+    def drop(now: list[str]) -> list[str]:
+        missing = [n for n in names if n not in now]
+        if missing:
+            raise click.ClickException(f"{missing[0]!r} is not an added class of {str(bundle)!r} "
+                                       f"(added: {now}); see `stpr-classes list {bundle}`")
+        return [n for n in now if n not in names]
+
+    _update(path, manifest, drop)
     click.echo(f"removed {len(names)} class(es) from {str(path)!r}")
 
 

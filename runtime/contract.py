@@ -29,6 +29,8 @@ HEAD_CROPS = ("none", "corners")  # head rows per clip: its frames | also their 
 PRECISIONS = ("fp32", "fp16", "int8")  # the experts' variants (int8: CPU only)
 SUMS_DTYPES = ("float64", "float32")  # how a bundle stores the head's sums
 
+MAX_SEED = 2**32 - 1  # a run's seed: NumPy and SeedSequence take non-negative seeds; --seed and the config check it
+
 # ---- bundle files ---------------------------------------------------------------------
 MANIFEST_NAME = "manifest.json"
 # A manifest value ending so names a bundle file: it must be listed, with its sha256, under `files`
@@ -53,6 +55,9 @@ HEAD_SUBSPACE_FILE = "head_subspace.npy"  # (M + 1, r): G's top eigenvectors, th
 HEAD_GRAM_FILE = "head_gram.npy"  # G (M, M): the workstation's clip-weighted sum of h h^T
 HEAD_CROSS_FILE = "head_cross.npy"  # C (M, C): the workstation's clip-weighted sum of h y^T
 HEAD_ROWS_FILE = "head_learned_rows.npy"  # (N, M) float32: every clip learned on the device, grouped by class
+HEAD_ONLY_TOWER_FILE = "head_tower.onnx"  # a head-only bundle's image tower: the ONNX file its run read
+# What a head-only bundle (`head_only: true`, exported from a run without torch) has none of: StPR's parts.
+STPR_KEYS = ("experts", "backbone", "routing", "logit_scale", "text_embeddings", "anchors")
 
 
 def expert_file(k: int, precision: str = "fp32") -> str:

@@ -22,6 +22,11 @@ class OverlayError(BundleError):
     """An overlay file or an added name that cannot be used, with what to do."""
 
 
+class StaleOverlay(OverlayError):
+    """A sound overlay written for another bundle (a publish or a re-export since): stpr-run
+    skips it with a warning, stpr-classes refuses to edit it."""
+
+
 class LearnError(ValueError):
     """Input that `stpr-learn` refuses, in one line with what to do; nothing is written."""
 
@@ -65,5 +70,14 @@ class OutputError(Exception):
     """An output file that could not be written; the message names it and the cause."""
 
 
+class OutputBusy(OutputError):
+    """An output that another process is writing now (it holds the output's lock)."""
+
+
 class LockHeld(RuntimeError):
     """Another process holds the lock: it is writing the same target now."""
+
+
+class ServeError(Exception):
+    """`stpr-run --serve` cannot start: its libraries are missing, the address does not bind,
+    or the token is unusable. One line with the fix."""

@@ -11,6 +11,7 @@ EXIT_ERROR = 1  # refused or failed: bad input (run, bundle, data, source), miss
 EXIT_USAGE = 2  # bad command line: an option's value or combination (click's own code for usage errors)
 EXIT_STREAM = 3  # stpr-run only: the source failed mid-way, results so far kept
 EXIT_WRITE = 4  # an output could not be written (full disk, read-only, I/O error); nothing half-written kept
+EXIT_NOT_LEARNED = 5  # stpr-run --learn only: the run ended without learning its class (reason printed)
 EXIT_INTERRUPT = 128 + signal.SIGINT  # 130, Ctrl-C
 EXIT_SIGTERM = 128 + signal.SIGTERM  # 143, the shell's code for "ended by SIGTERM"
 
@@ -27,9 +28,9 @@ _COMMON = {
 
 def exit_codes_help(**specific: str) -> str:
     """The 'Exit codes' block of a command's --help: the shared meanings, with a
-    command's own wording by code name (`ok=`, `error=`, `stream=`, `interrupt=`, ...)."""
+    command's own wording by code name (`ok=`, `error=`, `stream=`, `learn=`, `interrupt=`, ...)."""
     names = {"ok": EXIT_OK, "error": EXIT_ERROR, "usage": EXIT_USAGE, "stream": EXIT_STREAM,
-             "write": EXIT_WRITE, "interrupt": EXIT_INTERRUPT, "sigterm": EXIT_SIGTERM}
+             "write": EXIT_WRITE, "learn": EXIT_NOT_LEARNED, "interrupt": EXIT_INTERRUPT, "sigterm": EXIT_SIGTERM}
     unknown = set(specific) - set(names)
     if unknown:
         raise ValueError(f"unknown exit code names {sorted(unknown)}; valid: {sorted(names)}")

@@ -16,6 +16,7 @@ from .analytic import PROJECTION_GENERATOR, projection_matrix, projection_sha256
 from .contract import HEAD_BALANCES, HEAD_CROPS, HEAD_MODES, HEAD_TOWERS
 from .errors import BundleError
 from .head_sums import check_sums_fields
+from .tower import POOL_RULES, TowerIO
 
 
 @dataclass
@@ -30,6 +31,7 @@ class Head:
     fuse_weight: float
     subspace: np.ndarray | None = None  # (M + 1, r) for the Mahalanobis unknown score (openset.head_leverage)
     tail_inverse: float | None = None
+    tower_io: TowerIO | None = None  # a tower from --tower: its tensor names and pooling (None: stpr's own)
 
     @property
     def needs_stpr(self) -> bool:
@@ -72,6 +74,11 @@ def check_head_fields(m: dict[str, Any], problems: list[str]) -> None:
         problems.append(f"head.balance is {h.get('balance')!r}: must be one of {', '.join(HEAD_BALANCES)}")
     if h.get("crops", "none") not in HEAD_CROPS:
         problems.append(f"head.crops is {h.get('crops')!r}: must be one of {', '.join(HEAD_CROPS)}")
+    io = h.get("tower_io")
+    if io is not None and not (isinstance(io, dict) and isinstance(io.get("input"), str) and io["input"] and
+                               isinstance(io.get("output"), str) and io["output"] and io.get("pool") in POOL_RULES):
+        problems.append(f"head.tower_io is {io!r}: must give the tower's input and output tensor names and its "
+                        f"pool ({', '.join(POOL_RULES)})")
     check_sums_fields(m, problems)
 
 
@@ -102,6 +109,9 @@ def load_head(path: Path, m: dict[str, Any], load_array: Any) -> Head | None:
             raise BundleError(f"bundle {str(path)!r} is inconsistent: unknown.subspace is {subspace.shape}, "
                               f"expected ({p['out_dim'] + 1}, rank); re-export it")
         tail_inverse = float(u["tail_inverse"])
+    io = h.get("tower_io")
     return Head(mode=h["mode"], tower=h["tower"], tower_file=h["tower_file"], tower_fp16=h.get("tower_fp16"),
                 projection=proj, weights=weights.astype(np.float32), tau=float(h["tau"]),
-                fuse_weight=float(h["fuse_weight"]), subspace=subspace, tail_inverse=tail_inverse)
+                fuse_weight=float(h["fuse_weight"]), subspace=subspace, tail_inverse=tail_inverse,
+                tower_io=None if io is None else TowerIO(input=io["input"], output=io["output"], pool=io["pool"],
+                                                         dim=int(D)))

@@ -21,6 +21,7 @@ import numpy as np
 from .atomic import atomic_write_json, make_temp_dir
 from .bundle import Bundle, _array, load_bundle
 from .bundle_dir import prepare_target, remove_stale_temp, swap_into_place
+from .class_names import bundle_length_problem, name_problem
 from .head_sums import LEARNED_EXPERT, HeadSums, load_sums, save_sums, sums_section
 from .learn_clips import LearnError
 from .manifest import MANIFEST_NAME, seal_manifest, sha256_file
@@ -79,8 +80,11 @@ def check_sums_match(b: Bundle, sums: HeadSums) -> float:
     return gap
 
 
-def check_request(classes: list[str], adds: dict[str, np.ndarray], removes: list[str], min_clips: int) -> None:
-    """Names and clip counts, before anything runs: one `LearnError` for the first problem."""
+def check_request(classes: list[str], adds: dict[str, np.ndarray], removes: list[str], min_clips: int, *,
+                  bundle: Bundle | None = None) -> None:
+    """Names and clip counts, before anything runs: one `LearnError` for the first problem.
+    New names follow `stpr-classes`' rule (`class_names`), their prompts' length too when
+    `bundle` (with a text tower) is given."""
     exact = {clean_class_name(c): c for c in classes}
     for name in removes:
         if name not in classes:
@@ -89,9 +93,9 @@ def check_request(classes: list[str], adds: dict[str, np.ndarray], removes: list
         raise LearnError("--remove would leave the bundle with no class; keep at least one")
     seen: dict[str, str] = {}
     for name in adds:  # every name first: a duplicate is named as such, not as a short class
+        if name not in classes and (problem := name_problem(name)) is not None:  # stpr-classes' rule
+            raise LearnError(problem)
         words = clean_class_name(name)
-        if not words:
-            raise LearnError(f"class name {name!r} is empty; give the action in words, e.g. \"wave hello\"")
         if words in seen:
             raise LearnError(f"class names {seen[words]!r} and {name!r} are the same class once cleaned "
                              f"({words!r}); give each class once")
@@ -101,6 +105,9 @@ def check_request(classes: list[str], adds: dict[str, np.ndarray], removes: list
         if words in exact and exact[words] != name:
             raise LearnError(f"class name {name!r} is the bundle's {exact[words]!r} once cleaned; use {exact[words]!r} "
                              "to add examples to it, or choose another name")
+    if bundle is not None and (problem := bundle_length_problem(
+            bundle.path, bundle.manifest.get("text"), [n for n in adds if n not in classes])) is not None:
+        raise LearnError(problem)
     for name, rows in adds.items():
         if len(rows) == 0:
             raise LearnError(f"class {name!r} has no clips; pass its clips after --add, or a folder in --data")
@@ -172,7 +179,7 @@ def learn(bundle: Path, out: Path, adds: dict[str, np.ndarray], removes: list[st
     t0 = time.perf_counter()
     b, sums = loaded or head_bundle(bundle)
     classes = list(b.classes)
-    check_request(classes, adds, removes, min_clips)
+    check_request(classes, adds, removes, min_clips, bundle=b)
     out = Path(out)
     if out.resolve() == b.path.resolve():
         raise LearnError(f"--out {str(out)!r} is the bundle itself; a bundle is never edited in place, "
@@ -186,11 +193,13 @@ def learn(bundle: Path, out: Path, adds: dict[str, np.ndarray], removes: list[st
         c = classes.index(name)
         sums.remove_class(c)
         del classes[c], c2e[c]
-        text, anchors = np.delete(text, c, 0), np.delete(anchors, c, 0)
+        if text is not None:  # a head-only bundle has no StPR arrays
+            text, anchors = np.delete(text, c, 0), np.delete(anchors, c, 0)
         report.removed.append(name)
     new = [n for n in adds if n not in classes]
-    text = np.concatenate([text, _text_rows(b, new)])
-    anchors = np.concatenate([anchors, np.zeros((len(new), b.dim), np.float32)])
+    if text is not None:
+        text = np.concatenate([text, _text_rows(b, new)])
+        anchors = np.concatenate([anchors, np.zeros((len(new), b.dim), np.float32)])
     for name, rows in adds.items():
         if name not in classes:
             classes.append(name)
@@ -208,11 +217,11 @@ def learn(bundle: Path, out: Path, adds: dict[str, np.ndarray], removes: list[st
     return report
 
 
-def _write(b: Bundle, out: Path, sums: HeadSums, weights: np.ndarray, text: np.ndarray, anchors: np.ndarray,
-           classes: list[str], c2e: list[int], report: LearnReport, learned_parity: dict[str, Any],
-           lineage: dict[str, Any]) -> None:
+def _write(b: Bundle, out: Path, sums: HeadSums, weights: np.ndarray, text: np.ndarray | None,
+           anchors: np.ndarray | None, classes: list[str], c2e: list[int], report: LearnReport,
+           learned_parity: dict[str, Any], lineage: dict[str, Any]) -> None:
     m0 = b.manifest
-    own = {m0["head"]["weights"], m0["text_embeddings"], m0["anchors"], "parity.json",
+    own = {m0["head"]["weights"], *(m0[k] for k in ("text_embeddings", "anchors") if k in m0), "parity.json",
            *(v for k, v in m0["head"].get("sums", {}).items() if k in ("gram", "cross")),
            *([m0["head"]["learned"]["rows"]] if "learned" in m0["head"] else []),
            *([m0["unknown"]["subspace"]] if "subspace" in (m0.get("unknown") or {}) else [])}
@@ -225,8 +234,9 @@ def _write(b: Bundle, out: Path, sums: HeadSums, weights: np.ndarray, text: np.n
             if name not in own:
                 _link_or_copy(b.path / name, tmp / name)
         np.save(tmp / m0["head"]["weights"], weights, allow_pickle=False)
-        np.save(tmp / m0["text_embeddings"], text.astype(np.float32), allow_pickle=False)
-        np.save(tmp / m0["anchors"], anchors.astype(np.float32), allow_pickle=False)
+        if text is not None:
+            np.save(tmp / m0["text_embeddings"], text.astype(np.float32), allow_pickle=False)
+            np.save(tmp / m0["anchors"], anchors.astype(np.float32), allow_pickle=False)
         save_sums(tmp, sums)
         subspace = "subspace" in (m0.get("unknown") or {})
         if subspace:  # the open-set score's G, now with the learned clips in it

@@ -19,13 +19,13 @@ from pathlib import Path
 import click
 import numpy as np
 
-from .atomic import LockHeld, exclusive, write_error_line
+from .atomic import LockHeld, as_write_error, exclusive, write_error_line
 from .bundle import Bundle
 from .errors import BundleError
 from .exits import EXIT_INTERRUPT, EXIT_SIGTERM, EXIT_WRITE, click_error, exit_codes_help
 from .frame_folder import IMAGE_EXTS
 from .learn import MIN_CLIPS, check_request, head_bundle, learn
-from .learn_clips import CROPS, LearnError, rows_of_clips
+from .learn_clips import CROPS, LearnError, distinct_clips, rows_of_clips
 from .learn_merge import merge, write_delta
 from .publish import publish
 from .recognizer import Recognizer
@@ -112,13 +112,13 @@ def main(bundle_dir: Path, out: Path, add: str | None, clips: tuple[Path, ...], 
             if merging or delta:
                 _merge_or_delta(bundle_dir, out, clips, merging, delta, add, data, remove, force, publish_link)
                 return
-            wanted = _requested(add, clips, data)
+            wanted = _distinct(_requested(add, clips, data))
             if not wanted and not remove:
                 raise click.UsageError("nothing to do: give --add NAME CLIPS..., --data DIR or --remove NAME")
             loaded = head_bundle(bundle_dir)
             # names and clip counts before the tower runs: a refusal comes in a second, not after it
             check_request(loaded[0].classes, {n: np.zeros((len(p), 0)) for n, p in wanted.items()}, list(remove),
-                          min_clips)
+                          min_clips, bundle=loaded[0])
             crops = crops or loaded[0].manifest["head"].get("crops", "none")
             adds = _rows(loaded[0], wanted, backend, device, fp16, views, crops)
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -132,7 +132,11 @@ def main(bundle_dir: Path, out: Path, add: str | None, clips: tuple[Path, ...], 
             raise click.ClickException(f"another stpr-learn or stpr-export is writing {str(out)!r} now; wait for "
                                        "it or choose another --out") from None
         except OSError as e:
-            raise click_error(write_error_line(e, detail=" (nothing was written; the old bundle is untouched)"),
+            # a write into the new bundle names the bundle: a file copied into it fails with the
+            # source's name (shutil), and its temp folder's name means nothing to the user
+            into = as_write_error(e, out.parent)
+            raise click_error(write_error_line(into or e, f"the bundle {str(out)!r}" if into else None,
+                                               " (nothing was written; the old bundle is untouched)"),
                               EXIT_WRITE) from None
         except KeyboardInterrupt as e:
             click.echo("\nstopped: nothing written, the old bundle is untouched", err=True)
@@ -176,6 +180,19 @@ def _merge_or_delta(bundle_dir: Path, out: Path, paths: tuple[Path, ...], mergin
     pooled = ", ".join(f"{n} ({k} clips)" for n, k in report.added.items())
     click.echo(f"wrote {str(out)!r}: {len(paths)} bundles merged, {len(report.classes)} classes (+{pooled}"
                f"{''.join(f', -{n}' for n in report.removed)}) in {time.perf_counter() - t0:.1f} s", err=True)
+
+
+def _distinct(wanted: dict[str, list[Path]]) -> dict[str, list[Path]]:
+    """Each class's clips with repeats left out (the same content under any path counts once,
+    as one example: counted twice it would weigh double and pass --min-clips on its own), and
+    one line per class that had any."""
+    out = {}
+    for name, paths in wanted.items():
+        out[name] = distinct_clips(paths)
+        if len(out[name]) < len(paths):
+            click.echo(f"{name!r}: {len(paths)} clips given, {len(out[name])} distinct; a clip given more than once "
+                       "(same content, any path) counts once", err=True)
+    return out
 
 
 def _rows(b: Bundle, wanted: dict[str, list[Path]], backend: str, device: str, fp16: bool, views: int = 1,

@@ -9,6 +9,7 @@ of crops of its frames (`CROPS`): more rows per clip, measured in docs/learn.md.
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -111,3 +112,31 @@ def rows_of_clips(rec: Recognizer, paths: Sequence[Path], progress: Callable[[in
         if progress is not None:
             progress(i + 1, len(clips))
     return np.concatenate(rows) if rows else np.zeros((0, rec.head.projection.shape[1]), np.float32)
+
+
+def clip_identity(path: Path) -> str:
+    """What makes two clips the same clip: the sha256 of a video file's bytes, or of a frame
+    folder's frame files in order. A copy, a link or the same path given twice is one clip;
+    a path that is not there is its own identity (`read_clip` refuses it with the cause)."""
+    path = Path(path)
+    files = frame_files(path) if path.is_dir() else [path] if path.is_file() else []
+    if not files:
+        return f"missing:{path}"
+    h = hashlib.sha256()
+    for f in files:
+        with open(f, "rb") as fh:
+            while block := fh.read(1 << 20):
+                h.update(block)
+        h.update(b"\0" if path.is_dir() else b"")  # frame boundaries: two frames are not their concatenation
+    return h.hexdigest()
+
+
+def distinct_clips(paths: Sequence[Path]) -> list[Path]:
+    """`paths` with every clip after its first copy left out (by `clip_identity`), in order."""
+    seen: set[str] = set()
+    out = []
+    for p in paths:
+        if (key := clip_identity(p)) not in seen:
+            seen.add(key)
+            out.append(p)
+    return out

@@ -21,7 +21,7 @@ import numpy as np
 
 from .bundle import Bundle
 from .bundle_dir import prepare_target
-from .learn import MIN_CLIPS, check_learnable, learn
+from .learn import MIN_CLIPS, check_learnable, check_request, learn
 from .learn_clips import window_rows
 from .publish import publish
 from .recognizer import Recognizer
@@ -59,7 +59,7 @@ class LiveLearner:
         """The key: start recording now (a second press does nothing)."""
         if self.state == WAITING:
             self.state = RECORDING
-            log.warning("recording %d windows of %r", self.windows, self.name)
+            log.info("recording %d windows of %r", self.windows, self.name)
 
     def on_step(self, rec: Recognizer, window: np.ndarray, index: int) -> None:
         """One full ring `(T, feature_dim)` at source frame `index`; records it when due."""
@@ -85,7 +85,7 @@ class LiveLearner:
             learn(bundle, self.out, {self.name: np.concatenate(self.rows)}, [], min_clips=self.min_clips)
             self.deliver(self.out)
             self.state = DONE
-            log.warning("learned %r from %d windows: %s", self.name, self.windows, self.out)
+            log.info("learned %r from %d windows: %s", self.name, self.windows, self.out)
         except Exception as e:  # the stream goes on with the old bundle whatever failed
             self.state, self.reason = FAILED, str(e) or type(e).__name__
             log.warning("could not learn %r: %s; the old bundle keeps serving", self.name, self.reason)
@@ -94,6 +94,19 @@ class LiveLearner:
         """Let a learning in progress finish (at the end of the stream)."""
         if self._thread is not None:
             self._thread.join(timeout)
+
+    def unfinished(self) -> str:
+        """Why the class was not learned, in one line ("" once it was): for a run that ended first."""
+        if self.state == DONE:
+            return ""
+        if self.state == FAILED:
+            return f"--learn {self.name!r}: could not learn it: {self.reason}; nothing learned, the old bundle serves"
+        if self.state == LEARNING:
+            return f"--learn {self.name!r}: learning did not finish before the run ended; nothing learned"
+        got = "before recording started" if self.state == WAITING else \
+            f"after {len(self.rows)} of the {self.windows} windows"
+        return (f"--learn {self.name!r}: the source ended {got}: nothing learned; give a longer video, fewer "
+                "--learn-windows or a smaller --learn-after")
 
     def status(self) -> dict:
         """What the overlay and the events show."""
@@ -125,6 +138,8 @@ def make_learner(bundle: Bundle, bundle_dir: Path, watcher: "BundleWatcher", opt
     if opts.windows < MIN_CLIPS:
         raise click.UsageError(f"--learn-windows {opts.windows}: a new class needs at least {MIN_CLIPS} examples")
     check_learnable(bundle)
+    # stpr-learn's own check of the name (empty, another spelling of a class): refused now, not after recording
+    check_request(bundle.classes, {opts.name: np.zeros((opts.windows, 0))}, [], MIN_CLIPS)
     out = opts.out or bundle.path.parent / f"{bundle.path.name}-learned-{time.strftime('%Y%m%d-%H%M%S')}"
     prepare_target(out, force=False)
     if watch and bundle_dir.is_symlink():  # the link is switched, so a restart serves the new bundle too

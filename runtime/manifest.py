@@ -12,9 +12,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .contract import MANIFEST_NAME
+from .contract import MANIFEST_NAME, STPR_KEYS
 from .errors import BundleError  # noqa: F401 (also imported from here)
-from .manifest_fields import check_fields
+from .manifest_fields import STPR_FILE_KEYS, check_fields, needs_stpr_files
 
 SCHEMA_VERSION = 1
 REQUIRED_KEYS = (
@@ -63,7 +63,10 @@ def read_manifest(bundle: str | Path, check_hash: bool = True) -> dict[str, Any]
             f"bundle schema {manifest['schema_version']} but this stpr reads {SCHEMA_VERSION}; "
             "re-export the bundle with a matching stpr-export"
         )
-    missing = [k for k in REQUIRED_KEYS if k not in manifest and (check_hash or k != MANIFEST_HASH_KEY)]
+    head_only = manifest.get("head_only") is True  # the analytic head on its own tower: no StPR parts
+    optional = ((MANIFEST_HASH_KEY,) if not check_hash else ()) + \
+        (STPR_KEYS if head_only else STPR_FILE_KEYS if not needs_stpr_files(manifest) else ())
+    missing = [k for k in REQUIRED_KEYS if k not in manifest and k not in optional]
     if missing:
         raise BundleError(f"{str(path)!r} lacks {', '.join(missing)}; re-export the bundle with this stpr")
     if check_hash and manifest[MANIFEST_HASH_KEY] != manifest_digest(manifest):

@@ -10,13 +10,27 @@ import math
 from pathlib import PurePosixPath
 from typing import Any
 
-from .contract import BUNDLE_FILE_SUFFIXES, BUNDLE_ROUTING_MODES, NOT_BUNDLE_FIELDS
+from .contract import BUNDLE_FILE_SUFFIXES, BUNDLE_ROUTING_MODES, HEAD_MODES, NOT_BUNDLE_FIELDS, STPR_KEYS
 from .errors import BundleError
 from .head_bundle import check_head_fields
 from .head_sums import LEARNED_EXPERT
 from .openset import COMBINED, COMBINED_PARTS, HEAD_COMBINED, HEAD_COMBINED_PARTS, HEAD_SCORE_NAMES, SCORE_NAMES
 
 _MISSING = object()
+STPR_FILE_KEYS = ("backbone", "experts")  # StPR's files: a head-alone bundle ships them only on request
+
+
+def head_alone(m: dict[str, Any]) -> bool:
+    """Whether only the analytic head serves the bundle's classes (no StPR file runs)."""
+    head = m.get("head")
+    return isinstance(head, dict) and head.get("mode") == "alone"
+
+
+def needs_stpr_files(m: dict[str, Any]) -> bool:
+    """Whether the manifest must name StPR's backbone and experts: without a head, or with a
+    head mode that runs them (an unknown mode is reported as such, not as missing files)."""
+    head = m.get("head")
+    return not isinstance(head, dict) or (head.get("mode") in HEAD_MODES and head.get("mode") != "alone")
 
 
 def _get(m: dict[str, Any], field: str) -> Any:
@@ -75,7 +89,7 @@ def _channels(m: dict[str, Any], field: str, positive: bool, problems: list[str]
 
 def _classes(m: dict[str, Any], C: int | None, K: int | None, problems: list[str]) -> None:
     names, c2e = m.get("classes"), m.get("class_to_expert")
-    alone = isinstance(m.get("head"), dict) and m["head"].get("mode") == "alone"  # only the head serves
+    alone = head_alone(m)  # only the head serves
     if not isinstance(names, list) or not all(isinstance(c, str) and c for c in names):
         problems.append("classes must be a list of non-empty class names")
     elif C is not None and len(names) != C:
@@ -92,9 +106,12 @@ def _classes(m: dict[str, Any], C: int | None, K: int | None, problems: list[str
 
 
 def _model_files(m: dict[str, Any], K: int | None, problems: list[str]) -> None:
-    for key in ("backbone", "text_embeddings", "anchors") + (("backbone_fp16",) if "backbone_fp16" in m else ()):
+    # a head-alone bundle ships StPR's backbone and experts only when exported with --stpr-files
+    stpr = needs_stpr_files(m) or any(k in m for k in STPR_FILE_KEYS)
+    for key in ("text_embeddings", "anchors") + (("backbone",) if stpr else ()) + \
+            (("backbone_fp16",) if "backbone_fp16" in m else ()):
         _file_name(m, key, m.get(key), problems)
-    for key in ("experts",) + (("experts_fp16",) if "experts_fp16" in m else ()):
+    for key in (("experts",) if stpr else ()) + (("experts_fp16",) if "experts_fp16" in m else ()):
         names = m.get(key)
         if not isinstance(names, list):
             problems.append(f"{key} must be a list of file names, one per expert")
@@ -187,16 +204,16 @@ def check_fields(m: dict[str, Any]) -> None:
         problems.append(f"preprocess.frames is {frames} but dims.T is {T}")
     _channels(m, "preprocess.mean", False, problems)
     _channels(m, "preprocess.std", True, problems)
-    mode = _get(m, "routing.mode")
-    if mode not in BUNDLE_ROUTING_MODES:
-        problems.append(f"routing.mode is {None if mode is _MISSING else mode!r}: "
-                        f"must be one of {', '.join(BUNDLE_ROUTING_MODES)}")
-    _positive(m, "routing.tau", problems)
-    if mode == "td":  # the calibrated router's per-expert statistics
-        _file_name(m, "td_calibration", m.get("td_calibration"), problems)
-    _positive(m, "logit_scale", problems)
-    _classes(m, C, K, problems)
-    _model_files(m, K, problems)
+    head_only = m.get("head_only", False)
+    if head_only not in (True, False):
+        problems.append(f"head_only is {head_only!r}: must be true or false")
+    elif head_only and _get(m, "head.mode") != "alone":
+        problems.append(f"head_only is true but head.mode is {_get(m, 'head.mode')!r}: a bundle without StPR's "
+                        "parts serves the head alone")
+    if head_only is True:
+        _stpr_free(m, C, K, problems)
+    else:
+        _stpr(m, C, K, problems)
     _unknown(m, problems)
     if "text" in m:
         _text(m, problems)
@@ -207,3 +224,27 @@ def check_fields(m: dict[str, Any]) -> None:
     if problems:
         raise BundleError("the bundle's manifest.json is invalid: " + "; ".join(problems) +
                           "; re-export the bundle with stpr-export")
+
+
+def _stpr_free(m: dict[str, Any], C: int | None, K: int | None, problems: list[str]) -> None:
+    """A head-only bundle: classes and their tasks, and none of StPR's parts."""
+    _classes(m, C, K, problems)
+    if "head" not in m:
+        problems.append("head_only is true but the manifest has no head")
+    extra = [k for k in STPR_KEYS if k in m]
+    if extra:
+        problems.append(f"head_only is true but the manifest has StPR's {', '.join(extra)}")
+
+
+def _stpr(m: dict[str, Any], C: int | None, K: int | None, problems: list[str]) -> None:
+    """StPR's parts: routing, the logit scale, classes and their experts, the model files."""
+    mode = _get(m, "routing.mode")
+    if mode not in BUNDLE_ROUTING_MODES:
+        problems.append(f"routing.mode is {None if mode is _MISSING else mode!r}: "
+                        f"must be one of {', '.join(BUNDLE_ROUTING_MODES)}")
+    _positive(m, "routing.tau", problems)
+    if mode == "td":  # the calibrated router's per-expert statistics
+        _file_name(m, "td_calibration", m.get("td_calibration"), problems)
+    _positive(m, "logit_scale", problems)
+    _classes(m, C, K, problems)
+    _model_files(m, K, problems)

@@ -16,6 +16,7 @@ from .experts import ExpertsRunner, expert_files
 from .openset import check_threshold, head_unknown_scores, unknown_score
 from .router import classify, softmax
 from .text import text_section
+from .tower import TowerIO, pool_features
 from .zero_shot import ZeroShot, zero_shot_logits
 
 
@@ -85,11 +86,17 @@ class Recognizer:
         # for classes added by name, the frozen tower. Streaming keeps one ring of them.
         self.towers: list[str] = []  # ONNX files, in window order
         self.block: dict[str, int] = {}  # role (stpr, head, frozen) -> its block in the window
+        self.tower_io: dict[str, TowerIO] = {}  # a tower from --tower: its tensor names and pooling
         if self.stpr:
             self._use("stpr", bundle.model_files(fp16)[0])
         if self.head is not None:
             h = self.head
             self._use("head", h.tower_fp16 if fp16 and h.tower_fp16 else h.tower_file)
+            if h.tower_io is not None:
+                if backend != "ort":
+                    raise ValueError(f"--backend {backend}: bundle {str(bundle.path)!r} serves its head on a tower "
+                                     "brought with --tower, which runs on onnxruntime; use --backend ort")
+                self.tower_io[h.tower_file] = h.tower_io
         if zero_shot is not None:
             text = text_section(bundle.manifest, bundle.path)
             self._use("frozen", text["image_tower_fp16" if fp16 else "image_tower"])
@@ -151,7 +158,9 @@ class Recognizer:
             if session is None:
                 continue
             got_in = list(session.get_inputs()[0].shape[1:])
-            got_out = session.get_outputs()[0].shape[-1]
+            io = self.tower_io.get(runner.path.name)
+            out_shape = session.get_outputs()[0].shape
+            got_out = out_shape[1] if io is not None and io.pool == "mean-spatial" else out_shape[-1]
             bad_in = any(isinstance(g, int) and g != w for g, w in zip(got_in, want))
             if bad_in or (isinstance(got_out, int) and got_out != b.dim):
                 raise BundleError(f"{runner.path.name!r} takes {got_in} and gives {got_out} features, but the "
@@ -169,8 +178,14 @@ class Recognizer:
     def frame_features(self, frames: np.ndarray) -> np.ndarray:
         """`(N, 3, H, W)` preprocessed frames -> `(N, feature_dim)`: each tower's features, in
         window order (`window_block` picks one out)."""
-        feats = [r.infer({TOWER_INPUT: frames})[TOWER_OUTPUT] for r in self.tower_runners]
+        feats = [self._tower_features(r, f, frames) for r, f in zip(self.tower_runners, self.towers)]
         return feats[0] if len(feats) == 1 else np.concatenate(feats, axis=-1)
+
+    def _tower_features(self, runner: Any, file: str, frames: np.ndarray) -> np.ndarray:
+        io = self.tower_io.get(file)
+        if io is None:  # stpr's own towers: fixed tensor names, (N, D) out
+            return runner.infer({TOWER_INPUT: frames})[TOWER_OUTPUT]
+        return pool_features(runner.infer({io.input: frames})[io.output], io.pool)
 
     def classify(self, window: np.ndarray, topk: int | None = None) -> dict[str, Any]:
         """`(B, T, feature_dim)` frame features -> probabilities `(B, C + Z)`, weights `(B, K)`

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
-from typing import Iterator
+from typing import Any, Iterator
 
-from .exits import EXIT_SIGTERM
+import click
 
-__all__ = ["EXIT_SIGTERM", "Terminated", "sigterm_as_interrupt"]
+from .exits import EXIT_INTERRUPT, EXIT_SIGTERM
+
+__all__ = ["EXIT_SIGTERM", "InterruptibleCommand", "Terminated", "sigterm_as_interrupt"]
 
 
 class Terminated(KeyboardInterrupt):
@@ -39,3 +42,30 @@ def sigterm_as_interrupt(sigint: bool = False) -> Iterator[None]:
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+class InterruptibleCommand(click.Command):
+    """A click command whose Ctrl-C exits 130 (SIGTERM as `Terminated`: 143) with one line
+    whenever it comes, also before the command's own handler is in place (while an option's
+    check or the command imports torch): click's default is "Aborted!" and exit 1, which a
+    script reads as a failure."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+                     **extra: Any) -> click.Context:
+        with _interrupt_exits(info_name or self.name):
+            return super().make_context(info_name, args, parent, **extra)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with _interrupt_exits(ctx.info_name or self.name):
+            return super().invoke(ctx)
+
+
+@contextlib.contextmanager
+def _interrupt_exits(name: str | None) -> Iterator[None]:
+    try:
+        yield
+    except KeyboardInterrupt as e:
+        terminated = isinstance(e, Terminated)
+        click.echo(f"\n{name}: {'terminated (SIGTERM)' if terminated else 'interrupted'}; nothing was written",
+                   err=True)
+        sys.exit(EXIT_SIGTERM if terminated else EXIT_INTERRUPT)

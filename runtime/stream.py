@@ -121,6 +121,8 @@ class LatestFrame(threading.Thread):
         self.frame: np.ndarray | None = None
         self.index = -1
         self.taken = -1
+        self.read_at = 0.0  # time.monotonic() when the newest frame was read
+        self.taken_at = 0.0  # read time of the frame `get` handed out last (the web app's lag)
         self.dropped = 0
         self.ended = False
         self._stop_asked = threading.Event()
@@ -134,7 +136,7 @@ class LatestFrame(threading.Thread):
                         return  # the end of the stream (or a read timed out): `finally` says so
                     if self.frame is not None and self.taken < self.index:
                         self.dropped += 1
-                    self.frame, self.index = frame, self.index + 1
+                    self.frame, self.index, self.read_at = frame, self.index + 1, time.monotonic()
                     self.cond.notify_all()
         finally:
             self.cap.release()
@@ -154,7 +156,7 @@ class LatestFrame(threading.Thread):
                 self.cond.wait(left)
             if self.taken >= self.index:
                 return None
-            self.taken = self.index
+            self.taken, self.taken_at = self.index, self.read_at
             return self.index, self.frame
 
     def stop(self, wait: float) -> bool:

@@ -23,8 +23,9 @@ def text_section(manifest: dict[str, Any], bundle: str | Path) -> dict[str, Any]
     """The manifest's `text` section, or the error an older bundle gets."""
     text = manifest.get("text")
     if not isinstance(text, dict):
-        raise BundleError(f"bundle {str(bundle)!r} has no text tower (exported before stpr could add classes by "
-                          "name); re-export it with this stpr-export to add classes by name")
+        raise BundleError(f"bundle {str(bundle)!r} has no text tower (exported with --no-text, or by an stpr-export "
+                          "older than adding classes by name); export it again without --no-text to add classes by "
+                          "name")
     return text
 
 
@@ -49,13 +50,6 @@ class TextEncoder:
     def embed_prompts(self, prompts: Sequence[str]) -> np.ndarray:
         """`(N, D)` float32 unit embeddings, one per prompt (what the tower computes per template)."""
         return self.runner.infer({TEXT_INPUT: self.tokenizer(list(prompts))})[TEXT_OUTPUT].astype(np.float32)
-
-    def prompt_tokens(self, name: str) -> int:
-        """The longest of the name's prompts in tokens (start and end included): past the
-        tower's context length the prompt is cut, and names that differ only after the cut
-        would be the same class."""
-        words = clean_class_name(name)
-        return max(len(self.tokenizer.encode(t.format(words))) + 2 for t in self.templates)
 
     def embed_names(self, names: Sequence[str]) -> np.ndarray:
         """`(C, D)` class embeddings: each template filled with the cleaned name, averaged, unit."""

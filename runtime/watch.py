@@ -63,7 +63,7 @@ def verify_recognizer(rec: Recognizer) -> None:
     if feats.shape != (1, rec.feature_dim):
         raise ValueError(f"the backbone gives features {feats.shape}, the manifest says (1, {rec.feature_dim})")
     out = rec.classify(np.zeros((1, b.frames, rec.feature_dim), np.float32))
-    K, C = len(b.manifest["experts"]), len(rec.names)
+    K, C = int(b.manifest["dims"]["K"]), len(rec.names)  # a head-only bundle has tasks but no expert files
     if out["weights"].shape != (1, K) or out["probs"].shape != (1, C):
         raise ValueError(f"the experts give routing weights {out['weights'].shape} and scores {out['probs'].shape}, "
                          f"the manifest says (1, {K}) and (1, {C})")
@@ -110,10 +110,13 @@ class BundleWatcher(threading.Thread):
             return Offer(str(folder), reason=f"smoke inference failed: {e}")
         return Offer(str(folder), rec)
 
-    def offer_folder(self, folder: Path) -> None:
+    def offer_folder(self, folder: Path) -> str:
         """Load, verify and offer the bundle in `folder` now, from any thread: how the bundle
-        that `stpr-run --learn` wrote reaches the stream when no link is watched."""
-        self._offer(self._load(Path(folder)))
+        that `stpr-run --learn` wrote reaches the stream when no link is watched. Returns
+        the refusal's reason ("" when a ready bundle was offered)."""
+        offer = self._load(Path(folder))
+        self._offer(offer)
+        return offer.reason
 
     def _offer(self, offer: Offer) -> None:
         with self._lock:
@@ -164,8 +167,8 @@ class BundleWatcher(threading.Thread):
             b = new.bundle
             rec, self.serving_bundle, self._swapped_in, swapped = new, b, new, new
             old.__exit__(None, None, None)  # the first one is also closed by the CLI's `with`: exits are idempotent
-            log.warning("swapped to bundle %s (%d experts, %d classes)", b.path, len(b.manifest["experts"]),
-                        len(b.classes))
+            experts = len(b.manifest.get("experts", ()))  # none in a head-only or head-alone bundle
+            log.info("swapped to bundle %s (%d experts, %d classes)", b.path, experts, len(b.classes))
             write({"event": "swap", "frame": index, "time": t, "bundle": str(b.path), "previous": str(old.bundle.path),
-                   "experts": len(b.manifest["experts"]), "classes": len(b.classes)})
+                   "experts": experts, "classes": len(b.classes)})
         return swapped

@@ -15,15 +15,18 @@ scripts/zero_shot_demo.py measures this rule against the raw cosines.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .bundle import Bundle
-from .class_overlay import default_overlay_path, read_overlay
+from .class_overlay import StaleOverlay, default_overlay_path, read_overlay
 from .router import normalize
 from .text import TextEncoder, text_section
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -44,11 +47,18 @@ def zero_shot_logits(g: np.ndarray, trained_text: np.ndarray, added_text: np.nda
 
 def load_zero_shot(bundle: Bundle, overlay: str | Path | None) -> ZeroShot | None:
     """The overlay's classes embedded with the bundle's text tower. `overlay=None` takes
-    `<bundle>.classes.json` if it exists (and nothing otherwise)."""
+    `<bundle>.classes.json` if it exists (and nothing otherwise). An overlay written for
+    another bundle (a publish or re-export since) is skipped with one warning: the bundle
+    serves without added names rather than not at all."""
     path = Path(overlay) if overlay is not None else default_overlay_path(bundle.path)
     if overlay is None and not path.is_file():
         return None
-    names = read_overlay(path, bundle.manifest)
+    try:
+        names = read_overlay(path, bundle.manifest)
+    except StaleOverlay as e:
+        log.warning("%s: skipped, so %s serves without classes added by name; add them to it with "
+                    "`stpr-classes add %s NAME`", e, bundle.path, bundle.path)
+        return None
     if not names:
         return None
     with TextEncoder(bundle.path, text_section(bundle.manifest, bundle.path)) as enc:

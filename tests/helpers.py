@@ -209,3 +209,10 @@ def resealed_copy(src: Path, dst: Path, edit) -> Path:
     (dst / "manifest.json").write_text(json.dumps(seal_manifest(m)))
     return dst
 
+
+def predictions(path: Path) -> list[dict]:
+    """The prediction lines of a stpr-run jsonl: each run also appends a `start` event, and
+    --watch adds swap and refusal events; those carry an `event` key."""
+    import json
+
+    return [e for e in map(json.loads, path.read_text().splitlines()) if "event" not in e]

@@ -3,6 +3,7 @@ never a traceback or NaN scores; also when whoever damaged it updated the hashes
 import json
 import shutil
 
+import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -95,5 +96,8 @@ def test_manifest_whose_frames_disagree_with_the_graphs_is_refused_in_one_line(d
     b = load_bundle(bad)  # the fields agree with each other
     with pytest.raises(BundleError, match=r"manifest says \[4, 64\].*re-export"):
         Recognizer(b).__enter__()
-    res = CliRunner().invoke(run_cli.main, ["--bundle", str(bad), "--frames", str(tmp_path), "--headless"])
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    cv2.imwrite(str(frames / "0.png"), np.zeros((64, 64, 3), np.uint8))
+    res = CliRunner().invoke(run_cli.main, ["--bundle", str(bad), "--frames", str(frames), "--headless"])
     assert res.exit_code == 1 and "does not match its graphs" in res.output and "Traceback" not in res.output

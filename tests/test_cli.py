@@ -42,7 +42,8 @@ def test_cli_run_prints_table_and_writes_log(tmp_path):
         (["--model", "ViT-Q-99"], "unknown model 'ViT-Q-99'"),
         (["--dataset", "ucf101"], "--dataset ucf101 needs --data-root"),
         (["--split", "4"], "4 is not in the range 1<=x<=3"),
-        (["--batch-size", "0"], "optim.batch_size=0 (must be >= 1)"),
+        (["--batch-size", "0"], "'--batch-size': 0 is not in the range x>=1"),  # a usage error, as --epochs 0
+        (["--set", "optim.batch_size=0"], "optim.batch_size=0 (must be >= 1)"),
         (["--set", "optim.lr=-1"], "optim.lr=-1.0 (must be > 0)"),
         (["--set", "data.num_frames=0"], "data.num_frames=0 (must be >= 1)"),
         (["--set", "method.tau=0"], "method.tau=0.0 (must be > 0)"),
@@ -111,7 +112,7 @@ def test_missing_extra_is_one_line_naming_it(tmp_path, command, blocked, extra):
     code = (f"import sys; sys.modules[{blocked!r}] = None\n"  # as on an install without the extra
             f"from {command} import main\n"
             f"main([{str(tmp_path / 'run')!r}, '--out', {str(tmp_path / 'b')!r}] if 'export' in {command!r} "
-            f"else ['--out', {str(tmp_path / 'run')!r}])\n")
+            f"else ['--out', {str(tmp_path / 'run')!r}, '--head', 'none'])\n")  # the head alone needs no torch
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 1 and "Traceback" not in res.stderr
     assert f"needs the [{extra}] install extra (Python module {blocked!r} is missing)" in res.stderr

@@ -74,3 +74,38 @@ def test_routing_bars_carry_their_expert_index():
     # The bar heights follow the weights: expert 1 (0.7) stands taller than expert 0 (0.1).
     bars = (np.abs(out.astype(int) - weights_only).sum(axis=2) > 0)[:, :60].sum(axis=0)
     assert bars.max() > 0 and bars[22:30].max() > bars[8:16].max()
+
+
+@pytest.mark.parametrize("event", [EVENT, {**EVENT, "top": [["triangle_moving_right", 0.5]], "unknown": True},
+                                   {"top": [["circle_moving_right", 0.9]]}, None])
+def test_on_a_thumbnail_stream_the_label_alone_fits_inside_the_frame(event):
+    grey = np.full((64, 64, 3), 128, np.uint8)
+    out = draw_overlay(grey, event, 25.0)
+    drawn = (out != grey).any(axis=2)
+    rows = np.flatnonzero(drawn.any(axis=1))
+    assert rows.size and rows.max() < 24  # one caption line at the top: no fps line, no bars over the scene
+    bar = out[:rows.max() + 1]
+    text = bar.astype(int).sum(axis=2) > 40  # strokes, lighter than the dark bar behind them
+    assert (bar[~text] < 60).all()  # the line is a dark bar behind its text, not loose strokes on the scene
+    assert text.any() and not text[:, -3:].any()  # the text ends inside the frame: nothing cut at the edge
+
+
+def test_text_too_wide_for_a_frame_is_scaled_then_cut():
+    out = draw_overlay(np.full((240, 200, 3), 128, np.uint8),
+                       {**EVENT, "top": [["a very long class name that cannot fit in two hundred pixels", 0.9]]}, 25.0)
+    assert not (out != 128).any(axis=2)[:, -3:].any()
+
+
+def test_head_alone_events_draw_no_routing_bars():
+    white = np.full((240, 320, 3), 255, np.uint8)
+    no_routing = {k: v for k, v in EVENT.items() if k != "routing"}
+    out = draw_overlay(white, no_routing, 25.0)
+    assert (out[-70:, :60] == 255).all()  # the bottom-left panel stays the scene
+
+
+def test_the_clip_summary_counts_the_frames_it_decoded_and_claims_no_frame_rate():
+    from stpr.runtime.app import Summary
+
+    text = Summary(frames=795, predictions=1, decoded=8).text()
+    assert text.startswith("clip: 1 prediction from 8 frames decoded of the video's 795, in ")
+    assert "fps" not in text

@@ -5,6 +5,8 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 # [text](target) and ![alt](target); the target ends at whitespace (a title may follow) or ")".
 LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
@@ -114,3 +116,21 @@ def test_readme_is_short_and_points_to_every_page():
     targets = {target.partition("#")[0] for doc, target in _links() if doc.name == "README.md"}
     for page in sorted((ROOT / "docs").glob("*.md")):
         assert f"docs/{page.name}" in targets, page.name
+
+
+@pytest.mark.slow
+def test_the_demo_transcript_in_results_is_what_the_demo_prints(tmp_path):
+    """docs/results.md shows `stpr-train --out runs/demo`'s report: the demo run here must print it."""
+    from click.testing import CliRunner
+
+    from stpr.train.cli import main as train_main
+
+    results = (ROOT / "docs" / "results.md").read_text()
+    blocks = re.findall(r"```\n(Classifier: analytic head, mode alone.*?)```", results, re.S)
+    assert len(blocks) == 1, "results.md should hold the demo's transcript once"
+    res = CliRunner().invoke(train_main, ["--out", str(tmp_path / "demo"), "--quiet"])
+    assert res.exit_code == 0, res.output
+    printed = [line.rstrip() for line in res.output.splitlines()]
+    start = printed.index(blocks[0].splitlines()[0])
+    end = next(i for i, x in enumerate(printed) if x.startswith("Routing:"))
+    assert printed[start:end + 1] == [line.rstrip() for line in blocks[0].strip().splitlines()]

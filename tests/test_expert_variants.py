@@ -7,7 +7,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
-from helpers import fast_config
+from helpers import fast_config, predictions
 from test_runtime import write_video
 
 from stpr.export import bundle as bundle_mod
@@ -107,7 +107,7 @@ def test_stpr_run_experts_flag_picks_the_variant(variants, tmp_path):
                                                 "--experts", variant, "--jsonl", str(events)])
         assert out.exit_code == 0, out.output
         assert f"({variant}, fused)" in out.output
-        lines = [json.loads(line) for line in events.read_text().splitlines()]
+        lines = predictions(events)
         assert len(lines) == 24 - 8 + 1 and all(len(e["routing"]) == 3 for e in lines)
         tops[variant] = [e["top"][0][0] for e in lines]
     for variant in ("int8", "fp16"):

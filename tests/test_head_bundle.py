@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from helpers import damaged, fast_config, write_video
+from helpers import damaged, fast_config, predictions, write_video
 
 from stpr.export import export_run
 from stpr.export.parity import torch_head_outputs
@@ -130,3 +130,79 @@ def test_classes_added_by_name_rank_against_the_heads_classes(head_bundle, tmp_p
     assert p1.shape == (4, len(b.classes) + 1) and np.allclose(p1.sum(1), 1.0)
     # the trained classes keep their order among themselves
     assert (p1[:, : len(b.classes)].argsort(1) == p0.argsort(1)).all()
+
+
+STPR_FILES = ("backbone.onnx", "backbone.fp16.onnx", "experts.onnx", "experts.onnx.data", "experts.fp16.onnx",
+              "expert_0.onnx", "expert_0.fp16.onnx")
+
+
+def test_a_bundle_ships_only_what_its_mode_serves(head_bundle):
+    _, bundle_dir = head_bundle
+    m = json.loads((bundle_dir / "manifest.json").read_text())
+    shipped = [f for f in STPR_FILES if f in m["files"]]
+    if m["head"]["mode"] == "alone":  # the head alone runs no StPR file: none ships
+        assert shipped == [] and not {"backbone", "experts", "backbone_fp16", "experts_fp16"} & set(m)
+        assert not (bundle_dir / "backbone.onnx").exists()
+        parity = json.loads((bundle_dir / "parity.json").read_text())
+        assert {k for k, v in parity.items() if isinstance(v, dict) and "top1_agreement" in v} == \
+            {"fp32_head", "fp16_head"}
+    else:  # route-soft scores through StPR's experts: they ship
+        assert shipped == list(STPR_FILES)
+
+
+def _export_cli(run_dir, out, *args):
+    from click.testing import CliRunner
+
+    from stpr.export.cli import main as export_main
+
+    return CliRunner().invoke(export_main, [str(run_dir), "--out", str(out), *args])
+
+
+def test_head_alone_export_reports_its_size_and_the_heads_parity_only(head_bundle, tmp_path):
+    run_dir, bundle_dir = head_bundle
+    if json.loads((bundle_dir / "manifest.json").read_text())["head"]["mode"] != "alone":
+        return  # the head-alone bundle's summary; route-soft ships StPR, whose lines test_export checks
+    res = _export_cli(run_dir, tmp_path / "b")
+    assert res.exit_code == 0, res.output
+    size = sum(p.stat().st_size for p in (tmp_path / "b").iterdir())
+    assert f"Bundle size: {size / 2**20:.2f} MiB in {len(list((tmp_path / 'b').iterdir()))} files" in res.output
+    assert "StPR's backbone and experts left out; --stpr-files ships them" in res.output
+    assert "Parity fp32 head: top-1 agreement 100.00%" in res.output
+    assert "Parity fp32:" not in res.output and "Parity fp32_fused" not in res.output  # no StPR lines
+    assert "providers in use" not in res.output and "parity: {" not in res.output  # no chatter, no raw JSON
+    with_stpr = _export_cli(run_dir, tmp_path / "s", "--stpr-files", "--int8")
+    assert with_stpr.exit_code == 0, with_stpr.output
+    assert "Parity fp32:" in with_stpr.output and "Parity int8:" in with_stpr.output
+    assert {"backbone.onnx", "experts.onnx", "experts.int8.onnx"} <= {p.name for p in (tmp_path / "s").iterdir()}
+    assert size < sum(p.stat().st_size for p in (tmp_path / "s").iterdir())
+    refused = _export_cli(run_dir, tmp_path / "i", "--int8")
+    assert refused.exit_code == 1 and "a head-alone bundle ships no expert; add --stpr-files" in refused.output
+    assert not (tmp_path / "i").exists()
+
+
+def test_head_alone_on_the_adapted_tower_ships_its_tower_alone(tmp_path):
+    R.run(fast_config(**{"head.mode": "alone", "head.tower": "adapted", "head.dim": 256}), tmp_path / "run")
+    res = export_run(tmp_path / "run", tmp_path / "b")  # its parity check compares the tower with PyTorch's
+    m = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert m["head"]["tower_file"] == "head_backbone.onnx" and "backbone" not in m and "experts" not in m
+    assert res.parity["fp32_head"]["top1_agreement"] == 1.0
+
+
+def test_head_alone_events_carry_no_routing_and_int8_experts_are_said_ignored(head_bundle, tmp_path):
+    from click.testing import CliRunner
+
+    from stpr.runtime.cli import main as run_main
+
+    _, bundle_dir = head_bundle
+    alone = json.loads((bundle_dir / "manifest.json").read_text())["head"]["mode"] == "alone"
+    video = write_video(tmp_path / "v.avi", [SyntheticActions("test", clips_per_class=1, seed=3).raw_clip(0)] * 2)
+    events = tmp_path / "ev.jsonl"
+    args = ["--bundle", str(bundle_dir), "--video", str(video), "--headless", "--jsonl", str(events)]
+    res = CliRunner().invoke(run_main, [*args, *(["--experts", "int8"] if alone else [])])
+    assert res.exit_code == 0, res.output
+    lines = predictions(events)  # the run's `start` event carries no scores either way
+    assert lines and all(("routing" in e) != alone for e in lines)  # the head alone ran no expert
+    said = "--experts int8 is ignored: the analytic head alone serves this bundle"
+    assert res.output.count(said) == (1 if alone else 0)
+    clip = CliRunner().invoke(run_main, ["--bundle", str(bundle_dir), "--video", str(video), "--clip"])
+    assert clip.exit_code == 0 and "clip: 1 prediction from 8 frames decoded of the video's 16" in clip.output

@@ -37,6 +37,7 @@ def learned(tmp_path_factory):
     root = tmp_path_factory.mktemp("learn")
     R.run(fast_config(**{"head.mode": "alone", "head.dim": 512}), root / "run")
     export_run(root / "run", root / "b0")
+    export_run(root / "run", root / "b0_stpr", stpr_files=True)  # StPR's files too: a head can be stripped off
     train = SyntheticActions("train", clips_per_class=8, seed=0)
     for name in NEW:
         c = train.classes.index(name)
@@ -148,7 +149,7 @@ def _bad_inputs(root, tmp):
     for name in ("wave_hello", "Wave-Hello"):
         (dup / name).mkdir(parents=True)
         (dup / name / "clip").symlink_to(root / "data" / NEW[0] / "00")
-    no_head = _strip(root / "b0", tmp / "nohead", lambda m: [m.pop("head"), m.pop("unknown", None)])
+    no_head = _strip(root / "b0_stpr", tmp / "nohead", lambda m: [m.pop("head"), m.pop("unknown", None)])
     no_sums = _strip(root / "b0", tmp / "nosums", lambda m: m["head"].pop("sums"))
     b0 = str(root / "b0")
     return [
@@ -234,12 +235,17 @@ def test_learn_refuses_to_edit_a_bundle_in_place_or_overwrite_one(learned, tmp_p
 def test_class_learned_on_the_device_is_refused_outside_the_head_alone(learned, tmp_path):
     def route(m):
         m["head"]["mode"] = "route-soft"
+        # a route mode needs StPR's files, which a head-alone bundle does not ship: named, the field
+        # checks run and report the learned class too
+        m["backbone"], m["experts"] = "backbone.onnx", [f"expert_{k}.onnx" for k in range(m["dims"]["K"])]
 
     with pytest.raises(BundleError, match="class learned on the device|expert indices"):
         _strip(learned / "b1", tmp_path / "routed", route)
 
 
-def test_live_session_records_learns_and_swaps_in_the_new_class(learned, tmp_path, monkeypatch):
+def test_live_session_records_learns_and_swaps_in_the_new_class(learned, tmp_path, monkeypatch, caplog):
+    import logging
+
     from stpr.runtime import cli as run_cli
     from stpr.runtime.overlay import draw_overlay
 
@@ -258,6 +264,8 @@ def test_live_session_records_learns_and_swaps_in_the_new_class(learned, tmp_pat
         return original(rec, gen(), **kw)
 
     monkeypatch.setattr(run_cli, "stream", stream)
+    monkeypatch.setattr(logging.getLogger("stpr"), "propagate", True)  # a CLI test before may have cut it
+    caplog.set_level(logging.INFO, logger="stpr")
     events, out = tmp_path / "ev.jsonl", tmp_path / "learned"
     res = CliRunner().invoke(run_cli.main, ["--bundle", str(learned / "b0"), "--video", str(video), "--headless",
                                             "--learn", "wave", "--learn-after", "0", "--learn-windows", "4",
@@ -269,6 +277,9 @@ def test_live_session_records_learns_and_swaps_in_the_new_class(learned, tmp_pat
     assert states[0] == (7, "recording", 1) and (31, "learning", 4) in states  # every T = 8 frames, 4 windows
     assert len(swaps) == 1 and swaps[0]["classes"] == 13 and swaps[0]["bundle"] == str(out)
     assert all(len(e["top"]) == 3 for e in predictions) and predictions[-1]["learning"]["state"] == "done"
+    said = {r.getMessage().split(" ")[0]: r.levelname for r in caplog.records if r.name.startswith("stpr.runtime")}
+    # what went well is information, not a warning
+    assert said["recording"] == said["learned"] == said["swapped"] == "INFO", said
     m = json.loads((out / "manifest.json").read_text())
     assert m["classes"][-1] == "wave" and m["head"]["learned"]["clips"] == [4]
     frame = np.zeros((240, 320, 3), np.uint8)
@@ -293,7 +304,7 @@ def test_live_session_refusals(learned, tmp_path):
 
 
 def test_float32_sums_are_refused_where_rounding_moves_the_solve():
-    from stpr.export.bundle import _check_stored_sums
+    from stpr.export.head_only import check_stored_sums as _check_stored_sums
     from stpr.runtime.head_sums import HeadSums
     from stpr.train.errors import StprError
 
@@ -439,3 +450,114 @@ def test_training_crops_are_the_device_crops_and_stpr_learn_follows_the_bundle(t
     assert res.exit_code == 0, res.output
     learned = json.loads((tmp_path / "b1" / "manifest.json").read_text())["head"]["learned"]
     assert learned["classes"] == ["again"] and learned["clips"] == [8 * 5]
+
+
+@pytest.mark.parametrize("name", ["wave\nhello", "wave hello \U0001F44B", "wave " * 40])
+def test_learn_refuses_the_names_stpr_classes_refuses_with_the_same_words(learned, tmp_path, name):
+    from stpr.runtime.classes_cli import main as classes_main
+
+    clips = sorted(str(p) for p in (learned / "data" / NEW[0]).iterdir())
+    by_name = CliRunner().invoke(classes_main, ["add", str(learned / "b0"), name, "--classes",
+                                                str(tmp_path / "added.json")])
+    res = CliRunner().invoke(learn_main, ["--bundle", str(learned / "b0"), "--out", str(tmp_path / "b"),
+                                          "--add", name, *clips])
+    assert by_name.exit_code == 1 and res.exit_code == 1, (by_name.output, res.output)
+    errors = [line for line in res.output.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and errors[0] in by_name.output  # one rule, one wording
+    assert not (tmp_path / "b").exists()
+
+
+def test_a_clip_given_several_times_counts_once(learned, tmp_path):
+    clip = learned / "data" / NEW[0] / "00"
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for f in clip.iterdir():  # the same frames under another path are the same clip too
+        (copy / f.name).write_bytes(f.read_bytes())
+    res = CliRunner().invoke(learn_main, ["--bundle", str(learned / "b0"), "--out", str(tmp_path / "b"),
+                                          "--add", "wave hello", str(clip), str(clip), str(clip), str(copy)])
+    assert res.exit_code == 1 and "'wave hello': 4 clips given, 1 distinct" in res.output
+    assert "has 1 clip(s); a new class needs at least 4" in res.output
+    assert not (tmp_path / "b").exists()
+
+
+def test_a_full_disk_names_the_new_bundle_not_a_file_of_the_old_one(learned, small_disk):
+    out = small_disk.path / "b1"
+    res = small_disk.run([sys.executable, "-m", "stpr.runtime.learn_cli", "--bundle", str(learned / "b0"),
+                          "--out", str(out), "--data", str(learned / "data")])
+    assert res.returncode == 4, res.stderr[-3000:]
+    errors = [line for line in res.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and "Traceback" not in res.stderr, res.stderr[-3000:]
+    assert f"cannot write the bundle {str(out)!r}" in errors[0] and small_disk.errno_text in errors[0]
+    assert str(learned / "b0") not in errors[0]
+    assert small_disk.leftovers() == []
+
+
+DEVICE_COMMANDS = ("stpr-run", "stpr-learn", "stpr-classes")
+
+
+def _doc_commands(text: str) -> list[str]:
+    """The device command lines of a document's bash blocks, minus those that need a camera or
+    a stream (`--camera`, `rtsp://`), other devices' bundles (`--merge`: test_learn_merge.py
+    runs it) or stand for more options (`...`)."""
+    import re
+
+    lines = [line.strip() for block in re.findall(r"```bash\n(.*?)```", text, re.S) for line in block.splitlines()]
+    return [line for line in lines if line.startswith(DEVICE_COMMANDS)
+            and not any(w in line for w in ("--camera", "rtsp://", "--merge", "..."))]
+
+
+def test_the_documented_device_commands_run_as_written(learned, tmp_path):
+    """README.md's and runtime.md's device commands, verbatim, each document's in a fresh
+    folder on a head-alone bundle named as they name it (`bundles/demo`); the training and
+    export lines take minutes and are run by the suite's own stpr-train and stpr-export tests."""
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    readme = _doc_commands((repo / "README.md").read_text())
+    runtime = _doc_commands((repo / "docs" / "runtime.md").read_text().split("### Add an action by name")[1])
+    assert sum(c.startswith("stpr-learn") for c in readme) >= 2 and any("stpr-classes add" in c for c in readme)
+    assert any("stpr-classes add" in c for c in runtime)
+    for name, commands in (("readme", readme), ("runtime", runtime)):
+        _run_as_written(learned, tmp_path / name, commands)
+
+
+def _run_as_written(learned, cwd, commands):
+    import glob
+    import shlex
+    import shutil
+    from pathlib import Path
+
+    (cwd / "bundles").mkdir(parents=True)
+    shutil.copytree(learned / "b0", cwd / "bundles" / "demo")
+    (cwd / "clips").mkdir()
+    for folder in sorted((learned / "data" / NEW[0]).iterdir()):
+        frames = [cv2.imread(str(f)) for f in sorted(folder.iterdir())]
+        out = cv2.VideoWriter(str(cwd / "clips" / f"{folder.name}.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 8,
+                              frames[0].shape[1::-1])
+        for f in frames * 2:
+            out.write(f)
+        out.release()
+    for name in ("clip.mp4", "clip.avi"):
+        shutil.copy(next((cwd / "clips").iterdir()), cwd / name)
+    bin_dir = Path(sys.executable).parent
+    for line in commands:
+        args = [t for a in shlex.split(line, comments=True)
+                for t in (sorted(glob.glob(a, root_dir=cwd)) if "*" in a else [a])]
+        exe = bin_dir / args[0] if (bin_dir / args[0]).exists() else shutil.which(args[0])
+        res = subprocess.run([str(exe), *args[1:]], cwd=cwd, capture_output=True, text=True, timeout=600)
+        assert res.returncode == 0, (line, res.stdout[-2000:], res.stderr[-3000:])
+
+
+def test_learn_over_a_link_with_force_leaves_no_old_link_behind(learned, tmp_path):
+    import shutil
+
+    shutil.copytree(learned / "b0", tmp_path / "b0")
+    link = tmp_path / "current"
+    publish(tmp_path / "b0", link)
+    res = CliRunner().invoke(learn_main, ["--bundle", str(learned / "b1"), "--out", str(link), "--force",
+                                          "--remove", NEW[0]])
+    assert res.exit_code == 0, res.output
+    assert not link.is_symlink() and (link / "manifest.json").is_file()  # the link became the new bundle
+    assert NEW[0] not in json.loads((link / "manifest.json").read_text())["classes"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b0", "current"]  # no .old-current-*, no temp folder
+    assert (tmp_path / "b0" / "manifest.json").is_file()  # the bundle the link named stays

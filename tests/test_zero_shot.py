@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from helpers import write_video
+from helpers import predictions, write_video
 
 from stpr.runtime import classes_cli
 from stpr.runtime.manifest import MANIFEST_NAME, seal_manifest
@@ -112,9 +112,9 @@ def test_add_a_class_by_name_and_run_it_without_torch(demo, tmp_path):
     overlay = json.loads((tmp_path / "bundle.classes.json").read_text())
     assert overlay["bundle_manifest_sha256"] == json.loads((bundle / MANIFEST_NAME).read_text())["manifest_sha256"]
     assert bundle_hashes(bundle) == before  # the hashed bundle is never edited
-    new, old, plain = (json.loads(ev[k].read_text()) for k in ("new", "old", "plain"))
+    new, old, plain = (predictions(ev[k])[0] for k in ("new", "old", "plain"))
     assert new["top"][0][0] == "cross moving right" and new["zero_shot"][0] is True
-    assert json.loads(ev["fp16"].read_text())["top"][0][0] == "cross moving right"  # the fp16 towers agree
+    assert predictions(ev["fp16"])[0]["top"][0][0] == "cross moving right"  # the fp16 towers agree
     # A trained class's clip: the same top-1 as without the added name (the fast model's own pick).
     assert old["top"][0][0] == plain["top"][0][0] and old["top"][0][0].startswith("circle_")
     assert old["zero_shot"][0] is False
@@ -152,8 +152,11 @@ def test_bad_names_and_overlays_get_one_clear_line(demo, tmp_path):
     assert "'Circle-Moving_Left' already exists as a trained class ('circle_moving_left')" in error_line(res[1])
     assert res[2]["code"] == 0
     assert "already exists as an added class ('ring growing')" in error_line(res[3])
-    assert "has no text tower" in error_line(res[4]) and "re-export it" in error_line(res[4])
-    assert "was written for another bundle" in error_line(res[5])
+    assert "has no text tower (exported with --no-text, or by an stpr-export older" in error_line(res[4])
+    assert "export it again without --no-text" in error_line(res[4])
+    # another bundle's overlay (a publish or re-export since): skipped with a warning, never a refusal to start
+    assert res[5]["code"] == 0 and "was written for another bundle" in res[5]["output"], res[5]
+    assert "skipped, so" in res[5]["output"] and "zero-shot" not in res[5]["output"]
     data = json.loads(overlay.read_text())
     data["classes"].append("square moving left")  # a hand edit
     tampered.write_text(json.dumps(data))
@@ -240,3 +243,23 @@ def test_a_class_added_by_name_that_wins_is_not_unknown():
     trained_wins = {"top": [["circle_moving_up", 0.9], ["ring moving right", 0.1]], "unknown": True}
     assert event([0.1, 0.9]) == {**added_wins, "unknown": False, "zero_shot": [True, False]}
     assert event([0.9, 0.1]) == {**trained_wins, "zero_shot": [False, True]}  # the score decides for trained ones
+
+
+def test_list_prints_names_in_any_script_as_themselves(demo, tmp_path):
+    overlay = tmp_path / "added.json"
+    name = "日の出 dance"
+    res = CliRunner().invoke(classes_cli.main, ["add", str(demo[2]), name, "--classes", str(overlay)])
+    assert res.exit_code == 0, res.output
+    listed = CliRunner().invoke(classes_cli.main, ["list", str(demo[2]), "--classes", str(overlay)])
+    assert listed.exit_code == 0 and f'"{name}"' in listed.output and "\\u" not in listed.output
+    assert json.loads(listed.output)["zero_shot"] == [name]
+
+
+def test_an_events_file_given_as_classes_is_named_and_never_advised_deleted(demo, tmp_path):
+    events = tmp_path / "events.jsonl"
+    events.write_text('{"frame": 7, "top": [["a", 0.9]]}\n{"frame": 8, "top": [["a", 0.9]]}\n')
+    res = CliRunner().invoke(classes_cli.main, ["list", str(demo[2]), "--classes", str(events)])
+    line = [x for x in res.output.splitlines() if x.startswith("Error:")]
+    assert res.exit_code == 1 and len(line) == 1
+    assert "is not a stpr class overlay" in line[0] and "pass the file `stpr-classes add` wrote" in line[0]
+    assert "delete" not in line[0] and events.is_file()

@@ -9,13 +9,12 @@ live only inside `add_task`.
 from __future__ import annotations
 
 import logging
-import zlib
 from typing import Any
 
-import numpy as np
 import torch
 
 from . import distributed as dist
+from .analytic_fit_numpy import row_keys
 from .model.analytic import expand, projection
 
 log = logging.getLogger(__name__)
@@ -53,13 +52,16 @@ class AnalyticHead:
         return expand(window.float(), self.projection)
 
     def add_task(self, h: torch.Tensor, labels: torch.Tensor, num_classes: int,
-                 primary: torch.Tensor | None = None) -> None:
+                 keys: torch.Tensor | None = None, primary: torch.Tensor | None = None) -> None:
         """Fold one task's clips (this rank's shard: `h (N, M)`, global class ids `labels`)
         into the sums and re-solve; `num_classes` is the count of classes seen so far.
-        `primary` (bool, N) marks each clip's own row where the clips also give crop rows
-        (`head.crops`): lambda is chosen on those alone, so no clip's crops sit on both
-        sides of the holdout."""
+        `keys`: each row's clip's `clip_key` (its frames' hash), what the lambda rule's holdout
+        is drawn by; None: a hash of each row (for rows without frames). `primary` (bool, N)
+        marks each clip's own row where the clips also give crop rows (`head.crops`, which
+        carry their clip's key): lambda is chosen on those alone, so no clip's crops sit on
+        both sides of the holdout."""
         h, labels = h.detach().cpu().double(), labels.detach().cpu().long()
+        keys = torch.as_tensor(row_keys(h.float().numpy()) if keys is None else keys, dtype=torch.int64)
         grow = num_classes - self.num_classes
         if grow < 0:
             raise ValueError(f"the head already holds {self.num_classes} classes, more than {num_classes}")
@@ -71,8 +73,8 @@ class AnalyticHead:
         w = self.clip_weights(labels)  # (N,)
         if self.lam is None:
             keep = torch.ones(len(h), dtype=torch.bool) if primary is None else primary.cpu().bool()
-            hh, ll, ww, pp = _gather_rows(h, labels, w, keep)
-            self.lam, self.lambda_report = choose_lambda(hh, ll, ww, dim=self.dim, primary=pp.bool())
+            hh, ll, ww, kk, pp = _gather_rows(h, labels, w, keys, keep)
+            self.lam, self.lambda_report = choose_lambda(hh, ll, ww, kk, dim=self.dim, primary=pp)
             log.info("analytic head: lambda %.4g (g = %g, chosen on the base task)", self.lam,
                      self.lambda_report["g"])
         y = torch.nn.functional.one_hot(labels, num_classes).double()  # (N, C)
@@ -113,24 +115,28 @@ class AnalyticHead:
 
 
 def _gather_rows(h: torch.Tensor, labels: torch.Tensor, w: torch.Tensor,
-                 primary: torch.Tensor) -> tuple[torch.Tensor, ...]:
+                 keys: torch.Tensor, primary: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Every rank's rows on every rank (shards may differ in length by one)."""
     if dist.world_size() == 1:
-        return h, labels, w, primary
+        return h, labels, w, keys, primary
     n = dist.gather(torch.tensor([len(h)]))
     pad = int(n.max()) - len(h)
-    rows = torch.cat([h, labels.double().unsqueeze(1), w.unsqueeze(1), primary.double().unsqueeze(1)], 1)
+    # keys are 32-bit: exact as float64
+    rows = torch.cat([h, labels.double().unsqueeze(1), w.unsqueeze(1), keys.double().unsqueeze(1),
+                      primary.double().unsqueeze(1)], 1)
     rows = torch.cat([rows, torch.zeros(pad, rows.shape[1], dtype=rows.dtype)])
     parts = dist.gather(rows).split(int(n.max()))
     rows = torch.cat([p[:k] for p, k in zip(parts, n.tolist())])
-    return rows[:, :-3], rows[:, -3].long(), rows[:, -2], rows[:, -1] > 0.5
+    return rows[:, :-4], rows[:, -4].long(), rows[:, -3], rows[:, -2].long(), rows[:, -1] > 0.5
 
 
-def holdout_mask(h: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Stratified 75/25: within each class, clips ordered by a hash of their features and
-    every 4th held out. The order depends on the clips alone, not on which rank or batch
-    saw them, so one process and N pick the same split."""
-    keys = [zlib.crc32(np.ascontiguousarray(r, dtype=np.float32).tobytes()) for r in h.numpy()]
+def holdout_mask(h: torch.Tensor, labels: torch.Tensor, keys: torch.Tensor | None = None) -> torch.Tensor:
+    """Stratified 75/25: within each class, clips ordered by their keys (`clip_key`, a hash of
+    their frames; without keys, of their rows) and every 4th held out. The order depends on
+    the clips alone, not on which rank or batch saw them, so one process and N pick the same
+    split, and so does the torch-free fit (its tower's rows differ from PyTorch's in the last
+    bits, its frames do not)."""
+    keys = row_keys(h.numpy()) if keys is None else keys.tolist()
     mask = torch.zeros(len(h), dtype=torch.bool)
     for c in labels.unique():
         idx = (labels == c).nonzero().flatten().tolist()
@@ -139,8 +145,8 @@ def holdout_mask(h: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return mask
 
 
-def choose_lambda(h: torch.Tensor, labels: torch.Tensor, w: torch.Tensor, *, dim: int,
-                  primary: torch.Tensor | None = None) -> tuple[float, dict]:
+def choose_lambda(h: torch.Tensor, labels: torch.Tensor, w: torch.Tensor, keys: torch.Tensor | None = None, *,
+                  dim: int, primary: torch.Tensor | None = None) -> tuple[float, dict]:
     """The base task's ridge parameter: `lambda = g * tr(G) / M`, with g from `LAMBDA_GRID`
     giving the lowest class-weighted mean squared error on a stratified 25 % holdout of
     the task's training clips, fitted on the other 75 % (ties: the larger g, the more
@@ -150,13 +156,15 @@ def choose_lambda(h: torch.Tensor, labels: torch.Tensor, w: torch.Tensor, *, dim
     all_h, all_w = h.double(), w
     if primary is not None and not primary.all():
         h, labels, w = h[primary], labels[primary], w[primary]
+        keys = None if keys is None else keys[primary]
     h = h.double()
     classes, local = labels.unique(return_inverse=True)
     y = torch.nn.functional.one_hot(local, len(classes)).double()
-    hold = holdout_mask(h.float(), labels)
+    hold = holdout_mask(h.float(), labels, keys)
     if hold.all() or not hold.any():  # too few clips to split: the grid's middle
         g = 1e-2
-        return g * float((all_h * all_w.unsqueeze(1)).pow(2).sum()) / dim, {"rule": "too few clips to split", "g": g}
+        trace = float((all_h * all_w.unsqueeze(1) * all_h).sum())  # tr(G): w h^2, as below and in the NumPy twin
+        return g * trace / dim, {"rule": "too few clips to split", "g": g}
     fit, ho = ~hold, hold
     hw = h[fit] * w[fit].unsqueeze(1)
     gram, cross = hw.T @ h[fit], hw.T @ y[fit]

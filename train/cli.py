@@ -14,9 +14,10 @@ from typing import Any, Iterable
 import click
 
 from stpr.runtime.atomic import as_write_error, write_error_line
-from stpr.runtime.contract import DISTILL_MODES, HEAD_CHOICES, ROUTING_MODES
+from stpr.runtime.click_types import FiniteFloat
+from stpr.runtime.contract import DISTILL_MODES, HEAD_CHOICES, MAX_SEED, ROUTING_MODES
 from stpr.runtime.exits import EXIT_INTERRUPT, EXIT_SIGTERM, EXIT_WRITE, click_error, exit_codes_help
-from stpr.runtime.signals import Terminated, sigterm_as_interrupt
+from stpr.runtime.signals import InterruptibleCommand, Terminated, sigterm_as_interrupt
 
 from .errors import StprError, missing_extra
 
@@ -37,7 +38,39 @@ _OPTION_KEYS = {
     "seed": "seed",
     "split": "data.split",
     "device": "device",
+    "tower": "model.tower",
+    "tower_size": "model.tower_size",
+    "tower_mean": "model.tower_mean",
+    "tower_std": "model.tower_std",
 }
+
+
+def _channels(ctx: click.Context, param: click.Parameter, value: str | None) -> list[float] | None:
+    """`--tower-mean 0.485,0.456,0.406` -> three floats."""
+    if value is None:
+        return None
+    try:
+        out = [float(v) for v in value.split(",")]
+    except ValueError:
+        out = []
+    if len(out) != 3:
+        raise click.BadParameter(f"{value!r}: give 3 comma-separated numbers (R,G,B), e.g. 0.485,0.456,0.406")
+    return out
+
+
+def _torch_free(cfg: Any, out: Path, resume: bool) -> bool:
+    """Whether this run trains without torch (train/head_run.py): a run that did so already, one on
+    `--tower FILE.onnx`, or any run where torch is not installed (the head alone; others are
+    refused there with the extra they need)."""
+    import importlib.util
+
+    from .run_dir import NUMPY_CHECKPOINT, TORCH_CHECKPOINT, checkpoint_kinds
+
+    if resume:
+        kinds = checkpoint_kinds(out)
+        if kinds:
+            return NUMPY_CHECKPOINT in kinds and TORCH_CHECKPOINT not in kinds
+    return bool(cfg.model.tower) or importlib.util.find_spec("torch") is None
 
 
 def _tqdm_progress(it: Iterable, desc: str, total: int) -> Iterable:
@@ -110,13 +143,14 @@ def format_report(metrics: dict[str, Any], run_dir: Path) -> str:
         cells = " ".join(f"{'' if v is None else f'{v:.1f}':>6}" for v in row)
         lines.append(f"{i:>10} | {cells}")
     bwf = metrics["bwf"]
-    sp = metrics["spatial_only"]
+    sp = metrics.get("spatial_only")
     lines += [
         "",
         f"Acc (class-weighted): {metrics['acc']:.2f}   Acc (pooled): {metrics['acc_pooled']:.2f}   "
         f"BWF: {'n/a' if bwf is None else f'{bwf:.2f}'}",
-        f"Frame mean alone (no experts): Acc {sp['acc']:.2f}",
     ]
+    if sp is not None:  # the torch-free head computes no frame-mean classifier (it needs text)
+        lines.append(f"Frame mean alone (no experts): Acc {sp['acc']:.2f}")
     head = metrics.get("head", "none")
     if head != "none":
         lines.insert(0, f"Classifier: analytic head, mode {head} (docs/method.md)")
@@ -138,11 +172,22 @@ def format_report(metrics: dict[str, Any], run_dir: Path) -> str:
             f"Old-task feature drift: {'n/a' if drift is None else f'{drift:.1f} %'} "
             "(mean relative change of their test-frame features since the end of their task)",
         ]
-    lines += [
-        f"Routing: {metrics['routing']}   Distillation: {metrics['distill']}   Head: {head}",
-        f"Run directory: {run_dir}  (metrics.json, checkpoints/, plots/, train.log)",
-    ]
+    if "tower" in metrics:  # the torch-free head: what it ran on
+        t = metrics["tower"]
+        lines.append(f"Tower: {Path(t['file']).name} (ONNX, D = {t['dim']}, {t['size']} px) on onnxruntime, "
+                     "without torch")
+    else:
+        lines.append(f"Routing: {metrics['routing']}   Distillation: {metrics['distill']}   Head: {head}")
+    lines.append(f"Run directory: {run_dir}  (metrics.json, checkpoints/, plots/, train.log)")
     return "\n".join(lines)
+
+
+def _saved(out: Path | None) -> str:
+    """What a stopped run keeps: --resume continues a run once its config.yaml is written,
+    so before that it must not be suggested (it would answer "holds no run")."""
+    if out is not None and (out / "config.yaml").is_file():
+        return f"finished tasks are saved; continue with: stpr-train --resume --out {out}"
+    return "nothing was saved, so there is nothing to resume; run the same command again"
 
 
 EPILOG = exit_codes_help(
@@ -154,7 +199,8 @@ EPILOG = exit_codes_help(
     sigterm="SIGTERM: as Ctrl-C")
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}, epilog=EPILOG)
+@click.command(cls=InterruptibleCommand, context_settings={"help_option_names": ["-h", "--help"],
+                                                         "max_content_width": 100}, epilog=EPILOG)
 @click.option("--config", "config_name", default=None,
               help="Built-in config (demo, paper, ucf101_51+10x5, ...) or a YAML file "
                    "[demo for synthetic data, paper for a real --dataset].")
@@ -164,16 +210,23 @@ EPILOG = exit_codes_help(
 @click.option("--protocol", help="Tasks as 'A+BxC' (base A, then C tasks of B classes) or 'BxC'.")
 @click.option("--model", help="open_clip model: ViT-B-16-quickgelu (paper), stpr-tiny (demo).")
 @click.option("--pretrained", help="none | openai | synthetic-shapes (stpr-tiny, packaged) | PATH to a weights file.")
+@click.option("--tower", help="FILE.onnx: any image encoder (N, 3, H, W) -> (N, D) for the head alone, without "
+              "torch (docs/towers.md).")
+@click.option("--tower-size", type=int, help="--tower's input side in pixels [from FILE.json beside it].")
+@click.option("--tower-mean", callback=_channels, help="--tower's RGB mean on [0, 1] pixels, e.g. 0.485,0.456,0.406 "
+              "[from FILE.json].")
+@click.option("--tower-std", callback=_channels, help="--tower's RGB std, e.g. 0.229,0.224,0.225 [from FILE.json].")
 @click.option("--routing", type=click.Choice(ROUTING_MODES),
               help="Expert routing: td (calibrated), td-raw (the paper's Eq. 11), avg, clip, adapter, "
                    "oracle (analysis).")
 @click.option("--distill", type=click.Choice(DISTILL_MODES), help="Adapter distillation.")
 @click.option("--head", type=click.Choice(HEAD_CHOICES),
               help="Analytic head: none (StPR, the paper), alone, route-hard, route-soft, fuse.")
-@click.option("--lambda", "lambda_", type=float, help="Weight of the FSSD loss.")
+@click.option("--lambda", "lambda_", type=FiniteFloat(), help="Weight of the FSSD loss.")
 @click.option("--epochs", help="Epochs: N for every task, or BASE,INCREMENTAL (paper: 60,30).")
-@click.option("--batch-size", type=int, help="Clips per step.")
-@click.option("--seed", type=int, help="Seed for class order, init and shuffling.")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Clips per step (at least 1).")
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), help=f"Seed for class order, init and shuffling "
+              f"(0 to {MAX_SEED}).")
 @click.option("--device", help="auto | cpu | cuda | cuda:N.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Run directory [runs/<dataset>-<time>].")
 @click.option("--resume", is_flag=True, help="Continue the run in --out after its last finished task.")
@@ -181,12 +234,12 @@ EPILOG = exit_codes_help(
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def main(config_name: str | None, epochs: str | None, out: Path | None, resume: bool, sets: tuple[str, ...],
          quiet: bool, **opts: Any) -> None:
-    """Train StPR task after task and evaluate every seen task after each one."""
-    try:
-        from . import run as run_mod
-        from .config import load_config
-    except ModuleNotFoundError as e:
-        raise click.ClickException(str(missing_extra(e, "stpr-train", "train"))) from None
+    """Train StPR task after task and evaluate every seen task after each one.
+
+    The analytic head alone (the demo's default) needs no torch: without it, or with --tower,
+    it runs on onnxruntime."""
+    from . import run_dir as run_dir_mod
+    from .config import load_config
 
     try:
         overrides = _overrides(opts, epochs, sets)
@@ -204,25 +257,39 @@ def main(config_name: str | None, epochs: str | None, out: Path | None, resume: 
             out = Path("runs") / f"{cfg.data.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
         # Under torchrun only rank 0 checks, logs and writes; the others train in step.
         main_rank = int(os.environ.get("RANK", "0")) == 0
+        saved = run_dir_mod.saved_config(out) if resume else None
+        torch_free = _torch_free(saved or cfg, out, resume)
+        if not torch_free:
+            try:
+                from . import run as run_mod
+            except ModuleNotFoundError as e:
+                raise click.ClickException(str(missing_extra(e, "stpr-train", "train"))) from None
         if main_rank:
             # Refuse before touching the folder (the log file would create it).
-            run_mod.saved_config(out) if resume else run_mod.check_fresh_run_dir(out)
+            if not resume:
+                run_dir_mod.check_fresh_run_dir(out)
+            if torch_free:  # refused configs (StPR without torch) leave no folder either
+                from . import head_run
+
+                head_run.build(saved or cfg)
             _attach_log_file(out)
             click.echo(f"stpr-train: run directory {out}", err=True)
         quiet = quiet or not main_rank
         progress = (lambda it, d, t: it) if quiet else _tqdm_progress
         with sigterm_as_interrupt():  # stopped by a service manager: same clean exit as Ctrl-C
-            metrics = run_mod.run(cfg, out, resume=resume, progress=progress, device=overrides.get("device"))
-            run_mod.dist.shutdown()
+            if torch_free:
+                metrics = head_run.run(cfg, out, resume=resume, device=overrides.get("device"))
+            else:
+                metrics = run_mod.run(cfg, out, resume=resume, progress=progress, device=overrides.get("device"))
+                run_mod.dist.shutdown()
     except StprError as e:
         raise click.ClickException(str(e)) from None
     except (OSError, RuntimeError) as e:
         if (err := as_write_error(e, out)) is None:
             raise
-        raise click_error(f"{write_error_line(err)}; finished tasks are saved (stpr-train --resume --out {out})",
-                          EXIT_WRITE) from None
+        raise click_error(f"{write_error_line(err)}; {_saved(out)}", EXIT_WRITE) from None
     except KeyboardInterrupt as e:
-        click.echo(f"\ninterrupted; finished tasks are saved. Continue with: stpr-train --resume --out {out}", err=True)
+        click.echo(f"\ninterrupted; {_saved(out)}", err=True)
         sys.exit(EXIT_SIGTERM if isinstance(e, Terminated) else EXIT_INTERRUPT)
     if main_rank:
         click.echo(format_report(metrics, out))

@@ -14,7 +14,15 @@ from typing import Any
 
 import yaml
 
-from stpr.runtime.contract import DISTILL_MODES, HEAD_BALANCES, HEAD_CHOICES, HEAD_CROPS, HEAD_TOWERS, ROUTING_MODES
+from stpr.runtime.contract import (
+    DISTILL_MODES,
+    HEAD_BALANCES,
+    HEAD_CHOICES,
+    HEAD_CROPS,
+    HEAD_TOWERS,
+    MAX_SEED,
+    ROUTING_MODES,
+)
 
 from .errors import StprError
 
@@ -34,6 +42,11 @@ class ModelConfig:
     expert_init: str = "previous"  # previous | random: how expert k starts
     templates: list[str] = field(default_factory=lambda: ["a video of a person {}."])  # prompts, averaged
     logit_scale: float = 100.0  # CLIP's trained temperature
+    # Any ONNX image tower (docs/towers.md): the head alone runs on it, without torch. None: `name`'s tower.
+    tower: str | None = None  # FILE.onnx: frames (N, 3, H, W) -> (N, D), pooled if more axes
+    tower_size: int | None = None  # its input side; None: from FILE.json beside it
+    tower_mean: list[float] | None = None  # its RGB normalisation on [0, 1] pixels; None: from FILE.json
+    tower_std: list[float] | None = None
 
 
 @dataclass
@@ -165,6 +178,8 @@ def check_ranges(cfg: Config) -> None:
         inside = (v > lo or (lo_ok and v == lo)) and (v < hi or (hi_ok and v == hi))
         if not math.isfinite(v) or not inside:
             problems.append(f"{key}={v!r} (must be {_range_text(lo, hi, lo_ok, hi_ok)})")
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or not 0 <= cfg.seed <= MAX_SEED:
+        problems.append(f"seed={cfg.seed!r} (must be an integer from 0 to {MAX_SEED})")
     if not cfg.model.templates or any("{}" not in t for t in cfg.model.templates):
         problems.append(f"model.templates={cfg.model.templates!r} (each prompt needs a {{}} for the class name)")
     if problems:

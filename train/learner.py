@@ -23,6 +23,7 @@ from stpr.runtime.sampling import CROPS, crop_view
 
 from . import distributed as dist
 from .analytic_fit import AnalyticHead
+from .analytic_fit_numpy import clip_key
 from .config import Config, routing_tau
 from .fssd import ClassFrameStats, FSSDWeights, channel_importance, fssd_loss
 from .losses import contrastive_loss
@@ -30,7 +31,7 @@ from .model.analytic import mode_probabilities, own_expert_logits
 from .model.router import td_class_means, td_distance_scores
 from .model.stpr import StPRModel
 from .model.text import cosine_logits, encode_class_names
-from .seed import derive_seed
+from .seed import HEAD_SEED_SALT, derive_seed
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ class EvalResult:
 
 def head_seed(cfg: Config) -> int:
     """The seed of the head's random projection: from the run's seed, like every random choice."""
-    return derive_seed(cfg.seed, 0x4EAD)
+    return derive_seed(cfg.seed, HEAD_SEED_SALT)
 
 
 class _TrainStep(nn.Module):
@@ -216,8 +217,11 @@ class StPRLearner:
         sums = {name: torch.zeros(n, m.dim, dtype=torch.float64) for name in ("td", "clip", "adapter")}
         videos = torch.zeros(n, dtype=torch.float64)  # per class
         residuals, locals_ = [], []  # this rank's d_k per video and its class, for the spreads
-        head_rows, head_labels, head_primary = [], [], []  # this rank's h per clip: dropped when end_task returns
+        # this rank's h per clip (crops after their batch): dropped when end_task returns
+        head_rows, head_labels, head_keys, head_primary = [], [], [], []
         for frames, labels in batches:
+            if self.head is not None:  # the lambda rule's holdout is drawn by the frames' hash (clip_key)
+                keys = torch.tensor([clip_key(f) for f in frames.cpu().numpy()], dtype=torch.int64)
             frames, local = frames.to(self.device), labels.to(self.device) - first
             with self.autocast():
                 feats = m.frame_features(frames).float()  # (B, T, D)
@@ -235,19 +239,22 @@ class StPRLearner:
                     window = self.head_window(frames, feats)
                 head_rows.append(self.head.features(window).cpu())
                 head_labels.append(labels.cpu())
+                head_keys.append(keys)
                 head_primary.append(torch.ones(len(labels), dtype=torch.bool))
-                self._crop_rows(frames, labels, head_rows, head_labels, head_primary)
+                self._crop_rows(frames, labels, keys, head_rows, head_labels, head_keys, head_primary)
         for t in (stats.sum, stats.sumsq, stats.count, videos, *sums.values()):
             dist.all_reduce_sum(t)  # each rank saw a shard: sums make the whole task
         self.calibrate_router(sums["td"], videos, torch.cat(residuals), torch.cat(locals_))
         self.finish_task_statistics(stats, sums)
         if self.head is not None:
-            self.head.add_task(torch.cat(head_rows), torch.cat(head_labels), m.num_classes, torch.cat(head_primary))
+            self.head.add_task(torch.cat(head_rows), torch.cat(head_labels), m.num_classes, torch.cat(head_keys),
+                               torch.cat(head_primary))
 
-    def _crop_rows(self, frames: torch.Tensor, labels: torch.Tensor, rows: list[torch.Tensor],
-                   labels_out: list[torch.Tensor], primary: list[torch.Tensor]) -> None:
+    def _crop_rows(self, frames: torch.Tensor, labels: torch.Tensor, keys: torch.Tensor, rows: list[torch.Tensor],
+                   labels_out: list[torch.Tensor], keys_out: list[torch.Tensor], primary: list[torch.Tensor]) -> None:
         """`head.crops`: the head rows of each crop of the clips' frames, with the device's
-        crop function (`runtime/sampling.py`), so `stpr-learn --crops` reads what training read."""
+        crop function (`runtime/sampling.py`), so `stpr-learn --crops` reads what training read.
+        A crop row carries its clip's key and is not primary: the lambda rule leaves it out."""
         for box in CROPS[self.cfg.head.crops][1:]:
             x = frames.float().cpu().numpy()
             cropped = torch.from_numpy(np.stack([crop_view(clip, box) for clip in x])).to(frames.device)
@@ -255,6 +262,7 @@ class StPRLearner:
                 window = self.head_window(cropped, self.model.frame_features(cropped).float())
             rows.append(self.head.features(window).cpu())
             labels_out.append(labels.cpu())
+            keys_out.append(keys)
             primary.append(torch.zeros(len(labels), dtype=torch.bool))
 
     def calibrate_router(self, class_sums: torch.Tensor, videos: torch.Tensor, residuals: torch.Tensor,

@@ -115,6 +115,22 @@ def json_matrix(A: np.ndarray) -> list[list[float | None]]:
     return [[None if math.isnan(v) else float(v) for v in row] for row in A]
 
 
+def pad_rows(rows: Sequence[Sequence[int]], num_tasks: int) -> np.ndarray:
+    """Per finished task, counts for the tasks seen so far -> an `(R, K)` int matrix, 0 above the diagonal."""
+    a = np.zeros((len(rows), num_tasks), dtype=np.int64)
+    for i, row in enumerate(rows):
+        a[i, : len(row)] = row
+    return a
+
+
+def protocol_fields(classes: Sequence[str], tasks: Sequence[Sequence[int]], correct: list[list[int]],
+                    total: list[list[int]]) -> dict[str, Any]:
+    """metrics.json's record of the protocol: class names (in learning order), tasks, raw counts."""
+    return {"classes": [classes[c] for t in tasks for c in t], "tasks": [[classes[c] for c in t] for t in tasks],
+            "classes_per_task": [len(t) for t in tasks], "correct": correct, "total": total,
+            "finished_tasks": len(correct), "num_tasks": len(tasks)}
+
+
 def summary(correct: np.ndarray, total: np.ndarray, classes_per_task: Sequence[int]) -> dict[str, Any]:
     """JSON-ready metrics from count matrices `(R, K)`: plain floats/lists, None for undefined."""
     A = accuracy_matrix(correct, total)

@@ -15,6 +15,7 @@ from .errors import StprError
 from .learner import StPRLearner
 from .model.clip_tower import Preprocess
 from .run import build_learner, saved_config
+from .run_dir import pick_task
 
 
 @dataclass
@@ -37,13 +38,7 @@ def restore(run_dir: str | Path, task: int | None = None, device: str = "cpu") -
                         "stpr-train")
     cfg = saved_config(run_dir)
     cfg.device = device
-    done = finished_tasks(run_dir)
-    if not done:
-        raise StprError(f"{str(run_dir)!r} has no finished task yet (no checkpoints/task_NNN.pt); train first")
-    if task is None:
-        task = done[-1]
-    if task not in done:
-        raise StprError(f"task {task} is not finished in {str(run_dir)!r}; finished tasks: {done}")
+    task = pick_task(finished_tasks(run_dir), task, run_dir)
     path = checkpoint_path(run_dir, task)
     ckpt = load_checkpoint(path)
     learner, pp, fingerprint = build_learner(cfg)

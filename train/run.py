@@ -19,7 +19,6 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
-import yaml
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
@@ -29,15 +28,16 @@ from . import distributed as dist
 from . import metrics as M
 from . import plots
 from .checkpoint import check_same_model, checkpoint_path, finished_tasks, load_checkpoint, save_checkpoint
-from .config import Config, apply_overrides, check_ranges, dump_config, flatten_keys
-from .data.protocol import build_tasks, class_order, load_task_file
+from .config import Config, check_ranges, dump_config
+from .data.protocol import run_tasks
 from .data.registry import Splits, build_splits, check_dataset
-from .data.tasks import TaskSubset, check_classes_present
+from .data.tasks import TaskSubset
 from .errors import StprError
 from .learner import EvalResult, StPRLearner
 from .model.clip_tower import Preprocess, backbone_fingerprint, load_clip
 from .model.stpr import StPRModel
 from .model.text import TEXT_COLLISION_COS, encode_class_names, text_collisions
+from .run_dir import check_fresh_run_dir, drop_stale_temp_files, saved_config
 from .seed import derive_seed, resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
@@ -106,17 +106,13 @@ def build_learner(cfg: Config) -> tuple[StPRLearner, Preprocess, str]:
 
 def build(cfg: Config) -> Setup:
     """Model, data and protocol from a config (no training)."""
+    if cfg.model.tower:  # an ONNX tower is read by the torch-free head only; never silently ignored here
+        raise StprError(f"model.tower {cfg.model.tower!r} is an ONNX tower: the head alone trains on it without "
+                        "torch (stpr-train --tower, or stpr.train.head_run.run)")
     check_dataset(cfg.data)
     learner, pp, fingerprint = build_learner(cfg)
     splits = build_splits(cfg.data, pp, cfg.seed)
-    if cfg.data.task_file:  # e.g. vCLIMB's Kinetics tasks: their order and split, not the protocol's
-        tasks = load_task_file(cfg.data.task_file, splits.classes, cfg.data.allow_pickle)
-    else:
-        order = class_order(len(splits.classes), cfg.data.class_order, cfg.seed, cfg.data.dataset)
-        tasks = build_tasks(cfg.data.protocol, len(splits.classes), order, dataset=repr(cfg.data.dataset))
-    for ids in tasks:
-        check_classes_present(splits.train, ids, "training")
-        check_classes_present(splits.test, ids, "test")
+    tasks = run_tasks(cfg.data, splits, cfg.seed)
     if dist.is_main():
         warn_text_collisions(cfg, learner, [splits.classes[c] for t in tasks for c in t])
     return Setup(cfg, learner.device, pp, splits, tasks, learner, fingerprint)
@@ -186,9 +182,21 @@ def train_task(s: Setup, k: int, progress: Progress = _no_progress) -> EvalResul
     last = k == len(s.tasks) - 1
     result = learner.evaluate([_loader(s, s.splits.test, j, train=False) for j in range(k + 1)],
                               reference_adapters=s.task_end_adapters if last else ())
-    log.info("task %d done in %.1fs: accuracy per task %s", k, time.perf_counter() - t0,
-             [round(100 * c / t, 2) for c, t in zip(result.correct, result.total)])
+    correct = scored_counts(cfg, result.correct, result.modes)
+    log.info("task %d done in %.1fs: accuracy per task %s (%s)", k, time.perf_counter() - t0,
+             [round(100 * c / t, 2) for c, t in zip(correct, result.total)], classifier_name(cfg))
     return result
+
+
+def classifier_name(cfg: Config) -> str:
+    """The classifier a run is scored by, as train.log and the report name it."""
+    return "StPR" if cfg.head.mode == "none" else f"analytic head, mode {cfg.head.mode}"
+
+
+def scored_counts(cfg: Config, stpr_correct: list[int], modes: dict[str, list[int]]) -> list[int]:
+    """Correct test clips per task of the classifier the run is scored by: the head's mode
+    when there is a head (StPR's own counts, untrained under the head alone, say nothing then)."""
+    return modes.get(cfg.head.mode, stpr_correct) if cfg.head.mode != "none" else stpr_correct
 
 
 def frozen_copy(adapters: nn.ModuleList) -> nn.ModuleList:
@@ -202,10 +210,7 @@ def metrics_from_history(s: Setup, h: History) -> dict[str, Any]:
     R = len(h.correct)
 
     def pad(rows: list[list[int]]) -> np.ndarray:
-        a = np.zeros((R, K), dtype=np.int64)
-        for i, row in enumerate(rows):
-            a[i, : len(row)] = row
-        return a
+        return M.pad_rows(rows, K)
 
     total = pad(h.total)
     out = M.summary(pad(h.correct), total, sizes)
@@ -225,20 +230,20 @@ def metrics_from_history(s: Setup, h: History) -> dict[str, Any]:
         if any(h.head_task_id_correct):
             out["head_task_id_accuracy"] = M.pooled_accuracy(pad(h.head_task_id_correct)[-1, :R], total[-1, :R])
     head_mode = s.cfg.head.mode
+    out["correct"], out["total"] = h.correct, h.total
     if head_mode != "none" and "modes" in out:
         # The run's numbers are the configured classifier's; StPR's own stay beside them.
-        out["stpr"] = {k: out[k] for k in ("accuracy_matrix", "acc", "acc_pooled", "bwf", "acc_curve")}
+        out["stpr"] = {k: out[k] for k in ("accuracy_matrix", "acc", "acc_pooled", "bwf", "acc_curve", "correct")}
         out.update(out["modes"][head_mode])
+        out["correct"] = [scored_counts(s.cfg, row, modes) for row, modes in zip(h.correct, h.modes)]
     out["head"] = head_mode
     out["routing_weights"] = h.routing[-1]
     out["routing_weights_per_task"] = h.routing
     out["routing"] = s.cfg.method.routing
     out["distill"] = s.cfg.method.distill
-    out["classes"] = [s.splits.classes[c] for t in s.tasks for c in t]
-    out["tasks"] = [[s.splits.classes[c] for c in t] for t in s.tasks]
-    out["classes_per_task"] = sizes
-    out["correct"], out["total"] = h.correct, h.total
-    out["finished_tasks"], out["num_tasks"] = R, K
+    fields = M.protocol_fields(s.splits.classes, s.tasks, h.correct, h.total)
+    fields["correct"] = out["correct"]  # the scored classifier's counts (above), not StPR's own
+    out.update(fields)
     return out
 
 
@@ -276,33 +281,6 @@ def _payload(s: Setup, k: int, h: History) -> dict[str, Any]:
         "learner": s.learner.state_dict(),
         "history": dataclasses.asdict(h),
     }
-
-
-def saved_config(run_dir: Path) -> Config:
-    """The config a run was started with (what --resume continues)."""
-    cfg_path = run_dir / "config.yaml"
-    if not cfg_path.is_file():
-        raise StprError(f"--resume: {str(run_dir)!r} holds no run (no config.yaml); start it without --resume")
-    return apply_overrides(Config(), flatten_keys(yaml.safe_load(cfg_path.read_text())))
-
-
-def check_fresh_run_dir(run_dir: Path) -> None:
-    """A new run goes into a new or empty folder, never beside someone's files."""
-    if (run_dir / "config.yaml").exists() or finished_tasks(run_dir):
-        raise StprError(f"{str(run_dir)!r} already holds a run; pass --resume to continue it, or choose another --out")
-    if run_dir.exists() and not run_dir.is_dir():
-        raise StprError(f"--out {str(run_dir)!r} is a file; choose a new or empty folder")
-    # train.log alone is what a run refused while building leaves: still a fresh folder.
-    others = sorted(p.name for p in run_dir.iterdir() if p.name != "train.log") if run_dir.is_dir() else []
-    if others:
-        raise StprError(f"--out {str(run_dir)!r} is not empty ({', '.join(others[:3])}"
-                        f"{', ...' if len(others) > 3 else ''}) and holds no run; choose a new or empty folder")
-
-
-def _drop_stale_temp_files(run_dir: Path) -> None:
-    # Left by a process killed mid-write; never valid, and never read.
-    for tmp in run_dir.rglob(".tmp-*"):
-        tmp.unlink(missing_ok=True)
 
 
 def run(
@@ -346,7 +324,7 @@ def run(
     dist.barrier()  # every rank has checked the folder before rank 0 writes to it
     main = dist.is_main()
     if main and resume:
-        _drop_stale_temp_files(run_dir)
+        drop_stale_temp_files(run_dir)
     elif main:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", dump_config(cfg))

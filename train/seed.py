@@ -2,11 +2,16 @@
 from __future__ import annotations
 
 import random
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from .errors import StprError
+
+if TYPE_CHECKING:  # derive_seed is torch-free: the head trains without torch (train/head_run.py)
+    import torch
+
+HEAD_SEED_SALT = 0x4EAD  # the analytic head's projection seed: derive_seed(run seed, HEAD_SEED_SALT)
 
 
 def derive_seed(*parts: int) -> int:
@@ -15,13 +20,17 @@ def derive_seed(*parts: int) -> int:
 
 
 def seed_everything(seed: int) -> None:
+    import torch
+
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
 
 
-def resolve_device(spec: str) -> torch.device:
+def resolve_device(spec: str) -> "torch.device":
     """`auto` picks CUDA when present; asking for CUDA without one is an error."""
+    import torch
+
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

@@ -10,10 +10,12 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from ..errors import StprError
+from .tasks import check_classes_present
 
 log = logging.getLogger(__name__)
 
@@ -111,4 +113,19 @@ def load_task_file(path: str, classes: list[str], allow_pickle: bool) -> list[li
     flat = [c for t in tasks for c in t]
     if len(flat) != len(set(flat)):
         raise StprError(f"task file {path!r} puts a class in two tasks")
+    return tasks
+
+
+def run_tasks(data: Any, splits: Any, seed: int) -> list[list[int]]:
+    """A run's tasks (dataset class ids per task) from its data config (`DataConfig`) and splits:
+    the task file's, or the protocol's in the configured class order; every class must have
+    training and test videos."""
+    if data.task_file:  # e.g. vCLIMB's Kinetics tasks: their order and split, not the protocol's
+        tasks = load_task_file(data.task_file, splits.classes, data.allow_pickle)
+    else:
+        order = class_order(len(splits.classes), data.class_order, seed, data.dataset)
+        tasks = build_tasks(data.protocol, len(splits.classes), order, dataset=repr(data.dataset))
+    for ids in tasks:
+        check_classes_present(splits.train, ids, "training")
+        check_classes_present(splits.test, ids, "test")
     return tasks

@@ -5,22 +5,24 @@ import copy
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from torch.utils.data import Dataset
-
-from ..config import DataConfig
 from ..errors import StprError
-from ..model.clip_tower import Preprocess
+
+if TYPE_CHECKING:  # the readers are torch-free: the head trains on them without torch
+    from torch.utils.data import Dataset
+
+    from ..config import DataConfig
+    from ..model.clip_tower import Preprocess
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Splits:
-    train: Dataset  # training sampling (random TSN offsets)
-    train_eval: Dataset  # the same videos with test sampling: anchors and FSSD statistics
-    test: Dataset
+    train: "Dataset"  # training sampling (random TSN offsets)
+    train_eval: "Dataset"  # the same videos with test sampling: anchors and FSSD statistics
+    test: "Dataset"
     classes: list[str]  # raw class names, indexed by dataset class id
 
 

@@ -14,12 +14,10 @@ dynamics, so an expert's temporal signature also tells tasks apart (TD-MoE routi
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
 __all__ = ["CLIP_MEAN", "CLIP_STD", "DEFAULT_MOTIONS", "FAMILIES", "MOTIONS", "SHAPES", "SyntheticActions"]
 
@@ -91,7 +89,7 @@ def _check_names(kind: str, names: Sequence[str], valid: Sequence[str]) -> tuple
     return names
 
 
-class SyntheticActions(Dataset):
+class SyntheticActions:
     """Moving-shape action clips; classes are ``f"{shape}_{motion}"``.
 
     Classes are ordered shape-major, then by ``motions``: with the defaults every run of 4
@@ -156,13 +154,19 @@ class SyntheticActions(Dataset):
         shape, motion = self._class_parts[label]
         return self._render(shape, motion, rng)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def clip(self, i: int) -> np.ndarray:
+        """Sample ``i`` as the tower reads it: ``(T, 3, H, W)`` float32, normalised (torch-free)."""
         # (x / 255 - mean) / std as one multiply-add, in numpy: cheaper than torch ops on a
         # permuted view, which are slow in DataLoader-sized single clips.
         x = self.raw_clip(i).astype(np.float32)
         x *= self._scale
         x += self._offset
-        return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))), self.targets[i]
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+    def __getitem__(self, i: int) -> tuple[Any, int]:  # (torch.Tensor, label)
+        import torch  # the training loader's tensors; the torch-free head reads `clip`
+
+        return torch.from_numpy(self.clip(i)), self.targets[i]
 
     def _render(self, shape: str, motion: str, rng: np.random.Generator) -> np.ndarray:
         """Render one clip (T, H, W, 3) uint8 from ``rng``.

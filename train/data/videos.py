@@ -12,12 +12,10 @@ import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
 from stpr.runtime.clip import fill_from_earlier, grab_frames
 from stpr.runtime.frame_folder import IMAGE_EXTS, frame_files  # one rule for training and the device
@@ -107,7 +105,7 @@ def read_frames(path: Path, indices: Sequence[int]) -> list[np.ndarray]:
     return fill_from_earlier(indices, cache)
 
 
-class VideoClips(Dataset):
+class VideoClips:
     """``(T, 3, size, size)`` float clips with TSN sampling from ``(path, label)`` samples.
 
     ``classes[label]`` is the raw class name. Train mode draws a random frame in each of
@@ -187,15 +185,21 @@ class VideoClips(Dataset):
             # Worker-safe: DataLoader workers differ in torch.initial_seed() (new every epoch);
             # the draw counter varies the offsets between epochs also with workers=0, where
             # initial_seed() stays fixed.
+            import torch  # random offsets are the PyTorch loader's (train mode); test mode is torch-free
+
             rng = np.random.default_rng([self.seed, i, torch.initial_seed() % 2**32, self._draws])
             self._draws += 1
         return tsn_indices(self.frame_counts[i], self.num_frames, self.train, rng)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def clip(self, i: int) -> np.ndarray:
+        """Sample ``i``'s frames ``(T, 3, size, size)`` float32, normalised (torch-free)."""
         if not -len(self) <= i < len(self):
             raise IndexError(f"index {i} out of range for {len(self)} samples")
         i %= len(self)
-        path, label = self.samples[i]
-        frames = read_frames(path, self.indices(i).tolist())
-        clip = np.stack([preprocess(f, self.size, self.mean, self.std) for f in frames])
-        return torch.from_numpy(clip), label
+        frames = read_frames(self.samples[i][0], self.indices(i).tolist())
+        return np.stack([preprocess(f, self.size, self.mean, self.std) for f in frames])
+
+    def __getitem__(self, i: int) -> tuple[Any, int]:  # (torch.Tensor, label)
+        import torch  # the training loader's tensors; the torch-free head reads `clip`
+
+        return torch.from_numpy(self.clip(i)), self.samples[i % len(self)][1]

@@ -44,7 +44,7 @@ def text_collisions(names: Sequence[str], text: torch.Tensor,
     A tower that never learned a word maps it to nothing (the packaged tiny tower stores
     zero rows for words its captions never used), so "digit 0 moving left" and "digit 3
     moving left" get one text: no video feature can pick between them by cosine."""
-    t = F.normalize(text.float(), dim=-1)
+    t = F.normalize(text.float().cpu(), dim=-1)  # C x C is small; the CPU indices must index it on its device
     sim = t @ t.T
     i, j = torch.triu_indices(len(names), len(names), offset=1)
     close = sim[i, j] >= threshold

@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from stpr.runtime.manifest import sha256_file
 
 from ..errors import StprError
+
+if TYPE_CHECKING:  # torch only where weights are built: the ONNX tower below is read without it
+    import torch
+    from torch import nn
+
+    from stpr.runtime.tower import TowerSpec
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 REGISTRY = PACKAGE_DIR / "registry.json"
@@ -64,6 +68,7 @@ def is_sparse_token_file(path: str | Path) -> bool:
 
 def save_sparse(model: nn.Module, used_token_ids: torch.Tensor, path: str | Path, metadata: dict[str, str]) -> None:
     """Write `model`'s state as safetensors, keeping only the used token-embedding rows."""
+    import torch
     from safetensors.torch import save_file
 
     from stpr.runtime.atomic import atomic_path
@@ -79,6 +84,7 @@ def save_sparse(model: nn.Module, used_token_ids: torch.Tensor, path: str | Path
 
 def load_sparse(model: nn.Module, path: str | Path) -> None:
     """Load a file written by `save_sparse` into `model` (strict: every key must match)."""
+    import torch
     from safetensors.torch import load_file
 
     state = load_file(str(path))
@@ -93,3 +99,21 @@ def load_sparse(model: nn.Module, path: str | Path) -> None:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         raise StprError(f"weights {str(path)!r} do not fit this model: {e}") from e
+
+
+def packaged_onnx_tower(model_name: str, tag: str) -> "TowerSpec":
+    """The packaged tower of `(model_name, tag)` as ONNX (scripts/make_tiny_tower_onnx.py), hash-checked,
+    with its preprocessing: what the torch-free head runs on. `StprError` if none ships."""
+    from stpr.runtime.tower import TowerSpec
+
+    entry = packaged_tags(model_name).get(tag, {}).get("onnx")
+    if entry is None:
+        raise StprError(f"no ONNX tower ships for --model {model_name} --pretrained {tag}; without torch the head "
+                        "runs on the packaged stpr-tiny (synthetic-shapes) or on --tower FILE.onnx (docs/towers.md), "
+                        "or install the [train] extra")
+    path = PACKAGE_DIR / entry["file"]
+    if not path.is_file():
+        raise StprError(f"packaged tower {entry['file']!r} is missing from {str(PACKAGE_DIR)!r}; reinstall stpr, "
+                        "or rebuild it with scripts/make_tiny_tower_onnx.py")
+    check_sha256(path, entry["sha256"])
+    return TowerSpec(file=path, size=int(entry["size"]), mean=tuple(entry["mean"]), std=tuple(entry["std"]))
