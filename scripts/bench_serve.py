@@ -173,14 +173,15 @@ def _dropped(lines: list[str]) -> int:
     return next((int(x.group(1)) for x in reversed(m) if x), -1)
 
 
-def throughput(bundle: Path, source: list[str], seconds: float, repeats: int, tmp: Path, viewers: int) -> dict:
+def throughput(label: str, bundle: Path, source: list[str], seconds: float, repeats: int, tmp: Path,
+               viewers: int) -> dict:
     rates: dict[str, list[float]] = {"plain": [], "serve": []}
     drops: dict[str, list[int]] = {"plain": [], "serve": []}
     ratios = []
     for r in range(repeats):
         pair = {}
         for kind in (("plain", "serve") if r % 2 == 0 else ("serve", "plain")):
-            jsonl = tmp / f"{kind}-{r}.jsonl"
+            jsonl = tmp / f"{label}-{kind}-{r}.jsonl"  # --jsonl appends: one file per run
             run = Run(["--bundle", str(bundle), *source, "--jsonl", str(jsonl)], serve=kind == "serve")
             v = Viewers(run, viewers) if kind == "serve" else None
             time.sleep(seconds)
@@ -262,6 +263,8 @@ def main() -> None:
     ap.add_argument("--viewers", type=int, default=4)
     ap.add_argument("--size", type=int, default=128, help="Source frame size in pixels.")
     ap.add_argument("--teach-runs", type=int, default=3)
+    ap.add_argument("--parts", nargs="+", default=["file", "live", "lag", "teach"],
+                    choices=["file", "live", "lag", "teach"], help="What to measure.")
     args = ap.parse_args()
     frames = _source_frames(args.size)
     out: dict = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
@@ -269,13 +272,17 @@ def main() -> None:
                  "bundle": str(args.bundle), "source_px": args.size}
     with tempfile.TemporaryDirectory() as tmp:
         video = _video(Path(tmp) / "loop.avi", frames)
-        out["throughput_file"] = throughput(args.bundle, ["--video", str(video), "--loop"], args.seconds,
-                                            args.repeats, Path(tmp), args.viewers)
+        if "file" in args.parts:
+            out["throughput_file"] = throughput("file", args.bundle, ["--video", str(video), "--loop"],
+                                                args.seconds, args.repeats, Path(tmp), args.viewers)
         with MjpegServer(frames, fps=30) as cam:
-            out["throughput_live_30fps"] = throughput(args.bundle, [cam.url], args.seconds, args.repeats,
-                                                      Path(tmp), args.viewers)
-            out["lag"] = [lag(args.bundle, cam.url, args.seconds, n) for n in (1, args.viewers)]
-            out["teach"] = teach(args.bundle, cam.url, args.teach_runs, 8)
+            if "live" in args.parts:
+                out["throughput_live_30fps"] = throughput("live", args.bundle, [cam.url], args.seconds, args.repeats,
+                                                          Path(tmp), args.viewers)
+            if "lag" in args.parts:
+                out["lag"] = [lag(args.bundle, cam.url, args.seconds, n) for n in (1, args.viewers)]
+            if "teach" in args.parts:
+                out["teach"] = teach(args.bundle, cam.url, args.teach_runs, 8)
     out["machine"]["load_avg_at_end"] = os.getloadavg()
     print(json.dumps(out, indent=2))
 

@@ -517,6 +517,15 @@ def test_the_documented_device_commands_run_as_written(learned, tmp_path):
     runtime = _doc_commands((repo / "docs" / "runtime.md").read_text().split("### Add an action by name")[1])
     assert sum(c.startswith("stpr-learn") for c in readme) >= 2 and any("stpr-classes add" in c for c in readme)
     assert any("stpr-classes add" in c for c in runtime)
+    # the demo trains all 20 of its classes: a name added to `bundles/demo` must be none of them
+    # (the test bundle here trains 12, so running the command alone would not show it)
+    import shlex
+
+    from stpr.runtime.text_clean import clean_class_name
+
+    trained = {clean_class_name(c) for c in SyntheticActions("test", clips_per_class=1).classes}
+    added = [shlex.split(c, comments=True)[3] for c in readme + runtime if c.startswith("stpr-classes add")]
+    assert added and not [n for n in added if clean_class_name(n) in trained], added
     for name, commands in (("readme", readme), ("runtime", runtime)):
         _run_as_written(learned, tmp_path / name, commands)
 

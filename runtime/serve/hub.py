@@ -6,6 +6,7 @@ stops reading, or eight of them, cannot slow a prediction down.
 """
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections import deque
@@ -61,6 +62,8 @@ class Hub:
                 self._times.popleft()
             self._frame = Frame(self._frames_seen, image, event, fps, self.capture_at or now, now)
             self._new_frame.notify_all()
+        for wake in list(self.listeners):
+            wake()
 
     def put_event(self, event: dict) -> int:
         """Add an event (a prediction, a swap, a job's step) and return its `seq`."""
@@ -84,8 +87,10 @@ class Hub:
     def events_after(self, after: int, limit: int = 500) -> tuple[list[dict], int]:
         """Events with seq > `after` (at most `limit`, oldest first) and the newest seq."""
         with self._lock:
-            out = [e for e in self._events if e["seq"] > after][:limit]
-            return out, self._seq
+            if not self._events:
+                return [], self._seq
+            start = max(0, after + 1 - self._events[0]["seq"])  # seqs are consecutive: index, not scan
+            return list(itertools.islice(self._events, start, start + limit)), self._seq
 
     def wait_frame(self, after: int, timeout: float) -> Frame | None:
         """The latest frame if its seq > `after`, waiting up to `timeout` s for one (blocking:

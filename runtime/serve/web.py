@@ -100,27 +100,39 @@ class Guard:
 
 
 class Waker:
-    """Wakes the server's waiting handlers from the stream thread (call_soon_threadsafe)."""
+    """Wakes the server's waiting handlers from the stream thread. The stream calls `wake`
+    on every frame and event (hundreds a second): it crosses into the server's loop only
+    when a handler waits and no wake-up is already on its way, so an idle or busy page
+    costs the stream a flag check, not a system call."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.event = asyncio.Event()
+        self.waiting = 0
+        self.pending = False
 
     def wake(self) -> None:  # any thread
+        if not self.waiting or self.pending:
+            return
+        self.pending = True
         try:
             self.loop.call_soon_threadsafe(self._fire)
         except RuntimeError:  # the loop has closed: the server is stopping
             pass
 
     def _fire(self) -> None:
+        self.pending = False
         event, self.event = self.event, asyncio.Event()
         event.set()
 
     async def wait(self, timeout: float) -> None:
+        self.waiting += 1
         try:
             await asyncio.wait_for(self.event.wait(), timeout)
         except asyncio.TimeoutError:
             pass
+        finally:
+            self.waiting -= 1
 
 
 def make_app(hub: Hub, teacher: Teacher, config: ServeConfig, logins: Logins,
