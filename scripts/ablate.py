@@ -37,6 +37,7 @@ from stpr.train import run as R
 from stpr.train.checkpoint import check_same_model, checkpoint_path, finished_tasks, load_checkpoint
 from stpr.train.config import Config, apply_overrides, load_config, parse_set
 from stpr.train.errors import StprError
+from stpr.train.run_dir import saved_config
 
 DISTILLS = DISTILL_MODES
 ORACLE = "oracle"  # analysis only: routes by the true task id, not a deployable method
@@ -93,7 +94,7 @@ def _comparable(cfg: Config) -> dict[str, Any]:
 def ensure_run(cfg: Config, run_dir: Path) -> dict[str, Any]:
     """metrics.json of a finished run of `cfg` in `run_dir`: reused, resumed or trained."""
     if (run_dir / "config.yaml").is_file():
-        saved = R.saved_config(run_dir)
+        saved = saved_config(run_dir)
         if _comparable(saved) != _comparable(cfg):
             raise StprError(f"{str(run_dir)!r} holds a run with another config; use another --out or delete it")
         mfile = run_dir / "metrics.json"
@@ -122,7 +123,7 @@ def _pad(rows: list[list[int]], K: int) -> np.ndarray:
 
 def routing_counts(run_dir: Path, modes: Sequence[str], device: str) -> dict[str, Any]:
     """Evaluate every task's checkpoint under each routing mode: correct, task-id and total count rows."""
-    cfg = R.saved_config(run_dir)
+    cfg = saved_config(run_dir)
     cfg.device = device
     s = R.build(cfg)  # data, protocol and loaders; a fresh learner per checkpoint below
     correct: dict[str, list[list[int]]] = {m: [] for m in modes}

@@ -37,11 +37,11 @@ from stpr.runtime.tower import OnnxTower, TowerSpec, tower_spec
 
 from . import metrics as M
 from .analytic_fit_numpy import NumpyHead, clip_key
-from .config import Config, check_ranges, dump_config
+from .config import Config, dump_config
 from .data.protocol import run_tasks
 from .data.registry import Splits, build_splits, check_dataset
 from .errors import StprError, missing_extra
-from .run_dir import CHECKPOINTS, NUMPY_CHECKPOINT, check_fresh_run_dir, drop_stale_temp_files, saved_config
+from .run_dir import CHECKPOINTS, NUMPY_CHECKPOINT, drop_stale_temp_files, run_config
 from .seed import HEAD_SEED_SALT, derive_seed
 
 log = logging.getLogger(__name__)
@@ -316,13 +316,7 @@ def run(cfg: Config | None, run_dir: str | Path, resume: bool = False, device: s
     """Train every task of the protocol with the head alone on an ONNX tower (continuing after
     the last checkpoint on resume). Everything is checked before the folder is written."""
     run_dir = Path(run_dir)
-    if resume:
-        cfg = saved_config(run_dir)
-    else:
-        if cfg is None:
-            raise ValueError("a new run needs a config")
-        check_ranges(cfg)
-        check_fresh_run_dir(run_dir)
+    cfg = run_config(cfg, run_dir, resume)
     if device is not None:
         cfg.device = device
     s = build(cfg)

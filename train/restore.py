@@ -14,8 +14,8 @@ from .config import Config
 from .errors import StprError
 from .learner import StPRLearner
 from .model.clip_tower import Preprocess
-from .run import build_learner, saved_config
-from .run_dir import pick_task
+from .run import build_learner
+from .run_dir import pick_task, saved_config
 
 
 @dataclass

@@ -28,7 +28,7 @@ from . import distributed as dist
 from . import metrics as M
 from . import plots
 from .checkpoint import check_same_model, checkpoint_path, finished_tasks, load_checkpoint, save_checkpoint
-from .config import Config, check_ranges, dump_config
+from .config import Config, dump_config
 from .data.protocol import run_tasks
 from .data.registry import Splits, build_splits, check_dataset
 from .data.tasks import TaskSubset
@@ -37,7 +37,7 @@ from .learner import EvalResult, StPRLearner
 from .model.clip_tower import Preprocess, backbone_fingerprint, load_clip
 from .model.stpr import StPRModel
 from .model.text import TEXT_COLLISION_COS, encode_class_names, text_collisions
-from .run_dir import check_fresh_run_dir, drop_stale_temp_files, saved_config
+from .run_dir import drop_stale_temp_files, run_config
 from .seed import derive_seed, resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
@@ -296,13 +296,7 @@ def run(
     config leaves no half-made run behind. `device` overrides where a resumed run runs.
     """
     run_dir = Path(run_dir)
-    if resume:
-        cfg = saved_config(run_dir)
-    else:
-        if cfg is None:
-            raise ValueError("a new run needs a config")
-        check_ranges(cfg)  # also for configs built in Python, not only through load_config
-        check_fresh_run_dir(run_dir)
+    cfg = run_config(cfg, run_dir, resume)
     if device is not None:
         cfg.device = device
     s = build(cfg)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from .config import Config, apply_overrides, flatten_keys
+from .config import Config, apply_overrides, check_ranges, flatten_keys
 from .errors import StprError
 
 CHECKPOINTS = "checkpoints"
@@ -54,6 +54,19 @@ def check_fresh_run_dir(run_dir: Path) -> None:
     if others:
         raise StprError(f"--out {str(run_dir)!r} is not empty ({', '.join(others[:3])}"
                         f"{', ...' if len(others) > 3 else ''}) and holds no run; choose a new or empty folder")
+
+
+def run_config(cfg: Config | None, run_dir: Path, resume: bool) -> Config:
+    """The config a run goes on with: the saved one on resume; else `cfg`, checked (also when
+    built in Python, not only through load_config), into a fresh folder. Both training loops
+    (PyTorch and torch-free) start here."""
+    if resume:
+        return saved_config(run_dir)
+    if cfg is None:
+        raise ValueError("a new run needs a config")
+    check_ranges(cfg)
+    check_fresh_run_dir(run_dir)
+    return cfg
 
 
 def drop_stale_temp_files(run_dir: Path) -> None:
