@@ -15,6 +15,8 @@ FENCE = re.compile(r"^\s*(```|~~~)")
 UP_PATH = re.compile(r"(?<![.\w/])(?:\.\./)+[\w./-]*")
 # The only public site the README named before it was split (the PyTorch CPU wheel index).
 PUBLIC_URLS = {"https://download.pytorch.org/whl/cpu"}
+# `stpr-run --serve 8080`'s page on this machine or the device: not a link outside
+DEVICE_PAGE = re.compile(r"http://(127\.0\.0\.1|localhost|device):8080[/;]")
 
 
 def _docs() -> list[Path]:
@@ -107,7 +109,8 @@ def test_no_link_or_path_points_outside_the_repository():
             dest = (doc.parent / up).resolve()
             assert dest.is_relative_to(ROOT), f"{doc.relative_to(ROOT)} names {up}, outside the repository"
         for url in re.findall(r"https?://[^\s)`>\"']+", text):
-            assert url in PUBLIC_URLS, f"{doc.relative_to(ROOT)} links {url}, which the README did not"
+            assert url in PUBLIC_URLS or DEVICE_PAGE.match(url), \
+                f"{doc.relative_to(ROOT)} links {url}, which the README did not"
 
 
 def test_readme_is_short_and_points_to_every_page():
