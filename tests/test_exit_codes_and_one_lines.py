@@ -73,7 +73,10 @@ def test_ctrl_c_while_the_command_starts_exits_130(tmp_path, module):
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == EXIT_INTERRUPT, res.stderr[-3000:]
     assert "Aborted!" not in res.stderr and "Traceback" not in res.stderr
-    assert "interrupted; nothing was written" in res.stderr
+    # stpr-train imports torch only once it knows the run needs it, after parsing: then the run's
+    # own Ctrl-C line (nothing saved, nothing to resume) answers; stpr-export's comes while it starts
+    assert "interrupted; nothing was written" in res.stderr or "interrupted; nothing was saved" in res.stderr
+    assert len([line for line in res.stderr.splitlines() if line.strip()]) == 1
     assert not (tmp_path / "o").exists()
 
 
