@@ -472,7 +472,7 @@ def _run_stream(rec: Recognizer, kind: str, source: object, stride: int, smooth:
     def on_frame(frame: np.ndarray, event: dict | None) -> None:
         elapsed = max(1e-6, time.perf_counter() - summary.started)
         if session is not None:  # the raw frame: the server draws it only if somebody looks
-            session.put_frame(frame, event, summary.frames / elapsed)
+            session.hub.put_frame(frame, event, summary.frames / elapsed)
         if not (video_out.active or window):
             return
         annotated = draw_overlay(frame, event, summary.frames / elapsed)

@@ -216,3 +216,19 @@ def predictions(path: Path) -> list[dict]:
     import json
 
     return [e for e in map(json.loads, path.read_text().splitlines()) if "event" not in e]
+
+
+def write_frame_folders(root: Path, names: list[str], clips: int) -> Path:
+    """`root/<class>/<clip>/NN.png`: the first `clips` training clips of each synthetic class
+    in `names`, as frame folders (what stpr-learn --data reads)."""
+    from stpr.train.data.synthetic import SyntheticActions
+
+    train = SyntheticActions("train", clips_per_class=8, seed=0)
+    for name in names:
+        c = train.classes.index(name)
+        for j, i in enumerate([i for i, t in enumerate(train.targets) if t == c][:clips]):
+            folder = root / name / f"{j:02d}"
+            folder.mkdir(parents=True)
+            for f, frame in enumerate(train.raw_clip(i)):
+                cv2.imwrite(str(folder / f"{f:02d}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    return root

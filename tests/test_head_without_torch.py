@@ -5,11 +5,10 @@ import json
 import subprocess
 import sys
 
-import cv2
 import numpy as np
 import pytest
 import torch
-from helpers import FAST, write_video
+from helpers import FAST, write_frame_folders, write_video
 
 from stpr.runtime.bundle import load_bundle
 from stpr.runtime.recognizer import Recognizer
@@ -123,14 +122,7 @@ def test_the_bundle_of_a_torch_free_run_is_head_only_and_serves_and_learns(free_
     clip = write_video(tmp_path / "clip.avi", [test.raw_clip(test.classes.index(m["classes"][0]))])
     res = without_torch("stpr.runtime.entry", "--bundle", str(free_run / "b0"), "--video", str(clip), "--clip")
     assert "analytic head (alone" in res.stdout + res.stderr
-    train = SyntheticActions("train", clips_per_class=8, seed=0)
-    for name in ("cross_moving_right", "cross_moving_left"):  # never trained (4+4x2 trains 12 of 20)
-        c = train.classes.index(name)
-        for j, i in enumerate([i for i, t in enumerate(train.targets) if t == c][:5]):
-            folder = tmp_path / "data" / name / f"{j:02d}"
-            folder.mkdir(parents=True)
-            for f, frame in enumerate(train.raw_clip(i)):
-                cv2.imwrite(str(folder / f"{f:02d}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    write_frame_folders(tmp_path / "data", ["cross_moving_right", "cross_moving_left"], 5)  # never trained
     without_torch("stpr.runtime.learn_cli", "--bundle", str(free_run / "b0"), "--out", str(tmp_path / "b1"),
                   "--data", str(tmp_path / "data"))
     b1 = load_bundle(tmp_path / "b1")

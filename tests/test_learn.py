@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from helpers import fast_config, resealed_copy, write_video
+from helpers import fast_config, resealed_copy, write_frame_folders, write_video
 from test_hot_swap import _read, _stream_publishing
 
 from stpr.export import export_run
@@ -38,14 +38,7 @@ def learned(tmp_path_factory):
     R.run(fast_config(**{"head.mode": "alone", "head.dim": 512}), root / "run")
     export_run(root / "run", root / "b0")
     export_run(root / "run", root / "b0_stpr", stpr_files=True)  # StPR's files too: a head can be stripped off
-    train = SyntheticActions("train", clips_per_class=8, seed=0)
-    for name in NEW:
-        c = train.classes.index(name)
-        for j, i in enumerate([i for i, t in enumerate(train.targets) if t == c][:6]):
-            folder = root / "data" / name / f"{j:02d}"
-            folder.mkdir(parents=True)
-            for f, frame in enumerate(train.raw_clip(i)):
-                cv2.imwrite(str(folder / f"{f:02d}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    write_frame_folders(root / "data", NEW, 6)
     res = CliRunner().invoke(learn_main, ["--bundle", str(root / "b0"), "--out", str(root / "b1"),
                                           "--data", str(root / "data")])
     assert res.exit_code == 0, res.output

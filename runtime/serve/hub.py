@@ -37,7 +37,6 @@ class Hub:
 
     def __init__(self, jpeg_quality: int = 80) -> None:
         self._lock = threading.Lock()
-        self._new_frame = threading.Condition(self._lock)
         self._frame: Frame | None = None
         self._jpeg: tuple[Frame, bytes, float] | None = None  # the last encoding and when it was made
         self._encode_lock = threading.Lock()
@@ -55,13 +54,12 @@ class Hub:
     # --- the stream's side: cheap, never blocks on a client -------------------------
     def put_frame(self, image: np.ndarray, event: dict | None, fps: float) -> None:
         now = time.monotonic()
-        with self._new_frame:
+        with self._lock:
             self._frames_seen += 1
             self._times.append(now)
             while self._times and now - self._times[0] > FPS_WINDOW_S:
                 self._times.popleft()
             self._frame = Frame(self._frames_seen, image, event, fps, self.capture_at or now, now)
-            self._new_frame.notify_all()
         for wake in list(self.listeners):
             wake()
 
@@ -91,14 +89,6 @@ class Hub:
                 return [], self._seq
             start = max(0, after + 1 - self._events[0]["seq"])  # seqs are consecutive: index, not scan
             return list(itertools.islice(self._events, start, start + limit)), self._seq
-
-    def wait_frame(self, after: int, timeout: float) -> Frame | None:
-        """The latest frame if its seq > `after`, waiting up to `timeout` s for one (blocking:
-        the server calls it from a worker thread)."""
-        with self._new_frame:
-            self._new_frame.wait_for(lambda: (self._frame is not None and self._frame.seq > after)
-                                     or self.closing.is_set(), timeout)
-            return self._frame
 
     def latest_frame(self) -> Frame | None:
         with self._lock:
@@ -139,5 +129,5 @@ class Hub:
 
     def close(self) -> None:
         self.closing.set()
-        with self._new_frame:
-            self._new_frame.notify_all()
+        for wake in list(self.listeners):  # waiting handlers see `closing` now, not at their timeout
+            wake()

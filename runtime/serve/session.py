@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import click
-import numpy as np
 
 from ..errors import ServeError
 from ..publish import publish
@@ -80,9 +79,6 @@ class ServeSession:
 
     def events(self, log_: Any) -> ServedEvents:
         return ServedEvents(log_, self)
-
-    def put_frame(self, frame: np.ndarray, event: dict | None, fps: float) -> None:
-        self.hub.put_frame(frame, event, fps)
 
     def start(self, rec: Recognizer, source: dict[str, Any], say: Callable[[str], None] = click.echo) -> None:
         """Serve the page; say where, and how to log in when a token is needed."""
