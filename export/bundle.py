@@ -57,6 +57,7 @@ from stpr.train.errors import StprError
 from stpr.train.restore import Restored, restore
 
 from . import parity
+from .calibrate import unknown_section
 from .fp16 import to_fp16
 from .fuse import fuse_experts
 from .head_only import STORED_SUMS_TOLERANCE, check_stored_sums  # noqa: F401 (one rule, both exports)
@@ -402,5 +403,4 @@ def write_openset(r: Restored, tmp: Path, manifest: dict[str, Any], res: ExportR
         return {}
     res.openset = report
     atomic_write_json(tmp / OPENSET_FILE, report)
-    keep = ("score", "threshold", "target_tpr", "standardise")
-    return {"unknown": {**{k: report[k] for k in keep if k in report}, **extra, "report": OPENSET_FILE}}
+    return {"unknown": unknown_section(report, extra)}

@@ -106,30 +106,14 @@ def main(run_dir: Path, out: Path, fp16: bool, task: int | None, opset: int, eng
             click.echo(f"Parity {what}: top-1 agreement {p['top1_agreement']:.2%}, feature max |diff| "
                        f"{p['feature_max_abs_diff']:.2e}, {'probability' if 'head' in prec else 'logit'} max |diff| "
                        f"{p['logit_max_abs_diff']:.2e} ({res.parity['clips']} {res.parity['source']})")
-    if res.openset:
-        o = res.openset
-        measured = (f"; AUROC {o['auroc']:.3f}, FPR {o['fpr_at_tpr']:.3f} at {o['target_tpr']:.0%} TPR on "
-                    f"{sum(o['unknown_clips'].values())} clips of never-trained classes" if "auroc" in o else "")
-        click.echo(f"Unknown: {o['score']} < {o['threshold']:.4g} (keeps {o['target_tpr']:.0%} of held-out known "
-                   f"clips){measured} (openset.json)")
-    else:
-        click.echo("Unknown: not calibrated (the run's held-out clips could not be read); stpr-run will not "
-                   "report unknown")
+    _echo_openset(res.openset)
     if "text_tower" in res.parity:
         t = res.parity["text_tower"]
         click.echo(f"Parity text tower: fp32 max |diff| {t['fp32']['max_abs_diff']:.2e}"
                    + (f", fp16 top-1 agreement {t['fp16']['top1_agreement']:.2%}" if "fp16" in t else "")
                    + f" ({t['prompts']} class prompts)")
     click.echo(f"Total export time: {sum(res.timings_s.values()):.1f} s")
-    if publish is not None:
-        from stpr.runtime.publish import publish as publish_bundle
-
-        try:
-            publish_bundle(res.bundle, publish)
-        except (OSError, BundleError) as e:
-            raise click_error(f"the bundle is written, but --publish failed: {e}",
-                        EXIT_WRITE if isinstance(e, OSError) else 1) from None
-        click.echo(f"Published: {publish} -> {res.bundle}")
+    _publish(res.bundle, publish)
 
 
 def _write_bundle(out: Path, make: Callable[[], Any]) -> Any:
@@ -174,17 +158,34 @@ def _export_head_run(run_dir: Path, out: Path, task: int | None, force: bool, pa
     p = res["parity"]["fp32_head"]
     click.echo(f"Parity: the bundle on the runtime against the run's head: top-1 agreement {p['top1_agreement']:.2%}, "
                f"probability max |diff| {p['prob_max_abs_diff']:.2e} ({res['parity']['clips']} clips)")
-    click.echo("Unknown: not calibrated (head-only bundles carry no open-set threshold yet); stpr-run will not "
-               "report unknown")
-    if publish is not None:
-        from stpr.runtime.publish import publish as publish_bundle
+    _echo_openset(res["openset"])
+    _publish(res["bundle"], publish)
 
-        try:
-            publish_bundle(res["bundle"], publish)
-        except (OSError, BundleError) as e:
-            raise click_error(f"the bundle is written, but --publish failed: {e}",
-                              EXIT_WRITE if isinstance(e, OSError) else 1) from None
-        click.echo(f"Published: {publish} -> {res['bundle']}")
+
+def _echo_openset(o: dict[str, Any] | None) -> None:
+    """The export's `Unknown:` line: the calibrated score and threshold, and how it measured."""
+    if not o:
+        click.echo("Unknown: not calibrated (the run's held-out clips could not be read); stpr-run will not "
+                   "report unknown")
+        return
+    measured = (f"; AUROC {o['auroc']:.3f}, FPR {o['fpr_at_tpr']:.3f} at {o['target_tpr']:.0%} TPR on "
+                f"{sum(o['unknown_clips'].values())} clips of never-trained classes" if "auroc" in o else "")
+    click.echo(f"Unknown: {o['score']} < {o['threshold']:.4g} (keeps {o['target_tpr']:.0%} of held-out known "
+               f"clips){measured} (openset.json)")
+
+
+def _publish(bundle: Path, publish: Path | None) -> None:
+    """--publish: point the symlink at the written bundle (a failure says the bundle is kept)."""
+    if publish is None:
+        return
+    from stpr.runtime.publish import publish as publish_bundle
+
+    try:
+        publish_bundle(bundle, publish)
+    except (OSError, BundleError) as e:
+        raise click_error(f"the bundle is written, but --publish failed: {e}",
+                          EXIT_WRITE if isinstance(e, OSError) else 1) from None
+    click.echo(f"Published: {publish} -> {bundle}")
 
 
 if __name__ == "__main__":

@@ -23,12 +23,21 @@ from stpr.runtime.analytic import PROJECTION_GENERATOR, mode_probabilities, proj
 from stpr.runtime.atomic import atomic_write_json, make_temp_dir
 from stpr.runtime.bundle import load_bundle
 from stpr.runtime.bundle_dir import prepare_target, remove_stale_temp, swap_into_place
-from stpr.runtime.contract import HEAD_ONLY_TOWER_FILE, HEAD_WEIGHTS_FILE, MANIFEST_NAME, PARITY_FILE
+from stpr.runtime.contract import (
+    HEAD_ONLY_TOWER_FILE,
+    HEAD_SUBSPACE_FILE,
+    HEAD_WEIGHTS_FILE,
+    MANIFEST_NAME,
+    OPENSET_FILE,
+    PARITY_FILE,
+)
 from stpr.runtime.errors import BundleError, StprError
 from stpr.runtime.head_sums import HeadSums, save_sums, sums_section
 from stpr.runtime.manifest import SCHEMA_VERSION, seal_manifest, sha256_file
 from stpr.runtime.recognizer import Recognizer
 from stpr.runtime.tower import OnnxTower, TowerSpec
+
+from .head_only_openset import write_head_openset
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +100,10 @@ def _tower_file(meta: dict[str, Any]) -> Path:
 
 
 def export_head_run(run_dir: str | Path, out: str | Path, *, task: int | None = None, force: bool = False,
-                    parity_clips: int = 16, head_sums: str | None = "float64") -> dict[str, Any]:
+                    parity_clips: int = 16, head_sums: str | None = "float64", openset: bool = True) -> dict[str, Any]:
     """Write the head-only bundle `out` from torch-free run `run_dir`; returns
-    `{"bundle", "files", "parity", "timings_s"}`."""
+    `{"bundle", "files", "parity", "openset", "timings_s"}` (`openset`: the calibration's
+    report, None when the run's held-out clips cannot be read or `openset` is False)."""
     run_dir, out = Path(run_dir), Path(out)
     if parity_clips < 1:
         raise StprError(f"--parity-clips {parity_clips}: the parity check needs at least 1 clip (default 16)")
@@ -123,12 +133,18 @@ def export_head_run(run_dir: str | Path, out: str | Path, *, task: int | None = 
         atomic_write_json(tmp / PARITY_FILE, parity)
         manifest["files"][PARITY_FILE] = sha256_file(tmp / PARITY_FILE)
         atomic_write_json(tmp / MANIFEST_NAME, seal_manifest(manifest))
+        openset = write_head_openset(tmp, head, meta) if openset else None
+        if openset is not None:  # the bundle says `unknown` as one the PyTorch export wrote does
+            manifest["unknown"] = openset[0]
+            manifest["files"].update({f: sha256_file(tmp / f) for f in (HEAD_SUBSPACE_FILE, OPENSET_FILE)})
+            atomic_write_json(tmp / MANIFEST_NAME, seal_manifest(manifest))
         load_bundle(tmp)  # as stpr-run will load it, before it takes the name
         swap_into_place(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     files = {name: out / name for name in manifest["files"]} | {MANIFEST_NAME: out / MANIFEST_NAME}
-    return {"bundle": out, "files": files, "parity": parity, "timings_s": {"total": time.perf_counter() - t0}}
+    return {"bundle": out, "files": files, "parity": parity, "openset": openset and openset[1],
+            "timings_s": {"total": time.perf_counter() - t0}}
 
 
 def _manifest(head: Any, meta: dict[str, Any], ckpt: Path, run_dir: Path) -> dict[str, Any]:

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import torch
 from helpers import FAST, write_frame_folders, write_video
+from test_openset import AUROC_FLOOR
 
+from stpr.export.calibrate import calibration_clips
 from stpr.runtime.bundle import load_bundle
 from stpr.runtime.recognizer import Recognizer
 from stpr.runtime.watch import verify_recognizer
@@ -127,6 +129,29 @@ def test_the_bundle_of_a_torch_free_run_is_head_only_and_serves_and_learns(free_
                   "--data", str(tmp_path / "data"))
     b1 = load_bundle(tmp_path / "b1")
     assert b1.classes[-2:] == ["cross_moving_left", "cross_moving_right"] and b1.manifest["head_only"] is True
+    # learning keeps `unknown`: the subspace is G's again, now with the learned clips in it
+    assert b1.manifest["unknown"]["threshold"] == m["unknown"]["threshold"]
+    assert b1.manifest["files"]["head_subspace.npy"] != m["files"]["head_subspace.npy"]
+
+
+def test_the_torch_free_bundle_is_calibrated_to_say_unknown(free_run):
+    """The head's open-set score and threshold, calibrated at export as the PyTorch export does:
+    95 % of held-out known clips kept, never-trained classes ranked below them."""
+    m = load_bundle(free_run / "b0").manifest
+    report = json.loads((free_run / "b0" / "openset.json").read_text())
+    assert m["unknown"]["score"] == report["score"] == "head_margin_mahalanobis"
+    assert m["unknown"]["threshold"] == report["threshold"] and m["unknown"]["subspace"] == "head_subspace.npy"
+    assert report["auroc"] > AUROC_FLOOR and report["unknown_clips"]["new_motion"] > 0
+    # the device's own scores (stpr-run's Recognizer) on the calibration half keep 95 % of it
+    cfg = load_config(free_run / "run" / "config.yaml")
+    spec = load_bundle(free_run / "b0")
+    clips = calibration_clips(cfg.data, spec, cfg.seed, m["classes"])
+    assert len(clips.calib) == report["calibration_clips"]
+    with Recognizer(spec) as rec:
+        B, T = clips.calib.shape[:2]
+        window = rec.frame_features(clips.calib.reshape(B * T, *clips.calib.shape[2:])).reshape(B, T, -1)
+        fit = rec.classify(window)["unknown_score"]
+    assert np.mean(fit >= m["unknown"]["threshold"]) >= report["target_tpr"]
 
 
 def test_stpr_without_torch_is_refused_in_one_line_with_the_extra_it_needs(tmp_path):
@@ -252,3 +277,17 @@ def test_serve_teaches_a_head_only_bundle(free_run, tmp_path):
         assert s.wait_job(job["job"])["state"] == "done"
         classes = {c["name"]: c["origin"] for c in s.get("/api/status")[1]["bundle"]["classes"]}
         assert classes["cross right"] == "device"
+
+
+def test_a_torch_free_export_without_readable_data_has_no_threshold(free_run, tmp_path, monkeypatch):
+    from stpr.export import calibrate
+    from stpr.export.head_only import export_head_run
+
+    def unreadable(*a, **k):
+        raise OSError("no dataset on this machine")
+
+    monkeypatch.setattr(calibrate, "build_splits", unreadable)
+    res = export_head_run(free_run / "run", tmp_path / "b")
+    m = load_bundle(tmp_path / "b").manifest
+    assert res["openset"] is None and "unknown" not in m and "openset.json" not in m["files"]
+    assert load_bundle(tmp_path / "b").unknown is None  # a valid bundle that never says unknown

@@ -170,12 +170,12 @@ def test_overlay_shows_unknown():
 
 
 def test_export_without_readable_data_has_no_threshold(demo, tmp_path, monkeypatch):
-    from stpr.export import export_run, openset
+    from stpr.export import calibrate, export_run
 
     def unreadable(*a, **k):
         raise OSError("no dataset on this machine")
 
-    monkeypatch.setattr(openset, "build_splits", unreadable)
+    monkeypatch.setattr(calibrate, "build_splits", unreadable)
     res = export_run(demo[1], tmp_path / "b")
     m = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert "unknown" not in m and "openset.json" not in m["files"] and res.openset == {}
