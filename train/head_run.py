@@ -33,6 +33,7 @@ import numpy as np
 from stpr.runtime.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from stpr.runtime.errors import BundleError
 from stpr.runtime.manifest import sha256_file
+from stpr.runtime.sampling import CROPS, crop_view
 from stpr.runtime.tower import OnnxTower, TowerSpec, tower_spec
 
 from . import metrics as M
@@ -111,9 +112,6 @@ def build(cfg: Config) -> Setup:
     if reason:  # only the head alone on a frozen tower trains without torch
         extra = missing_extra(ModuleNotFoundError("torch", name="torch"), "stpr-train", "train")
         raise StprError(f"{reason}, so {str(extra)[0].lower()}{str(extra)[1:]}")
-    if cfg.head.crops != "none":  # the crop rows are read by the PyTorch learner only (train/learner.py)
-        raise StprError(f"head.crops {cfg.head.crops} trains with PyTorch on the open_clip tower only, not without "
-                        "torch or on --tower; use head.crops none here (stpr-learn --crops still adds crop rows)")
     check_dataset(cfg.data)
     spec = tower_of(cfg)
     try:  # shapes and preprocessing checked before any folder is written
@@ -133,10 +131,13 @@ def task_clips(dataset: Any, class_ids: Sequence[int], global_ids: Sequence[int]
 
 
 def windows(tower: OnnxTower, load: Callable[[int], np.ndarray], indices: Sequence[int], batch: int,
-            pool: ThreadPoolExecutor) -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
-    """`(positions, (B, T, D) frame features, each clip's clip_key)` per batch of `indices`, in order. The next two
-    batches' clips are read by `pool` while the tower runs this one, so reading overlaps it
-    and at most three batches of frames are ever held."""
+            pool: ThreadPoolExecutor, boxes: Sequence[tuple[float, float, float]] = CROPS["none"],
+            ) -> Iterator[tuple[slice, list[np.ndarray], np.ndarray]]:
+    """`(positions, [(B, T, D) frame features per crop box], each clip's clip_key)` per batch
+    of `indices`, in order; the first box is the whole frame. The next two batches' clips are
+    read by `pool` while the tower runs this one, so reading overlaps it and at most three
+    batches of frames are ever held. Crops (`head.crops`) use the device's crop function
+    (`runtime/sampling.crop_view`), so `stpr-learn --crops` reads what training read."""
     starts = list(range(0, len(indices), batch))
     pending: deque = deque()
 
@@ -151,8 +152,11 @@ def windows(tower: OnnxTower, load: Callable[[int], np.ndarray], indices: Sequen
         if n + 3 < len(starts):
             submit(starts[n + 3])
         B, T = clips.shape[:2]
-        feats = tower.features(clips.reshape(B * T, *clips.shape[2:]))
-        yield slice(start, start + B), feats.reshape(B, T, -1), np.asarray([clip_key(c) for c in clips], np.int64)
+        feats = []
+        for box in boxes:
+            x = clips if box == CROPS["none"][0] else np.stack([crop_view(c, box) for c in clips])
+            feats.append(tower.features(x.reshape(B * T, *x.shape[2:])).reshape(B, T, -1))
+        yield slice(start, start + B), feats, np.asarray([clip_key(c) for c in clips], np.int64)
 
 
 class FeatureCache:
@@ -190,11 +194,14 @@ class Trainer:
         """Task k's training clips (test-time sampling) into the sums, then the solve."""
         s = self.s
         idx, labels = task_clips(s.splits.train_eval, s.tasks[k], s.global_ids(k))
+        boxes = CROPS[s.cfg.head.crops]
         spill = self.cache.folder / f"base_rows_{k:03d}.npy"
-        self.head.begin_task(labels, s.global_ids(k)[-1] + 1, spill=spill)
-        for pos, window, keys in windows(self.tower, s.splits.train_eval.clip, idx, s.cfg.optim.eval_batch_size,
-                                         self.pool):
-            self.head.add_rows(self.head.features(window), labels[pos], keys)
+        # each crop is a row of its own (it counts in the balance rule, as in the PyTorch learner)
+        self.head.begin_task(np.tile(labels, len(boxes)), s.global_ids(k)[-1] + 1, spill=spill)
+        for pos, wins, keys in windows(self.tower, s.splits.train_eval.clip, idx, s.cfg.optim.eval_batch_size,
+                                       self.pool, boxes):
+            for b, window in enumerate(wins):  # a crop row carries its clip's key, and is not primary
+                self.head.add_rows(self.head.features(window), labels[pos], keys, np.full(len(keys), b == 0))
         self.clips_read += len(idx)
         self.head.end_task()
 
@@ -204,8 +211,8 @@ class Trainer:
 
         def make(path: Path) -> np.ndarray:
             arr = None
-            for pos, window, _ in windows(self.tower, s.splits.test.clip, idx, s.cfg.optim.eval_batch_size,
-                                          self.pool):
+            for pos, (window,), _ in windows(self.tower, s.splits.test.clip, idx, s.cfg.optim.eval_batch_size,
+                                             self.pool):
                 if arr is None:
                     arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32,
                                                     shape=(len(idx), *window.shape[1:]))
