@@ -272,6 +272,7 @@ def write_head(r: Restored, tmp: Path, manifest: dict[str, Any], meta: dict[str,
         "projection": {"generator": PROJECTION_GENERATOR, "seed": head.seed, "in_dim": head.in_dim,
                        "out_dim": head.dim, "sha256": projection_sha256(proj)},
         "weights": HEAD_WEIGHTS_FILE, "lambda": float(head.lam), "balance": head.balance, "crops": cfg.crops,
+        "views": cfg.views,
         "tau": float(cfg.tau), "fuse_weight": float(cfg.fuse_weight),
     }
     if fp16_name:

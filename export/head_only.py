@@ -165,7 +165,7 @@ def _manifest(head: Any, meta: dict[str, Any], ckpt: Path, run_dir: Path) -> dic
             "projection": {"generator": PROJECTION_GENERATOR, "seed": head.seed, "in_dim": head.in_dim,
                            "out_dim": head.dim, "sha256": projection_sha256(head.projection)},
             "weights": HEAD_WEIGHTS_FILE, "lambda": float(head.lam), "balance": head.balance,
-            "crops": meta["config"]["head"].get("crops", "none"),
+            "crops": meta["config"]["head"].get("crops", "none"), "views": int(meta["config"]["head"].get("views", 1)),
             "tau": float(meta["config"]["head"]["tau"]), "fuse_weight": float(meta["config"]["head"]["fuse_weight"]),
         },
         "tools": _versions(),

@@ -74,6 +74,9 @@ def check_head_fields(m: dict[str, Any], problems: list[str]) -> None:
         problems.append(f"head.balance is {h.get('balance')!r}: must be one of {', '.join(HEAD_BALANCES)}")
     if h.get("crops", "none") not in HEAD_CROPS:
         problems.append(f"head.crops is {h.get('crops')!r}: must be one of {', '.join(HEAD_CROPS)}")
+    views = h.get("views", 1)
+    if isinstance(views, bool) or not isinstance(views, int) or views < 1:
+        problems.append(f"head.views is {views!r}: must be a whole number >= 1")
     io = h.get("tower_io")
     if io is not None and not (isinstance(io, dict) and isinstance(io.get("input"), str) and io["input"] and
                                isinstance(io.get("output"), str) and io["output"] and io.get("pool") in POOL_RULES):

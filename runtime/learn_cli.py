@@ -86,9 +86,10 @@ def _requested(add: str | None, clips: tuple[Path, ...], data: Path | None) -> d
 @click.option("--remove", multiple=True, help="A class to drop (repeatable).")
 @click.option("--min-clips", type=click.IntRange(min=1), default=MIN_CLIPS, show_default=True,
               help="Refuse a new class with fewer clips.")
-@click.option("--views", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--views", type=click.IntRange(min=1), default=None,
               help="Rows per clip from this many temporal samplings (offsets within each of the T segments) of a "
-                   "clip longer than T; 1 reads the segment centres, as training does.")
+                   "clip longer than T; 1 reads the segment centres. Default: what the bundle's head was trained "
+                   "with (head.views, 1 unless set), so both are one solve.")
 @click.option("--crops", type=click.Choice(sorted(CROPS)), default=None,
               help="Rows per clip from crops of its frames too (corners: the frame and its four corners at 7/8). "
                    "Default: what the bundle's head was trained with (head.crops), so both are one solve.")
@@ -100,7 +101,7 @@ def _requested(add: str | None, clips: tuple[Path, ...], data: Path | None) -> d
 @click.option("--publish", "publish_link", type=click.Path(path_type=Path),
               help="Then point this symlink at the new bundle (what `stpr-run --watch` follows).")
 def main(bundle_dir: Path, out: Path, add: str | None, clips: tuple[Path, ...], merging: bool, delta: bool,
-         data: Path | None, remove: tuple[str, ...], min_clips: int, views: int, crops: str | None, backend: str,
+         data: Path | None, remove: tuple[str, ...], min_clips: int, views: int | None, crops: str | None, backend: str,
          device: str, fp16: bool, force: bool, publish_link: Path | None) -> None:
     """Teach a bundle new actions from a few clips, or drop some: a new bundle, no torch, no workstation."""
     if publish_link is not None and publish_link.exists() and not publish_link.is_symlink():
@@ -119,7 +120,6 @@ def main(bundle_dir: Path, out: Path, add: str | None, clips: tuple[Path, ...], 
             # names and clip counts before the tower runs: a refusal comes in a second, not after it
             check_request(loaded[0].classes, {n: np.zeros((len(p), 0)) for n, p in wanted.items()}, list(remove),
                           min_clips, bundle=loaded[0])
-            crops = crops or loaded[0].manifest["head"].get("crops", "none")
             adds = _rows(loaded[0], wanted, backend, device, fp16, views, crops)
             out.parent.mkdir(parents=True, exist_ok=True)
             with exclusive(out.parent / f".{out.name}.lock"):
@@ -195,9 +195,10 @@ def _distinct(wanted: dict[str, list[Path]]) -> dict[str, list[Path]]:
     return out
 
 
-def _rows(b: Bundle, wanted: dict[str, list[Path]], backend: str, device: str, fp16: bool, views: int = 1,
-          crops: str = "none") -> dict[str, np.ndarray]:
-    """Each class's head rows, with a progress line per class (the tower is the slow part)."""
+def _rows(b: Bundle, wanted: dict[str, list[Path]], backend: str, device: str, fp16: bool, views: int | None = None,
+          crops: str | None = None) -> dict[str, np.ndarray]:
+    """Each class's head rows, with a progress line per class (the tower is the slow part);
+    `views` and `crops` None: as the bundle's head was trained."""
     adds: dict[str, np.ndarray] = {}
     if not wanted:
         return adds

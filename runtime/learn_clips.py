@@ -97,12 +97,16 @@ def clip_rows(rec: Recognizer, frames: list[np.ndarray]) -> np.ndarray:
 
 
 def rows_of_clips(rec: Recognizer, paths: Sequence[Path], progress: Callable[[int, int], None] | None = None,
-                  views: int = 1, crops: str = "none") -> np.ndarray:
+                  views: int | None = None, crops: str | None = None) -> np.ndarray:
     """`(N, M)` head rows of the clips at `paths`: one per clip, or one per temporal view and
-    crop of each (`views`, `crops`; clip by clip, in that order). Every clip is read (and
+    crop of each (`views`, `crops`, None: the bundle's `head.views` and `head.crops`; clip by
+    clip, in that order). Every clip is read (and
     preprocessed, so memory holds T model-sized frames per clip and view, not the video's)
     before any is run: a bad one fails in seconds, not after the tower has run on the others."""
-    T = rec.bundle.frames
+    T, head = rec.bundle.frames, rec.bundle.manifest.get("head", {})
+    # None: as the bundle's head was trained (head.views, head.crops), so both stay one solve
+    views = views or int(head.get("views", 1))
+    crops = crops or head.get("crops", "none")
     clips = [[_preprocessed(rec, f) for f in read_views(p, T, views)] for p in paths]
     rows = []
     for i, clip in enumerate(clips):

@@ -13,12 +13,15 @@ from test_openset import AUROC_FLOOR
 
 from stpr.export.calibrate import calibration_clips
 from stpr.runtime.bundle import load_bundle
+from stpr.runtime.learn_clips import rows_of_clips
 from stpr.runtime.recognizer import Recognizer
 from stpr.runtime.watch import verify_recognizer
 from stpr.train import run as R
 from stpr.train.analytic_fit_numpy import NumpyHead, choose_lambda
 from stpr.train.config import load_config
+from stpr.train.data.registry import build_splits
 from stpr.train.data.synthetic import SyntheticActions
+from stpr.train.head_run import tower_of
 
 TINY = {**FAST, "head.mode": "alone"}
 NO_TORCH = "import sys; sys.modules['torch'] = None\n"
@@ -70,15 +73,47 @@ def test_the_demo_without_torch_equals_the_pytorch_run(tmp_path, order):
     assert_same_run(tmp_path / "torch", tmp_path / "free")
 
 
-def _folder_set(root, classes=("circle_moving_left", "circle_moving_right", "square_moving_up"), clips=6):
+def _folder_set(root, classes=("circle_moving_left", "circle_moving_right", "square_moving_up"), clips=6, frames=8):
     """ROOT/<class>/<clip>.avi from the synthetic renderer at 48 px (resized by the reader)."""
-    data = SyntheticActions("train", clips_per_class=clips, image_size=48, seed=3)
+    data = SyntheticActions("train", clips_per_class=clips, image_size=48, seed=3, num_frames=frames)
     for name in classes:
         c = data.classes.index(name)
         (root / name).mkdir(parents=True)
         for j, i in enumerate([i for i, t in enumerate(data.targets) if t == c]):
             write_video(root / name / f"{j:02d}.avi", [data.raw_clip(i)])
     return root
+
+
+def test_temporal_views_in_training_equal_the_pytorch_run_and_reach_the_bundle(tmp_path):
+    """head.views 2 on clips of 2T frames: each training clip gives a row per view (its own
+    first: the segment centres), read alike by the torch-free run and the PyTorch learner."""
+    root = _folder_set(tmp_path / "data", frames=16)
+    overrides = {**TINY, "data.dataset": "folder", "data.root": str(root), "data.protocol": "2+1x1",
+                 "data.holdout": 0.34, "head.views": 2}
+    R.run(load_config("demo", overrides), tmp_path / "torch")
+    without_torch("stpr.train.cli", "--out", str(tmp_path / "free"), "--quiet", *sets(overrides))
+    assert_same_run(tmp_path / "torch", tmp_path / "free")
+    cfg = load_config("demo", overrides)
+    train = build_splits(cfg.data, tower_of(cfg), cfg.seed).train_eval
+    assert train.view_count(0, 2) == 2
+    views = train.views(0, 2)
+    assert len(views) == 2 and not np.array_equal(views[1], views[0])  # two offsets in each segment
+    assert np.array_equal(train.views(0, 1)[0], train.clip(0))  # one view: the segment centres
+    with np.load(sorted((tmp_path / "free" / "checkpoints").glob("*.npz"))[-1], allow_pickle=False) as z:
+        assert z["counts"].sum() == 2 * len(train)  # two rows a clip
+    without_torch("stpr.export.cli", str(tmp_path / "free"), "--out", str(tmp_path / "b"))
+    b = load_bundle(tmp_path / "b")
+    assert b.manifest["head"]["views"] == 2
+    # the device reads the bundle's views (stpr-learn, the web app's uploads): a trained class's
+    # column of C is the weighted sum of the device's rows of its training videos
+    name = b.classes[0]
+    paths = [p for p, y in train.samples if train.classes[y] == name]
+    with Recognizer(b) as rec:
+        rows = rows_of_clips(rec, paths)
+    assert len(rows) == 2 * len(paths)
+    cross = np.load(tmp_path / "b" / b.manifest["head"]["sums"]["cross"])[:, 0]
+    w = b.manifest["head"]["sums"]["n_ref"] / len(rows)
+    np.testing.assert_allclose(w * rows.astype(np.float64).sum(0), cross, atol=1e-4 * np.abs(cross).max())
 
 
 def test_a_folder_set_without_torch_equals_the_pytorch_run(tmp_path):

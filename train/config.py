@@ -100,6 +100,7 @@ class HeadConfig:
     ridge: float = 0.0  # ridge lambda; 0 chooses it on the base task (holdout MSE)
     balance: str = "weight"  # weight: each clip n_ref / n_class (uneven classes) | none
     crops: str = "none"  # none | corners: each clip also gives the rows of its 4 corners (runtime/sampling.py)
+    views: int = 1  # temporal views per clip, each a row (runtime/sampling.view_indices; a T-frame clip has one)
     tau: float = 0.1  # softmax temperature on the ridge scores (route-soft, fuse, probabilities)
     fuse_weight: float = 0.5  # fuse: share of the head's probabilities
 
@@ -149,7 +150,8 @@ _FRACTION = (0, 1, True, True)
 RANGES: dict[str, tuple[float, float, bool, bool]] = {
     **dict.fromkeys(("model.adapter_bottleneck", "model.expert_layers", "model.expert_heads", "data.num_frames",
                      "data.clips_per_class_train", "data.clips_per_class_test", "optim.batch_size",
-                     "optim.eval_batch_size", "optim.epochs_base", "optim.epochs_incremental", "head.dim"),
+                     "optim.eval_batch_size", "optim.epochs_base", "optim.epochs_incremental", "head.dim",
+                     "head.views"),
                     _AT_LEAST_1),
     **dict.fromkeys(("model.expert_mlp_ratio", "model.logit_scale", "optim.lr", "method.tau", "method.td_tau",
                      "method.fssd_eps", "head.tau"), _POSITIVE),

@@ -130,14 +130,27 @@ def task_clips(dataset: Any, class_ids: Sequence[int], global_ids: Sequence[int]
     return idx, np.asarray([label_map[dataset.targets[i]] for i in idx], np.int64)
 
 
+@dataclass
+class Batch:
+    """One batch of clips through the tower: `feats[b]` the `(R, T, D)` frame features of every
+    row under crop box b (the first: the whole frame), a row per temporal view of each clip;
+    `clip[r]` the batch position of row r's clip, `own[r]` whether it is that clip's own row
+    (its first view: the segment centres when there is one); `keys` each clip's `clip_key`
+    (of its first view)."""
+    pos: slice
+    feats: list[np.ndarray]
+    clip: np.ndarray
+    own: np.ndarray
+    keys: np.ndarray
+
+
 def windows(tower: OnnxTower, load: Callable[[int], np.ndarray], indices: Sequence[int], batch: int,
-            pool: ThreadPoolExecutor, boxes: Sequence[tuple[float, float, float]] = CROPS["none"],
-            ) -> Iterator[tuple[slice, list[np.ndarray], np.ndarray]]:
-    """`(positions, [(B, T, D) frame features per crop box], each clip's clip_key)` per batch
-    of `indices`, in order; the first box is the whole frame. The next two batches' clips are
-    read by `pool` while the tower runs this one, so reading overlaps it and at most three
-    batches of frames are ever held. Crops (`head.crops`) use the device's crop function
-    (`runtime/sampling.crop_view`), so `stpr-learn --crops` reads what training read."""
+            pool: ThreadPoolExecutor, boxes: Sequence[tuple[float, float, float]] = CROPS["none"]) -> Iterator[Batch]:
+    """The `Batch`es of `indices`, in order; `load(i)` gives clip i's views `(V, T, 3, S, S)`,
+    its own first. The next two batches' clips are read by `pool` while the tower runs this
+    one, so reading overlaps it and at most three batches of frames are ever held. Crops
+    (`head.crops`) and views (`head.views`) are the device's (`runtime/sampling.py`), so
+    `stpr-learn --crops/--views` reads what training read."""
     starts = list(range(0, len(indices), batch))
     pending: deque = deque()
 
@@ -148,15 +161,24 @@ def windows(tower: OnnxTower, load: Callable[[int], np.ndarray], indices: Sequen
         submit(start)
     for n, _ in enumerate(starts):
         start, futures = pending.popleft()
-        clips = np.stack([f.result() for f in futures])  # (B, T, 3, S, S)
+        per_clip = [f.result() for f in futures]
         if n + 3 < len(starts):
             submit(starts[n + 3])
-        B, T = clips.shape[:2]
+        clips = np.concatenate(per_clip)  # (R, T, 3, S, S): every view of every clip
+        R, T = clips.shape[:2]
+        owner = np.repeat(np.arange(len(per_clip)), [len(v) for v in per_clip])
+        own = np.concatenate([np.arange(len(v)) == 0 for v in per_clip])
         feats = []
         for box in boxes:
             x = clips if box == CROPS["none"][0] else np.stack([crop_view(c, box) for c in clips])
-            feats.append(tower.features(x.reshape(B * T, *x.shape[2:])).reshape(B, T, -1))
-        yield slice(start, start + B), feats, np.asarray([clip_key(c) for c in clips], np.int64)
+            feats.append(tower.features(x.reshape(R * T, *x.shape[2:])).reshape(R, T, -1))
+        keys = np.asarray([clip_key(v[0]) for v in per_clip], np.int64)
+        yield Batch(slice(start, start + len(per_clip)), feats, owner, own, keys)
+
+
+def one_view(load: Callable[[int], np.ndarray]) -> Callable[[int], np.ndarray]:
+    """A clip reader as `windows` reads it: the clip as its only view."""
+    return lambda i: load(i)[None]
 
 
 class FeatureCache:
@@ -194,14 +216,16 @@ class Trainer:
         """Task k's training clips (test-time sampling) into the sums, then the solve."""
         s = self.s
         idx, labels = task_clips(s.splits.train_eval, s.tasks[k], s.global_ids(k))
-        boxes = CROPS[s.cfg.head.crops]
+        boxes, views, ds = CROPS[s.cfg.head.crops], s.cfg.head.views, s.splits.train_eval
+        # each crop and view is a row of its own (it counts in the balance rule, as in the PyTorch learner)
+        per_clip = np.asarray([ds.view_count(i, views) for i in idx]) if views > 1 else np.ones(len(idx), np.int64)
         spill = self.cache.folder / f"base_rows_{k:03d}.npy"
-        # each crop is a row of its own (it counts in the balance rule, as in the PyTorch learner)
-        self.head.begin_task(np.tile(labels, len(boxes)), s.global_ids(k)[-1] + 1, spill=spill)
-        for pos, wins, keys in windows(self.tower, s.splits.train_eval.clip, idx, s.cfg.optim.eval_batch_size,
-                                       self.pool, boxes):
-            for b, window in enumerate(wins):  # a crop row carries its clip's key, and is not primary
-                self.head.add_rows(self.head.features(window), labels[pos], keys, np.full(len(keys), b == 0))
+        self.head.begin_task(np.tile(np.repeat(labels, per_clip), len(boxes)), s.global_ids(k)[-1] + 1, spill=spill)
+        load = (lambda i: np.stack(ds.views(i, views))) if views > 1 else one_view(ds.clip)
+        for b in windows(self.tower, load, idx, s.cfg.optim.eval_batch_size, self.pool, boxes):
+            for n, window in enumerate(b.feats):  # a crop's or view's row carries its clip's key, and is not primary
+                self.head.add_rows(self.head.features(window), labels[b.pos][b.clip], b.keys[b.clip],
+                                   b.own & (n == 0))
         self.clips_read += len(idx)
         self.head.end_task()
 
@@ -211,12 +235,11 @@ class Trainer:
 
         def make(path: Path) -> np.ndarray:
             arr = None
-            for pos, (window,), _ in windows(self.tower, s.splits.test.clip, idx, s.cfg.optim.eval_batch_size,
-                                             self.pool):
+            for b in windows(self.tower, one_view(s.splits.test.clip), idx, s.cfg.optim.eval_batch_size, self.pool):
                 if arr is None:
                     arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32,
-                                                    shape=(len(idx), *window.shape[1:]))
-                arr[pos] = window
+                                                    shape=(len(idx), *b.feats[0].shape[1:]))
+                arr[b.pos] = b.feats[0]
             self.clips_read += len(idx)
             return arr
 

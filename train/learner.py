@@ -205,8 +205,11 @@ class StPRLearner:
         return {k: float(v.detach()) for k, v in out.items()}
 
     @torch.no_grad()
-    def end_task(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        """Anchors, prototypes and FSSD importance from task-k training videos (test sampling)."""
+    def end_task(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+                 head_views: Iterable[tuple[torch.Tensor, ...]] | None = None) -> None:
+        """Anchors, prototypes and FSSD importance from task-k training videos (test sampling).
+        `head_views` (`head.views`, `data.tasks.HeadViews`): the head's rows come from these
+        temporal views of the same clips instead of from `batches`."""
         m, k = self.model, self.task
         m.eval()
         if self.head is not None and self.cfg.head.tower == "adapted" and k == 0:
@@ -234,14 +237,17 @@ class StPRLearner:
             videos.index_add_(0, local.cpu(), torch.ones(len(local), dtype=torch.float64))
             residuals.append(d.double().cpu())
             locals_.append(local.cpu())
-            if self.head is not None:
+            if self.head is not None and head_views is None:
                 with self.autocast():  # the tower in bf16 on GPU; the projection stays float32
                     window = self.head_window(frames, feats)
-                head_rows.append(self.head.features(window).cpu())
-                head_labels.append(labels.cpu())
-                head_keys.append(keys)
-                head_primary.append(torch.ones(len(labels), dtype=torch.bool))
-                self._crop_rows(frames, labels, keys, head_rows, head_labels, head_keys, head_primary)
+                self._head_rows(frames, window, labels, keys, torch.ones(len(labels), dtype=torch.bool), head_rows,
+                                head_labels, head_keys, head_primary)
+        for frames, labels, keys, own in (head_views if self.head is not None and head_views is not None else ()):
+            frames = frames.to(self.device)
+            with self.autocast():
+                window = self.head_window(frames, m.frame_features(frames).float())
+            self._head_rows(frames, window, labels, keys.to(torch.int64), own, head_rows, head_labels, head_keys,
+                            head_primary)
         for t in (stats.sum, stats.sumsq, stats.count, videos, *sums.values()):
             dist.all_reduce_sum(t)  # each rank saw a shard: sums make the whole task
         self.calibrate_router(sums["td"], videos, torch.cat(residuals), torch.cat(locals_))
@@ -249,6 +255,16 @@ class StPRLearner:
         if self.head is not None:
             self.head.add_task(torch.cat(head_rows), torch.cat(head_labels), m.num_classes, torch.cat(head_keys),
                                torch.cat(head_primary))
+
+    def _head_rows(self, frames: torch.Tensor, window: torch.Tensor, labels: torch.Tensor, keys: torch.Tensor,
+                   own: torch.Tensor, rows: list[torch.Tensor], labels_out: list[torch.Tensor],
+                   keys_out: list[torch.Tensor], primary: list[torch.Tensor]) -> None:
+        """The head's rows of a batch: each clip's (or view's) own, then its crops' (`head.crops`)."""
+        rows.append(self.head.features(window).cpu())
+        labels_out.append(labels.cpu())
+        keys_out.append(keys)
+        primary.append(own.cpu().bool())
+        self._crop_rows(frames, labels, keys, rows, labels_out, keys_out, primary)
 
     def _crop_rows(self, frames: torch.Tensor, labels: torch.Tensor, keys: torch.Tensor, rows: list[torch.Tensor],
                    labels_out: list[torch.Tensor], keys_out: list[torch.Tensor], primary: list[torch.Tensor]) -> None:

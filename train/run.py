@@ -31,7 +31,7 @@ from .checkpoint import check_same_model, checkpoint_path, finished_tasks, load_
 from .config import Config, dump_config
 from .data.protocol import run_tasks
 from .data.registry import Splits, build_splits, check_dataset
-from .data.tasks import TaskSubset
+from .data.tasks import HeadViews, TaskSubset
 from .errors import StprError
 from .learner import EvalResult, StPRLearner
 from .model.clip_tower import Preprocess, backbone_fingerprint, load_clip
@@ -155,6 +155,15 @@ def _loader(s: Setup, dataset: Any, k: int, train: bool) -> DataLoader:
                       pin_memory=s.device.type == "cuda", persistent_workers=workers > 0)
 
 
+def _views_loader(s: Setup, k: int) -> DataLoader | None:
+    """`head.views`: every temporal view of task k's clips, an exact shard per rank (None: the centres)."""
+    if s.cfg.head.mode == "none" or s.cfg.head.views == 1:
+        return None
+    views = HeadViews(TaskSubset(s.splits.train_eval, s.tasks[k], _global_ids(s.tasks, k)), s.cfg.head.views)
+    return DataLoader(views, batch_size=s.cfg.optim.eval_batch_size, sampler=dist.ShardSampler(len(views)),
+                      num_workers=s.cfg.data.workers)
+
+
 def train_task(s: Setup, k: int, progress: Progress = _no_progress) -> EvalResult:
     """begin_task -> epochs of observe -> end_task -> evaluate on tasks 0..k."""
     cfg, learner = s.cfg, s.learner
@@ -175,7 +184,7 @@ def train_task(s: Setup, k: int, progress: Progress = _no_progress) -> EvalResul
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix({n: f"{v:.3f}" for n, v in losses.items()}, refresh=False)
         log.info("task %d epoch %d/%d loss %s", k, epoch + 1, epochs, {n: round(v, 4) for n, v in losses.items()})
-    learner.end_task(_loader(s, s.splits.train_eval, k, train=False))
+    learner.end_task(_loader(s, s.splits.train_eval, k, train=False), _views_loader(s, k))
     s.task_end_adapters.append(frozen_copy(learner.model.backbone.adapters))
     # Drift costs a second backbone pass over every old test clip, so it is measured once,
     # after the last task (what the metric reports), not after every task.

@@ -163,6 +163,14 @@ class SyntheticActions:
         x += self._offset
         return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
+    def view_count(self, i: int, views: int) -> int:
+        """One: a rendered clip is exactly T frames, so every temporal view is the same frames."""
+        return 1
+
+    def views(self, i: int, views: int) -> list[np.ndarray]:
+        """Sample ``i``'s distinct temporal views: the clip itself (see `view_count`)."""
+        return [self.clip(i)]
+
     def __getitem__(self, i: int) -> tuple[Any, int]:  # (torch.Tensor, label)
         import torch  # the training loader's tensors; the torch-free head reads `clip`
 

@@ -27,6 +27,33 @@ class TaskSubset:
         return frames, self.label_map[label]
 
 
+class HeadViews:
+    """`head.views`: every temporal view (`dataset.views`) of a task's clips, as `(frames of
+    the view, global label, clip_key of the clip's first view, whether it is that first view)`.
+    With views, the head's rows are these, not the clips' segment centres: the very rows
+    `stpr-learn --views` reads on the device. Each carries its clip's key, as crop rows do,
+    so the lambda rule's holdout never splits a clip from its views; the first view is the
+    clip's own row (the rule sees that one)."""
+
+    def __init__(self, subset: TaskSubset, views: int) -> None:
+        self.subset, self.views = subset, int(views)
+        ds = subset.dataset
+        self.items = [(i, j) for i in subset.indices for j in range(ds.view_count(i, self.views))]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, n: int) -> tuple[Any, int, int, bool]:
+        import torch  # the PyTorch learner's loader; the torch-free run reads `dataset.views` itself
+
+        from ..analytic_fit_numpy import clip_key
+
+        i, j = self.items[n]
+        views = self.subset.dataset.views(i, self.views)
+        label = self.subset.label_map[self.subset.dataset.targets[i]]
+        return torch.from_numpy(views[j]), label, clip_key(views[0]), j == 0
+
+
 def check_classes_present(dataset: Any, class_ids: Sequence[int], split: str) -> None:
     """Refuse a task with a class that has no videos: it could be neither learned nor scored."""
     counts = Counter(dataset.targets)

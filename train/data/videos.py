@@ -20,6 +20,7 @@ import numpy as np
 from stpr.runtime.clip import fill_from_earlier, grab_frames
 from stpr.runtime.frame_folder import IMAGE_EXTS, frame_files  # one rule for training and the device
 from stpr.runtime.preprocess import preprocess
+from stpr.runtime.sampling import view_indices
 
 from ..errors import StprError
 from .sampling import tsn_indices
@@ -198,6 +199,21 @@ class VideoClips:
         i %= len(self)
         frames = read_frames(self.samples[i][0], self.indices(i).tolist())
         return np.stack([preprocess(f, self.size, self.mean, self.std) for f in frames])
+
+    def view_count(self, i: int, views: int) -> int:
+        """How many distinct temporal views `views` gives sample ``i`` (`sampling.view_indices`)."""
+        return len(view_indices(self.frame_counts[i], self.num_frames, views))
+
+    def views(self, i: int, views: int) -> list[np.ndarray]:
+        """Sample ``i``'s distinct temporal views (`head.views`), each ``(T, 3, size, size)``
+        as `clip` gives it, the first the segment centres (`clip(i)` in test mode): the views
+        `stpr-learn --views` reads on the device, so both stay one solve. Each frame is read
+        and preprocessed once."""
+        picks = view_indices(self.frame_counts[i], self.num_frames, views)
+        wanted = sorted({int(f) for v in picks for f in v})
+        frames = dict(zip(wanted, read_frames(self.samples[i][0], wanted)))
+        done = {f: preprocess(img, self.size, self.mean, self.std) for f, img in frames.items()}
+        return [np.stack([done[int(f)] for f in v]) for v in picks]
 
     def __getitem__(self, i: int) -> tuple[Any, int]:  # (torch.Tensor, label)
         import torch  # the training loader's tensors; the torch-free head reads `clip`
