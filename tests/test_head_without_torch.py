@@ -21,7 +21,7 @@ from stpr.train.analytic_fit_numpy import NumpyHead, choose_lambda
 from stpr.train.config import load_config
 from stpr.train.data.registry import build_splits
 from stpr.train.data.synthetic import SyntheticActions
-from stpr.train.head_run import tower_of
+from stpr.train.head_setup import tower_of
 
 TINY = {**FAST, "head.mode": "alone"}
 NO_TORCH = "import sys; sys.modules['torch'] = None\n"

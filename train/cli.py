@@ -269,15 +269,17 @@ def main(config_name: str | None, epochs: str | None, out: Path | None, resume: 
             if not resume:
                 run_dir_mod.check_fresh_run_dir(out)
             if torch_free:  # refused configs (StPR without torch) leave no folder either
-                from . import head_run
+                from .head_setup import build
 
-                head_run.build(saved or cfg)
+                build(saved or cfg)
             _attach_log_file(out)
             click.echo(f"stpr-train: run directory {out}", err=True)
         quiet = quiet or not main_rank
         progress = (lambda it, d, t: it) if quiet else _tqdm_progress
         with sigterm_as_interrupt():  # stopped by a service manager: same clean exit as Ctrl-C
             if torch_free:
+                from . import head_run
+
                 metrics = head_run.run(cfg, out, resume=resume, device=overrides.get("device"))
             else:
                 metrics = run_mod.run(cfg, out, resume=resume, progress=progress, device=overrides.get("device"))
