@@ -35,7 +35,8 @@ from stpr.runtime.contract import DISTILL_MODES, ROUTING_MODES
 from stpr.train import metrics as M
 from stpr.train import run as R
 from stpr.train.checkpoint import check_same_model, checkpoint_path, finished_tasks, load_checkpoint
-from stpr.train.config import Config, apply_overrides, load_config, parse_set
+from stpr.train.config import Config
+from stpr.train.config_load import apply_overrides, load_config, parse_set
 from stpr.train.errors import StprError
 from stpr.train.run_dir import saved_config
 

@@ -32,7 +32,7 @@ if {free}:
     from stpr.train import head_run as R
 else:
     from stpr.train import run as R
-from stpr.train.config import load_config
+from stpr.train.config_load import load_config
 t1 = time.perf_counter()
 cfg = load_config("demo", {overrides!r})
 metrics = R.run(cfg, {out!r})

@@ -44,7 +44,7 @@ from ablate import ensure_run, note, variant  # noqa: E402
 from learn_study import CHILD, HELD_OUT_TASK, accuracy, export, predict, synthetic_clips  # noqa: E402
 
 from stpr.runtime.atomic import atomic_write_json  # noqa: E402
-from stpr.train.config import load_config  # noqa: E402
+from stpr.train.config_load import load_config  # noqa: E402
 
 DEVICES, CLIPS = 3, 16
 

@@ -60,7 +60,7 @@ def one(model: str, device_name: str, batch: int, steps: int, precision: str = "
     import torch
 
     from stpr.train import run as R
-    from stpr.train.config import load_config
+    from stpr.train.config_load import load_config
 
     overrides = {
         "model.name": model, "device": device_name, "optim.batch_size": batch, "optim.amp": AMP[precision],

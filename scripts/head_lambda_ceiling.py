@@ -19,7 +19,7 @@ import torch
 
 from stpr.train import run as R
 from stpr.train.checkpoint import checkpoint_path, load_checkpoint
-from stpr.train.config import load_config, parse_set
+from stpr.train.config_load import load_config, parse_set
 
 GRID = (1e-6, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
 

@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # ablate.py beside thi
 from ablate import ensure_run, note, variant  # noqa: E402
 
 from stpr.runtime.atomic import atomic_write_json  # noqa: E402
-from stpr.train.config import load_config, parse_set  # noqa: E402
+from stpr.train.config_load import load_config, parse_set  # noqa: E402
 
 RUNS = {
     "stpr": {"head.mode": "none"},  # the paper's method alone: its training time is the reference

@@ -51,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # ablate.py beside thi
 from ablate import ensure_run, note, variant  # noqa: E402
 
 from stpr.runtime.atomic import atomic_write_json  # noqa: E402
-from stpr.train.config import load_config, parse_set  # noqa: E402
+from stpr.train.config_load import load_config, parse_set  # noqa: E402
 
 HELD_OUT_TASK = 4  # the fifth task (the demo's ring: its default order is shape-major)
 CHILD = "import sys; sys.modules['torch'] = None; from stpr.runtime.learn_cli import main; main()"

@@ -11,7 +11,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from stpr.train.config import Config, dump_config, load_config
+from stpr.train.config import Config, dump_config
+from stpr.train.config_load import load_config
 
 # A whole protocol in a couple of seconds: 3 tasks of 4 classes, one epoch each.
 FAST = {
