@@ -50,12 +50,11 @@ def make_bundle(root: Path, model_name: str, num_experts: int, towers_from: Path
     steps; the image towers are hard-linked from `towers_from` (another K's bundle) when given."""
     import torch
 
-    from stpr.export.bundle import TD_CALIBRATION_FILE
     from stpr.export.fp16 import to_fp16
     from stpr.export.fuse import fuse_experts
     from stpr.export.int8 import to_int8
     from stpr.export.onnx_export import export_backbone, export_expert
-    from stpr.runtime.contract import CLIP_IMAGE_FILE, FUSED_FILE, FUSED_KEY, HEAD_WEIGHTS_FILE
+    from stpr.runtime.contract import CLIP_IMAGE_FILE, FUSED_FILE, FUSED_KEY, HEAD_WEIGHTS_FILE, TD_CALIBRATION_FILE
     from stpr.runtime.manifest import SCHEMA_VERSION, seal_manifest, sha256_file
     from stpr.train.model.backbone import AdaptedVisionTower
     from stpr.train.model.clip_tower import load_clip
