@@ -132,8 +132,9 @@ def one_seed(cfg: Any, out: Path) -> dict[str, Any]:
 
 
 EPILOG = """Prints one JSON object: per seed the merge's seconds and parts, the delta bytes, the merged
-weights' gap to learning in one place, and the recalls. Takes about 3 min on this machine (2 CPU
-cores) per seed whose learn_study runs exist (it trains them first if --out has none)."""
+weights' gap to learning in one place, and the recalls. Takes about 2 min on this machine (2 CPU
+cores) with the defaults once learn_study's runs exist (an estimate: a few 2 s stpr-learn and
+merge children per seed); it trains those runs first where --out has none."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:

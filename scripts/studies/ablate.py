@@ -53,8 +53,9 @@ def note(msg: str) -> None:
     print(f"[ablate {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-EPILOG = """Prints the Markdown tables (progress on stderr). Takes about 30 min on this machine (2 CPU
-cores) with the defaults (six StPR demo runs per seed, about a minute each, 3 seeds); --quick
+EPILOG = """Prints the Markdown tables (progress on stderr) and writes ablation.md and ablation.csv. Takes
+about 20 min on this machine (2 CPU cores) with the defaults: an estimate from six StPR demo
+runs per seed (45 to 85 s each, docs/results.md) and the routing re-evaluation, 3 seeds; --quick
 --seeds 0 takes about 2 min."""
 
 

@@ -19,7 +19,8 @@ GRID = (1e-6, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
 
 
 EPILOG = """Prints JSON: per seed the g the base-task rule chose and the test accuracy at each g. Takes
-about 1 min on this machine (2 CPU cores) per seed of head_study's runs."""
+under 1 min per seed on this machine (2 CPU cores) on the demo (an estimate: one pass of the
+test clips through the tower and seven solves); needs head_study's joint-head runs."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,7 +48,9 @@ def main(argv: list[str] | None = None) -> int:
         H, Y = [], []
         with torch.no_grad():
             for frames, labels in R._loader(s, s.splits.test, 0, train=False):
-                H.append(head.features(s.learner.head_window(frames, None)))
+                # the head alone reads the features the tower already computed (learner_head.head_window)
+                feats = s.learner.model.frame_features(frames)
+                H.append(head.features(s.learner.head_window(frames, feats)))
                 Y.append(labels)
         H, Y = torch.cat(H).double(), torch.cat(Y)
         acc = {}

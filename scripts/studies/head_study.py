@@ -109,8 +109,9 @@ def aggregate(per_seed: list[dict[str, Any]]) -> dict[str, list[float]]:
 
 
 EPILOG = """Prints one JSON object (per-run Acc, BWF, task id, wall seconds; mean and std over seeds) and
-writes it to --out/head_study.json. Takes about 30 min on this machine (2 CPU cores) with the
-defaults (3 seeds, 2 orders, 5 runs each); --seeds 0 --orders auto takes about 5 min."""
+writes it to --out/head_study.json. Takes about 25 min on this machine (2 CPU cores) with the
+defaults: an estimate from docs/results.md, whose five runs' training wall seconds sum to about
+3.5 min per seed and order (3 seeds, 2 orders); --openset adds one export per run of modes."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:

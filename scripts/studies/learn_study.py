@@ -226,8 +226,9 @@ def aggregate(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
 
 EPILOG = """Prints one JSON object (per seed and clip count: recall of the learned classes, trained-class
 accuracy before and after, stpr-learn's seconds, the gap to the training side's solve) and
-writes it under --out. Takes about 10 min on this machine (2 CPU cores) with the defaults (3
-seeds, 5 clip counts); --seeds 0 --clips 16 takes about 2 min."""
+writes it under --out. Takes about 5 min on this machine (2 CPU cores) with the defaults, an
+estimate: per seed two demo runs of about 10 s and two exports, then about 2 s per stpr-learn
+(docs/learn.md); under a load of 10 one base run alone took 216 s."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -60,8 +60,9 @@ def rules(logits: np.ndarray, fbar: np.ndarray, g: np.ndarray, text: np.ndarray,
 
 
 EPILOG = """Prints one JSON object: trained-class accuracy without and with the added names, each added
-name's recall and the false takes, for stpr-run's rule and the raw cosines. Takes about 30 s on
-this machine (2 CPU cores) on the demo's 16-class bundle."""
+name's recall and the false takes, for stpr-run's rule and the raw cosines. Takes about 1 min on
+this machine (2 CPU cores) on the demo's 16-class bundle (an estimate: one text-tower pass per
+added name, one tower pass per test clip)."""
 
 
 def main() -> None:
