@@ -19,8 +19,8 @@ GRID = (1e-6, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
 
 
 EPILOG = """Prints JSON: per seed the g the base-task rule chose and the test accuracy at each g. Takes
-under 1 min per seed on this machine (2 CPU cores) on the demo (an estimate: one pass of the
-test clips through the tower and seven solves); needs head_study's joint-head runs."""
+about 90 s per seed on this machine (2 CPU cores, measured on the demo's joint-head run while
+shared with other jobs, torch's import included); needs head_study's joint-head runs."""
 
 
 def main(argv: list[str] | None = None) -> int:
