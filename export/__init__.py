@@ -14,8 +14,12 @@ __all__ = ["ExportResult", "export_run"]
 def __getattr__(name: str) -> Any:
     # Lazy (PEP 562): `stpr-export` imports this package before its main() runs, and
     # torch/onnx missing must reach main as a one-line "install [export]" error.
-    if name in __all__:
-        from . import bundle
+    if name == "export_run":
+        from .bundle import export_run
 
-        return getattr(bundle, name)
+        return export_run
+    if name == "ExportResult":
+        from .result import ExportResult
+
+        return ExportResult
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

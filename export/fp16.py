@@ -16,6 +16,10 @@ from onnxruntime.transformers.onnx_model import OnnxModel
 
 KEEP_FP32 = ["LayerNormalization", "Softmax", "ReduceMean", "ReduceSum", "ReduceL2", "Pow", "Sqrt", "Div"]
 
+# Transpose stays float32 in the plain (adapter-free) image and text towers: onnxruntime's
+# transpose optimiser crashes (SIGSEGV) on their fp16 attention transposes when it loads the
+# graph (1.32 here).
+PLAIN_TOWERS_FP16_KEEP_FP32 = ("Transpose",)
 
 def to_fp16(src: Path, dst: Path, keep_fp32: Sequence[str] = ()) -> Path:
     """`keep_fp32`: more op types to leave in float32 for this graph."""

@@ -13,7 +13,6 @@ import logging
 import os
 import shutil
 import time
-from importlib import metadata as md
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +37,9 @@ from stpr.runtime.recognizer import Recognizer
 from stpr.runtime.tower import OnnxTower, TowerSpec
 
 from .head_only_openset import write_head_openset
+from .metadata import tool_versions
+
+HEAD_ONLY_TOOLS = ("stpr", "numpy", "onnxruntime", "onnxruntime-gpu")  # what a torch-free export runs on
 
 log = logging.getLogger(__name__)
 
@@ -58,16 +60,6 @@ def check_stored_sums(sums: HeadSums) -> None:
     if gap > STORED_SUMS_TOLERANCE:
         raise StprError(f"--head-sums {sums.dtype} would move the head's weights by {gap:.2g} (relative; lambda "
                         f"{sums.lam:.3g} is small next to the rounding of G); use --head-sums float64")
-
-
-def _versions() -> dict[str, str | None]:
-    out = {}
-    for dist in ("stpr", "numpy", "onnxruntime", "onnxruntime-gpu"):
-        try:
-            out[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            out[dist] = None
-    return out
 
 
 def is_head_run(run_dir: Path) -> bool:
@@ -168,7 +160,7 @@ def _manifest(head: Any, meta: dict[str, Any], ckpt: Path, run_dir: Path) -> dic
             "crops": meta["config"]["head"].get("crops", "none"), "views": int(meta["config"]["head"].get("views", 1)),
             "tau": float(meta["config"]["head"]["tau"]), "fuse_weight": float(meta["config"]["head"]["fuse_weight"]),
         },
-        "tools": _versions(),
+        "tools": tool_versions(HEAD_ONLY_TOOLS),
         "source": {"run_dir": str(run_dir.resolve()), "task": meta["task"], "checkpoint": ckpt.name,
                    "checkpoint_sha256": sha256_file(ckpt), "tower_file": t["file"], "tower_sha256": t["sha256"],
                    "trained_without": "torch"},
@@ -178,7 +170,8 @@ def _manifest(head: Any, meta: dict[str, Any], ckpt: Path, run_dir: Path) -> dic
 
 def _test_clips(meta: dict[str, Any], count: int) -> tuple[np.ndarray, np.ndarray] | None:
     """Up to `count` test clips of the exported classes, spread over them (None: the data is gone)."""
-    from stpr.train.config import Config, apply_overrides, flatten_keys
+    from stpr.train.config import Config
+    from stpr.train.config_load import apply_overrides, flatten_keys
     from stpr.train.data.registry import build_splits
 
     cfg = apply_overrides(Config(), flatten_keys(meta["config"]))

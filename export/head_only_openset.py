@@ -41,7 +41,8 @@ def write_head_openset(bundle: Path, head: Any, meta: dict[str, Any]) -> tuple[d
     """Write the head's subspace and `openset.json` into `bundle` (a sealed head-only bundle
     still in its temp folder); returns (the manifest's `unknown` field, the report), or None
     when the run's held-out clips cannot be read here (the bundle then never says unknown)."""
-    from stpr.train.config import Config, apply_overrides, flatten_keys
+    from stpr.train.config import Config
+    from stpr.train.config_load import apply_overrides, flatten_keys
 
     cfg = apply_overrides(Config(), flatten_keys(meta["config"]))
     pp = meta["preprocess"]

@@ -1,5 +1,6 @@
 """ONNX export of the frozen CLIP text tower and the tokenizer files a bundle needs to add
-classes by name on the device (docs/bundle.md, "Zero-shot classes").
+classes by name on the device (docs/bundle.md, "Zero-shot classes"), the step that writes
+them with the frozen image tower (`write_text`), and their parity with PyTorch.
 
 The graph is exactly what `stpr.train.model.text.encode_class_names` computes per
 prompt template: token ids -> `normalize(clip.encode_text(tokens))`. The runtime averages
@@ -21,9 +22,20 @@ from open_clip import tokenizer as oc_tokenizer
 from torch import nn
 
 from stpr.runtime.atomic import atomic_write_text
-from stpr.runtime.contract import CLIP_IMAGE_FILE, TEXT_INPUT, TEXT_OUTPUT, TEXT_TOWER_FILE, TOKENIZER_FILE
+from stpr.runtime.contract import (
+    CLIP_IMAGE_FILE,
+    TEXT_INPUT,
+    TEXT_OUTPUT,
+    TEXT_TOWER_FILE,
+    TOKENIZER_FILE,
+    fp16_twin,
+)
 from stpr.runtime.tokenizer import MERGES_USED, SPECIAL_TOKENS, byte_vocab
 from stpr.train.restore import Restored
+
+from .fp16 import PLAIN_TOWERS_FP16_KEEP_FP32, to_fp16
+from .onnx_export import export_backbone, finish_onnx
+from .result import ExportResult, timed_step
 
 
 class _TextTower(nn.Module):
@@ -77,6 +89,26 @@ def torch_text_embeddings(clip_model: nn.Module, model_name: str, prompts: Seque
 def text_manifest(clip_model: nn.Module, templates: Sequence[str]) -> dict[str, Any]:
     return {"tower": TEXT_TOWER_FILE, "tokenizer": TOKENIZER_FILE, "image_tower": CLIP_IMAGE_FILE,
             "context_length": context_length(clip_model), "templates": list(templates), "clean": "lower"}
+
+
+def write_text(r: Restored, tmp: Path, meta: dict[str, Any], opset: int, fp16: bool,
+               res: ExportResult) -> dict[str, Any]:
+    """The frozen text tower (and its fp16 twin), the tokenizer and the run's prompt templates:
+    what `stpr-classes` needs to add a class by name on the device."""
+    clip = r.learner.clip_model
+    with timed_step(res, "text tower"):
+        finish_onnx(export_text_tower(clip, tmp / TEXT_TOWER_FILE, opset), meta)
+        write_tokenizer(tmp / TOKENIZER_FILE)
+        # The frozen image tower without adapters: the adapters, trained on the seen classes
+        # only, erase what the tower knew of unseen ones (docs/results.md, "Zero-shot").
+        finish_onnx(export_backbone(r.learner.model.backbone, tmp / CLIP_IMAGE_FILE, r.preprocess.size, opset,
+                                    adapters=False), meta)
+        # The plain towers keep Transpose in float32 (fp16.PLAIN_TOWERS_FP16_KEEP_FP32 says why).
+        half = {"tower_fp16": to_fp16(tmp / TEXT_TOWER_FILE, tmp / fp16_twin(TEXT_TOWER_FILE),
+                                      keep_fp32=PLAIN_TOWERS_FP16_KEEP_FP32).name,
+                "image_tower_fp16": to_fp16(tmp / CLIP_IMAGE_FILE, tmp / fp16_twin(CLIP_IMAGE_FILE),
+                                            keep_fp32=PLAIN_TOWERS_FP16_KEEP_FP32).name} if fp16 else {}
+    return {"text": {**text_manifest(clip, r.cfg.model.templates), **half}}
 
 
 TEXT_FP32_MAX_ABS_DIFF = 1e-4  # the ONNX tower against PyTorch, per embedding value

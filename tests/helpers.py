@@ -11,7 +11,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from stpr.train.config import Config, dump_config, load_config
+from stpr.train.config import Config, dump_config
+from stpr.train.config_load import load_config
 
 # A whole protocol in a couple of seconds: 3 tasks of 4 classes, one epoch each.
 FAST = {
@@ -171,11 +172,11 @@ def train_one_and_two_processes(tmp_path: Path, args: list[str]) -> tuple[Path, 
 
 
 def load_script(name: str):  # noqa: ANN201 (a module)
-    """`scripts/<name>.py` as a module (the scripts folder is not a package)."""
+    """`scripts/<group>/<name>.py` as a module, `name` given as 'group/name' (the scripts folder is not a package)."""
     import importlib.util
 
     path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"{name}_script", path)
+    spec = importlib.util.spec_from_file_location(f"{Path(name).name}_script", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod

@@ -1,4 +1,4 @@
-"""scripts/ablate.py end to end on a tiny protocol: tables, consistency, reuse."""
+"""scripts/studies/ablate.py end to end on a tiny protocol: tables, consistency, reuse."""
 import csv
 import json
 import time
@@ -23,7 +23,7 @@ VARIANTS = {
 
 @pytest.fixture(scope="module")
 def ablate():
-    return load_script("ablate")
+    return load_script("studies/ablate")
 
 
 def _files(out: Path) -> dict[str, int]:
@@ -38,7 +38,7 @@ def test_ablation_tables_and_reuse(ablate, tmp_path, capsys):
     md = (out / "ablation.md").read_text()
     assert md.strip() == md_stdout.strip()
     assert "Protocol 4+4x1" in md and "stpr-tiny" in md and "epochs 1/1" in md and "seeds 0 1" in md
-    assert "python scripts/ablate.py --quick" in md and "--lambdas 0.5 10" in md
+    assert "python scripts/studies/ablate.py --quick" in md and "--lambdas 0.5 10" in md
     for title in ("Table 3", "Table 4", "Table 5", "Table 6"):
         assert f"## {title}" in md
 

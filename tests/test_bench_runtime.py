@@ -1,11 +1,11 @@
-"""scripts/bench_runtime.py runs on a tiny tower: every variant at every K, against one frame."""
+"""scripts/bench/bench_runtime.py runs on a tiny tower: every variant at every K, against one frame."""
 import json
 
 from helpers import load_script
 
 
 def test_bench_runtime_reports_every_variant_at_each_task_count(capsys):
-    bench = load_script("bench_runtime")
+    bench = load_script("bench/bench_runtime")
     bench.main(["--model", "stpr-tiny", "--tasks", "2", "3", "--repeats", "1", "--no-rss"])
     out = json.loads(capsys.readouterr().out)
     names = [*bench.VARIANTS, *bench.HEAD_VARIANTS]

@@ -1,9 +1,9 @@
-"""scripts/bench_train.py: the precision asked for is the one the training step runs in."""
+"""scripts/bench/bench_train.py: the precision asked for is the one the training step runs in."""
 from helpers import load_script
 
 
 def test_bench_train_bf16_runs_the_tower_under_the_trainings_autocast():
-    bench = load_script("bench_train")
+    bench = load_script("bench/bench_train")
     out = bench.one("stpr-tiny", "cpu", batch=4, steps=1, precision="bf16", frames_per_clip=2)
     # On CPU optim.amp=auto is fp32: bfloat16 here means the benchmark set optim.amp=bf16.
     assert out["precision"] == "bf16" and out["tower_dtype"] == "bfloat16"
@@ -13,7 +13,7 @@ def test_bench_train_bf16_runs_the_tower_under_the_trainings_autocast():
 
 
 def test_bench_train_ratios_pair_bf16_with_fp32_of_the_same_model_and_device():
-    bench = load_script("bench_train")
+    bench = load_script("bench/bench_train")
 
     def row(model: str, precision: str, clips: float, mib: float) -> dict:
         task = {"clips_per_s": clips, "peak_gpu_memory_mib": mib}

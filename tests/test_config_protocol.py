@@ -1,7 +1,8 @@
 """Configs (dataclasses + YAML + --set) and the protocol builder."""
 import pytest
 
-from stpr.train.config import Config, load_config, parse_set, valid_keys
+from stpr.train.config import Config
+from stpr.train.config_load import load_config, parse_set, valid_keys
 from stpr.train.data.protocol import build_tasks, class_order, parse_protocol
 from stpr.train.errors import StprError
 

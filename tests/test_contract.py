@@ -23,7 +23,7 @@ def test_every_choice_is_the_contracts():
     from stpr.runtime.experts import EXPERT_VARIANTS
     from stpr.runtime.router import BUNDLE_ROUTING_MODES
     from stpr.train.cli import main as train_main
-    from stpr.train.config import CHOICES
+    from stpr.train.config_load import CHOICES
 
     assert CHOICES["method.routing"] is contract.ROUTING_MODES
     assert CHOICES["method.distill"] is contract.DISTILL_MODES

@@ -21,7 +21,7 @@ from stpr.train.errors import StprError
 T, SIZE = 4, 16
 # mean 0, std 1: a clip value is the RGB intensity / 255, so frame content can be checked.
 KW = dict(num_frames=T, size=SIZE, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "extract_frames.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "data" / "extract_frames.py"
 
 
 def frame(k: int, tint: int = 0) -> np.ndarray:
@@ -302,7 +302,7 @@ def test_folder_holdout_is_drawn_among_readable_videos(tmp_path, seed):
     assert tr.skipped == [(tmp_path / "walk" / "2.avi", "unreadable")]  # still reported and counted
 
 
-# ---- scripts/extract_frames.py ---------------------------------------------------------
+# ---- scripts/data/extract_frames.py ----------------------------------------------------
 
 def test_extract_frames_resumes_and_matches_video(tmp_path, capsys):
     spec = importlib.util.spec_from_file_location("extract_frames", SCRIPT)

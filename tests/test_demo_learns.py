@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from stpr.train import run as R
-from stpr.train.config import load_config, routing_tau
+from stpr.train.config import routing_tau
+from stpr.train.config_load import load_config
 
 pytestmark = pytest.mark.slow
 

@@ -10,8 +10,7 @@ from click.testing import CliRunner
 from helpers import fast_config, predictions
 from test_runtime import write_video
 
-from stpr.export import bundle as bundle_mod
-from stpr.export import export_run
+from stpr.export import export_run, parity
 from stpr.runtime import cli as run_cli
 from stpr.runtime.bundle import load_bundle
 from stpr.runtime.recognizer import Recognizer
@@ -80,7 +79,7 @@ def test_expert_weights_are_stored_once(variants):
 
 def test_failing_int8_parity_writes_nothing(variants, tmp_path, monkeypatch):
     root, _ = variants
-    monkeypatch.setattr(bundle_mod.parity, "INT8_MIN_AGREEMENT", 1.01)  # impossible to meet
+    monkeypatch.setattr(parity, "INT8_MIN_AGREEMENT", 1.01)  # impossible to meet
     with pytest.raises(StprError, match="failed its parity check: int8 top-1 agreement"):
         export_run(root / "run", tmp_path / "b", int8=True, task=0)
     assert not (tmp_path / "b").exists()
@@ -129,7 +128,8 @@ def test_missing_variant_says_how_to_export_it(variants, tmp_path):
 def test_tensorrt_path_builds_and_serves_the_fused_fp16_graph(variants, tmp_path, monkeypatch):
     """Engines are built for the fused fp16 graph too, and --backend trt --fp16 serves it
     (checked without TensorRT: the runner is lazy until entered, the build is recorded)."""
-    from stpr.export.bundle import ExportResult, write_engines
+    from stpr.export.result import ExportResult
+    from stpr.export.variant_files import write_engines
     from stpr.runtime import trt_build
 
     root, res = variants

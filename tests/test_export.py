@@ -10,8 +10,7 @@ import torch
 from click.testing import CliRunner
 from helpers import fast_config, start_run_dir
 
-from stpr.export import bundle as bundle_mod
-from stpr.export import export_run
+from stpr.export import export_run, head_files, parity, text_export, variant_files
 from stpr.export.cli import main as export_main
 from stpr.export.onnx_export import export_backbone
 from stpr.runtime.manifest import BundleError, verify_bundle
@@ -177,14 +176,15 @@ def test_disk_full_mid_export_leaves_no_bundle(demo_run, tmp_path, monkeypatch):
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(bundle_mod, "to_fp16", full)
+    for module in (text_export, head_files, variant_files):  # every step that writes an fp16 twin
+        monkeypatch.setattr(module, "to_fp16", full)
     with pytest.raises(OSError, match="No space left"):
         export_run(demo_run, tmp_path / "b", fp16=True)
     assert not (tmp_path / "b").exists() and not list(tmp_path.glob(".tmp-*"))
 
 
 def test_failed_parity_writes_nothing(demo_run, tmp_path, monkeypatch):
-    monkeypatch.setattr(bundle_mod.parity, "FP32_MAX_FEATURE_DIFF", 0.0)  # impossible to meet
+    monkeypatch.setattr(parity, "FP32_MAX_FEATURE_DIFF", 0.0)  # impossible to meet
     with pytest.raises(StprError, match="failed its parity check: fp32 feature max abs diff"):
         export_run(demo_run, tmp_path / "b")
     assert not (tmp_path / "b").exists()

@@ -18,7 +18,7 @@ from stpr.runtime.recognizer import Recognizer
 from stpr.runtime.watch import verify_recognizer
 from stpr.train import run as R
 from stpr.train.analytic_fit_numpy import NumpyHead, choose_lambda
-from stpr.train.config import load_config
+from stpr.train.config_load import load_config
 from stpr.train.data.registry import build_splits
 from stpr.train.data.synthetic import SyntheticActions
 from stpr.train.head_setup import tower_of

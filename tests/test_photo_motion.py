@@ -1,4 +1,4 @@
-"""scripts/make_photo_motion.py: layout the folder reader takes, motion over time, time-reversed pairs, refusal."""
+"""scripts/data/make_photo_motion.py: layout the folder reader takes, motion over time, time-reversed pairs, refusal."""
 import json
 from pathlib import Path
 
@@ -12,7 +12,7 @@ pytest.importorskip("skimage.data", reason="scikit-image (which ships the photos
 
 @pytest.fixture(scope="module")
 def script():
-    return load_script("make_photo_motion")
+    return load_script("data/make_photo_motion")
 
 
 def _clip(folder: Path) -> np.ndarray:

@@ -210,7 +210,7 @@ def test_the_success_line_names_the_classes_file_it_was_given(demo, tmp_path):
 @pytest.mark.slow
 def test_a_held_out_class_added_by_name_is_recognised_and_trained_accuracy_holds(demo):
     root, run, bundle, test = demo
-    script = Path(__file__).resolve().parent.parent / "scripts" / "zero_shot_demo.py"
+    script = Path(__file__).resolve().parent.parent / "scripts" / "studies" / "zero_shot_demo.py"
     res = subprocess.run([sys.executable, str(script), "--bundle", str(bundle), "--clips-per-class", "8",
                           "--add", "ring_moving_up"], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]

@@ -84,7 +84,7 @@ def _tqdm_progress(it: Iterable, desc: str, total: int) -> Iterable:
 
 
 def _overrides(opts: dict[str, Any], epochs: str | None, sets: tuple[str, ...]) -> dict[str, Any]:
-    from .config import parse_set
+    from .config_load import parse_set
 
     out = {key: opts[name] for name, key in _OPTION_KEYS.items() if opts.get(name) is not None}
     if epochs is not None:
@@ -239,7 +239,7 @@ def main(config_name: str | None, epochs: str | None, out: Path | None, resume: 
     The analytic head alone (the demo's default) needs no torch: without it, or with --tower,
     it runs on onnxruntime."""
     from . import run_dir as run_dir_mod
-    from .config import load_config
+    from .config_load import load_config
 
     try:
         overrides = _overrides(opts, epochs, sets)

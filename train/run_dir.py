@@ -7,7 +7,8 @@ from pathlib import Path
 
 import yaml
 
-from .config import Config, apply_overrides, check_ranges, flatten_keys
+from .config import Config
+from .config_load import apply_overrides, check_ranges, flatten_keys
 from .errors import StprError
 
 CHECKPOINTS = "checkpoints"

@@ -80,7 +80,7 @@ def load_task_file(path: str, classes: list[str], allow_pickle: bool) -> list[li
     """Tasks from a file: a JSON list of tasks, each a list of class names (or a dict
     keyed by class name, as vCLIMB's task files are). vCLIMB ships pickles: reading one
     runs code from it, so it needs `data.allow_pickle: true`, or convert it once with
-    `scripts/convert_task_file.py` into JSON."""
+    `scripts/data/convert_task_file.py` into JSON."""
     import json
     from pathlib import Path as _Path
 
@@ -91,7 +91,7 @@ def load_task_file(path: str, classes: list[str], allow_pickle: bool) -> list[li
         raw = json.loads(p.read_text())
     elif not allow_pickle:
         raise StprError(f"task file {path!r} is not JSON; pickles can run code when read. Convert it with "
-                        f"`python scripts/convert_task_file.py {path}` or, for a file you trust, "
+                        f"`python scripts/data/convert_task_file.py {path}` or, for a file you trust, "
                         "set data.allow_pickle=true")
     else:
         import pickle

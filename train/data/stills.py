@@ -1,4 +1,4 @@
-"""Captioned still images for pretraining the demo's tiny CLIP (`scripts/pretrain_tiny_clip.py`).
+"""Captioned still images for pretraining the demo's tiny CLIP (`scripts/data/pretrain_tiny_clip.py`).
 
 Each image shows one shape of the demo (`synthetic.SHAPES`) over the demo's dark, noisy
 background, with a colour, a place in the frame and, in most images, a *static* motion

@@ -87,7 +87,7 @@ def read_frames(path: Path, indices: Sequence[int]) -> list[np.ndarray]:
         files = frame_files(path)
         if not files or max(indices) >= len(files):
             raise StprError(f"frame folder {path} now holds {len(files)} frames, fewer than when the dataset was "
-                            f"built; re-extract it (scripts/extract_frames.py) or remove it")
+                            f"built; re-extract it (scripts/data/extract_frames.py) or remove it")
         cache: dict[int, np.ndarray] = {}
         for i in dict.fromkeys(indices):
             img = cv2.imread(str(files[i]), cv2.IMREAD_COLOR)
@@ -170,7 +170,7 @@ class VideoClips:
             raise StprError(
                 f"{len(counted)} of {denom} videos ({100 * len(counted) / denom:.1f}%) are unreadable, empty or "
                 f"missing, more than data.max_unreadable={max_unreadable:g}; first: {first}. Check or re-download "
-                f"the files, re-extract frame folders (scripts/extract_frames.py), or raise data.max_unreadable "
+                f"the files, re-extract frame folders (scripts/data/extract_frames.py), or raise data.max_unreadable "
                 f"to train without them")
         if not self.samples:
             why = f"e.g. {self.skipped[0][0]} ({self.skipped[0][1]})" if self.skipped else "the split lists none"

@@ -130,7 +130,7 @@ def _load_file(model_name: str, path: str) -> nn.Module:
             f"--pretrained {path!r} is neither 'none', 'openai', a packaged tag ({tags}) nor an "
             "existing file; pass a local open_clip or OpenAI weights file (e.g. ViT-B-16.pt)"
         )
-    if is_sparse_token_file(path):  # written by scripts/pretrain_tiny_clip.py
+    if is_sparse_token_file(path):  # written by scripts/data/pretrain_tiny_clip.py
         model = _random_model(model_name, 0)
         load_sparse(model, path)
         return model

@@ -1,5 +1,5 @@
 """Weights that ship inside the package: the demo's tiny CLIP, pretrained on captioned
-synthetic stills by `scripts/pretrain_tiny_clip.py`.
+synthetic stills by `scripts/data/pretrain_tiny_clip.py`.
 
 `registry.json` beside this file names each `(model, tag)`'s safetensors file and its
 sha256; a file whose hash differs is refused, so a tampered or truncated file never
@@ -43,7 +43,8 @@ def packaged_file(model_name: str, tag: str) -> Path:
     path = PACKAGE_DIR / entry["file"]
     if not path.is_file():
         raise StprError(f"packaged weights {entry['file']!r} for {model_name}:{tag} are missing from "
-                        f"{str(PACKAGE_DIR)!r}; reinstall stpr, or rebuild them with scripts/pretrain_tiny_clip.py")
+                        f"{str(PACKAGE_DIR)!r}; reinstall stpr, or rebuild them with "
+                        "scripts/data/pretrain_tiny_clip.py")
     check_sha256(path, entry["sha256"])
     return path
 
@@ -53,7 +54,7 @@ def check_sha256(path: Path, expected: str) -> None:
     if got != expected:
         raise StprError(f"refusing weights {str(path)!r}: sha256 {got} does not match the expected {expected} "
                         "(the file was changed or damaged); reinstall stpr or rebuild it with "
-                        "scripts/pretrain_tiny_clip.py")
+                        "scripts/data/pretrain_tiny_clip.py")
 
 
 def is_sparse_token_file(path: str | Path) -> bool:
@@ -102,7 +103,7 @@ def load_sparse(model: nn.Module, path: str | Path) -> None:
 
 
 def packaged_onnx_tower(model_name: str, tag: str) -> "TowerSpec":
-    """The packaged tower of `(model_name, tag)` as ONNX (scripts/make_tiny_tower_onnx.py), hash-checked,
+    """The packaged tower of `(model_name, tag)` as ONNX (scripts/data/make_tiny_tower_onnx.py), hash-checked,
     with its preprocessing: what the torch-free head runs on. `StprError` if none ships."""
     from stpr.runtime.tower import TowerSpec
 
@@ -114,6 +115,6 @@ def packaged_onnx_tower(model_name: str, tag: str) -> "TowerSpec":
     path = PACKAGE_DIR / entry["file"]
     if not path.is_file():
         raise StprError(f"packaged tower {entry['file']!r} is missing from {str(PACKAGE_DIR)!r}; reinstall stpr, "
-                        "or rebuild it with scripts/make_tiny_tower_onnx.py")
+                        "or rebuild it with scripts/data/make_tiny_tower_onnx.py")
     check_sha256(path, entry["sha256"])
     return TowerSpec(file=path, size=int(entry["size"]), mean=tuple(entry["mean"]), std=tuple(entry["std"]))

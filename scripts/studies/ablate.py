@@ -8,9 +8,9 @@ a joint-training run (every class in one task) gives the upper bound. Each seed 
 own folder `seed_N/`; tables give the mean and the standard deviation over seeds.
 Runs live under --out and are reused (finished) or resumed (unfinished).
 
-    python scripts/ablate.py                               # demo config, seeds 0 1 2, runs/ablation
-    python scripts/ablate.py --quick --seeds 0 --out /tmp/abl   # smoke run
-    python scripts/ablate.py --config paper --set data.protocol=51+10x5 --out runs/ucf_ablation
+    python scripts/studies/ablate.py                               # demo config, seeds 0 1 2, runs/ablation
+    python scripts/studies/ablate.py --quick --seeds 0 --out /tmp/abl   # smoke run
+    python scripts/studies/ablate.py --config paper --set data.protocol=51+10x5 --out runs/ucf_ablation
 
 Writes ablation.md and ablation.csv under --out (plus seed_N/routing_eval.json, the
 cached re-evaluation counts); prints the Markdown to stdout and progress to stderr.
@@ -33,9 +33,8 @@ import numpy as np
 from stpr.runtime.atomic import atomic_write_json, atomic_write_text
 from stpr.runtime.contract import DISTILL_MODES, ROUTING_MODES
 from stpr.train import metrics as M
-from stpr.train import run as R
-from stpr.train.checkpoint import check_same_model, checkpoint_path, finished_tasks, load_checkpoint
-from stpr.train.config import Config, apply_overrides, load_config, parse_set
+from stpr.train.config import Config
+from stpr.train.config_load import apply_overrides, load_config, parse_set
 from stpr.train.errors import StprError
 from stpr.train.run_dir import saved_config
 
@@ -54,8 +53,14 @@ def note(msg: str) -> None:
     print(f"[ablate {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+EPILOG = """Prints the Markdown tables (progress on stderr) and writes ablation.md and ablation.csv. Takes
+about 20 min on this machine (2 CPU cores) with the defaults: an estimate from six StPR demo
+runs per seed (45 to 85 s each, docs/results.md) and the routing re-evaluation, 3 seeds; --quick
+--seeds 0 takes about 2 min."""
+
+
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=EPILOG)
     p.add_argument("--config", default="demo", help="built-in config name or YAML path (default: demo)")
     p.add_argument("--out", default="runs/ablation", help="folder for the runs and the tables")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
@@ -93,6 +98,9 @@ def _comparable(cfg: Config) -> dict[str, Any]:
 
 def ensure_run(cfg: Config, run_dir: Path) -> dict[str, Any]:
     """metrics.json of a finished run of `cfg` in `run_dir`: reused, resumed or trained."""
+    from stpr.train import run as R  # torch: imported when a run is needed, so --help answers at once
+    from stpr.train.checkpoint import finished_tasks
+
     if (run_dir / "config.yaml").is_file():
         saved = saved_config(run_dir)
         if _comparable(saved) != _comparable(cfg):
@@ -123,6 +131,9 @@ def _pad(rows: list[list[int]], K: int) -> np.ndarray:
 
 def routing_counts(run_dir: Path, modes: Sequence[str], device: str) -> dict[str, Any]:
     """Evaluate every task's checkpoint under each routing mode: correct, task-id and total count rows."""
+    from stpr.train import run as R
+    from stpr.train.checkpoint import check_same_model, checkpoint_path, load_checkpoint
+
     cfg = saved_config(run_dir)
     cfg.device = device
     s = R.build(cfg)  # data, protocol and loaders; a fresh learner per checkpoint below
@@ -290,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     rows = build_rows(seeds)
-    md = to_markdown(rows, cfg, args.seeds, shlex.join(["python", "scripts/ablate.py", *argv]))
+    md = to_markdown(rows, cfg, args.seeds, shlex.join(["python", "scripts/studies/ablate.py", *argv]))
     atomic_write_text(out / "ablation.csv", to_csv(rows))
     atomic_write_text(out / "ablation.md", md)
     note(f"wrote {out / 'ablation.md'} and ablation.csv in {time.perf_counter() - t0:.0f}s")

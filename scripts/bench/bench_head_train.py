@@ -8,8 +8,8 @@ alike; what is reported is the median, and the ratio. Clips/s counts the trainin
 (each through the tower once) over the whole run's wall time, evaluation included; import
 time is reported apart. Peak RSS is the process's own.
 
-    python scripts/bench_head_train.py                      # the demo, 16 + 8 clips per class
-    python scripts/bench_head_train.py --rounds 3 --train-clips 32
+    python scripts/bench/bench_head_train.py                      # the demo, 16 + 8 clips per class
+    python scripts/bench/bench_head_train.py --rounds 3 --train-clips 32
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ if {free}:
     from stpr.train import head_run as R
 else:
     from stpr.train import run as R
-from stpr.train.config import load_config
+from stpr.train.config_load import load_config
 t1 = time.perf_counter()
 cfg = load_config("demo", {overrides!r})
 metrics = R.run(cfg, {out!r})
@@ -48,8 +48,14 @@ def one(free: bool, overrides: dict, out: str) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+EPILOG = """Prints one JSON object: per path (PyTorch, torch-free) the median run seconds, training clips/s,
+import seconds, peak RSS and Acc, and their ratio. Takes about 10 min on this machine (2 CPU
+cores) with the defaults (docs/benchmarks.md: a 218 s PyTorch run and a 90 s torch-free one per
+round, 2 rounds, on a shared machine)."""
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=EPILOG)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--train-clips", type=int, default=16, help="training clips per class")
     ap.add_argument("--test-clips", type=int, default=8, help="test clips per class")

@@ -17,8 +17,8 @@ AUROC and FPR at 95 % TPR on never-trained classes for the head's scores and StP
 It prints one JSON object (per-run Acc, BWF, task id, wall seconds, and the mean and std
 over seeds) and writes it to --out/head_study.json.
 
-    python scripts/head_study.py --out runs/head_study --seeds 0 1 2
-    python scripts/head_study.py --dataset folder --data-root DATA --out runs/photo_study
+    python scripts/studies/head_study.py --out runs/head_study --seeds 0 1 2
+    python scripts/studies/head_study.py --dataset folder --data-root DATA --out runs/photo_study
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # ablate.py beside thi
 from ablate import ensure_run, note, variant  # noqa: E402
 
 from stpr.runtime.atomic import atomic_write_json  # noqa: E402
-from stpr.train.config import load_config, parse_set  # noqa: E402
+from stpr.train.config_load import load_config, parse_set  # noqa: E402
 
 RUNS = {
     "stpr": {"head.mode": "none"},  # the paper's method alone: its training time is the reference
@@ -108,8 +108,14 @@ def aggregate(per_seed: list[dict[str, Any]]) -> dict[str, list[float]]:
     return {k: [float(np.mean([f[k] for f in flats])), float(np.std([f[k] for f in flats]))] for k in keys}
 
 
+EPILOG = """Prints one JSON object (per-run Acc, BWF, task id, wall seconds; mean and std over seeds) and
+writes it to --out/head_study.json. Takes about 25 min on this machine (2 CPU cores) with the
+defaults: an estimate from docs/results.md, whose five runs' training wall seconds sum to about
+3.5 min per seed and order (3 seeds, 2 orders); --openset adds one export per run of modes."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=EPILOG)
     p.add_argument("--config", default="demo")
     p.add_argument("--out", default="runs/head_study")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -118,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="export each seed's 'modes' run and report the open-set AUROC / FPR of head and StPR scores")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args(argv)
-    report: dict[str, Any] = {"command": " ".join(["python", "scripts/head_study.py", *(argv or sys.argv[1:])])}
+    report: dict[str, Any] = {"command": " ".join(["python", "scripts/studies/head_study.py", *(argv or sys.argv[1:])])}
     for order in args.orders:
         cfg = load_config(args.config, {**parse_set(args.sets), "data.class_order": order})
         per_seed = []

@@ -10,9 +10,9 @@ backbone). Each configuration runs in its own process so peak memory is its own;
 the bf16/fp32 ratios compare configurations of the same run. Data loading is
 excluded here: one batch is prepared up front and reused.
 
-    python scripts/bench_train.py                 # all configurations
-    python scripts/bench_train.py --models stpr-tiny --steps 20
-    python scripts/bench_train.py --models ViT-B-16 --devices cuda --precision fp32 bf16 --batch 40 --frames 8
+    python scripts/bench/bench_train.py                 # all configurations
+    python scripts/bench/bench_train.py --models stpr-tiny --steps 20
+    python scripts/bench/bench_train.py --models ViT-B-16 --devices cuda --precision fp32 bf16 --batch 40 --frames 8
 """
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def one(model: str, device_name: str, batch: int, steps: int, precision: str = "
     import torch
 
     from stpr.train import run as R
-    from stpr.train.config import load_config
+    from stpr.train.config_load import load_config
 
     overrides = {
         "model.name": model, "device": device_name, "optim.batch_size": batch, "optim.amp": AMP[precision],
@@ -129,7 +129,8 @@ def data_only(videos: int, frames: int, workers: int, batch: int, size: int) -> 
 
     from stpr.train.data.folder import folder_dataset
 
-    spec = importlib.util.spec_from_file_location("extract_frames", Path(__file__).with_name("extract_frames.py"))
+    script = Path(__file__).resolve().parents[1] / "data" / "extract_frames.py"
+    spec = importlib.util.spec_from_file_location("extract_frames", script)
     extract = importlib.util.module_from_spec(spec)
     sys.modules["extract_frames"] = extract  # its process pool pickles functions by module name
     spec.loader.exec_module(extract)
@@ -164,8 +165,15 @@ def data_only(videos: int, frames: int, workers: int, batch: int, size: int) -> 
     return out
 
 
+EPILOG = """Prints one JSON object: per model, device and precision the clips/s of base and incremental
+steps, peak memory and the share outside the tower. Takes about 7 min on this machine (2 CPU
+cores, shared with other jobs at a load of 9) for --models stpr-tiny; ViT-B-16 (in the defaults)
+adds more on CPU (not timed here); CUDA runs need a GPU."""
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, epilog=EPILOG,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["stpr-tiny", "ViT-B-16"])
     ap.add_argument("--devices", nargs="+", default=None, help="default: cpu, plus cuda if available")
     ap.add_argument("--steps", type=int, default=None, help="timed steps (default: 20 tiny, 3 ViT-B on CPU, 20 on GPU)")

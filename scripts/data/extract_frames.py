@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Extract the frames of every video under a root into a mirrored folder tree.
 
-    python scripts/extract_frames.py --root data/UCF101/UCF-101 --out data/UCF101/frames [--workers 8]
+    python scripts/data/extract_frames.py --root data/UCF101/UCF-101 --out data/UCF101/frames [--workers 8]
 
 ``ROOT/a/b/clip.avi`` becomes ``OUT/a/b/clip/000001.jpg, 000002.jpg, ...``: the layout the
 dataset readers accept in place of the video (point the reader at a root holding the
@@ -106,8 +106,13 @@ def extract_all(root: Path, out: Path, workers: int, quality: int, short_side: i
     return summary
 
 
+EPILOG = """Prints a JSON summary (videos done, skipped, failed). Time grows with the videos: about 1 s per
+320x240 video of 150 frames with --workers 2 on this machine (2 CPU cores; 10 such videos took
+10 s), so hours for all of UCF101."""
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=EPILOG)
     ap.add_argument("--root", type=Path, required=True, help="folder searched recursively for videos")
     ap.add_argument("--out", type=Path, required=True, help="folder receiving the mirrored frame tree")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel processes")

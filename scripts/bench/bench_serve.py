@@ -17,7 +17,7 @@ Runs `stpr-run --serve` as a child process on this machine (loopback only) and m
 Goals (issue 20): throughput ratio >= 0.95, lag p95 <= 250 ms, teach <= 5 s on the demo.
 
     stpr-train --out runs/demo && stpr-export runs/demo --out bundles/demo
-    python scripts/bench_serve.py --bundle bundles/demo [--seconds 12] [--repeats 3]
+    python scripts/bench/bench_serve.py --bundle bundles/demo [--seconds 12] [--repeats 3]
 Takes about 4 minutes on 2 CPU cores with the defaults.
 """
 from __future__ import annotations
@@ -40,7 +40,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
 from live_server import MjpegServer  # noqa: E402 (the tests' loopback MJPEG camera)
 
 SERVING = re.compile(r"serving http://[^:/]+:(\d+)/")
@@ -254,9 +254,13 @@ def teach(bundle: Path, url: str, runs: int, windows: int) -> dict:
                                                                                            for x in flagged]}
 
 
+EPILOG = """Prints one JSON object: throughput with and without --serve, lag p50/p95 and the time to teach.
+Takes about 4 minutes on this machine (2 CPU cores) with the defaults."""
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                 epilog="Prints one JSON object; about 4 minutes on 2 CPU cores with the defaults.")
+                                 epilog=EPILOG)
     ap.add_argument("--bundle", type=Path, required=True, help="A head-alone bundle (stpr-export of the demo).")
     ap.add_argument("--seconds", type=float, default=12.0, help="Length of each throughput and lag run.")
     ap.add_argument("--repeats", type=int, default=3, help="Throughput pairs (with and without --serve).")

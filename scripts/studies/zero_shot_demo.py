@@ -3,7 +3,7 @@
 Train the demo on a protocol that leaves classes out (`--protocol 4+4x3` trains 16 of
 the 20 synthetic classes; the four `ring_*` ones are never seen), export it, then:
 
-    python scripts/zero_shot_demo.py --bundle BUNDLE [--add ring_moving_right ...]
+    python scripts/studies/zero_shot_demo.py --bundle BUNDLE [--add ring_moving_right ...]
 
 Runs the bundle as stpr-run does (onnxruntime, NumPy router, the device tokenizer and
 text tower) on the synthetic test clips of the trained and the added classes, and
@@ -59,8 +59,14 @@ def rules(logits: np.ndarray, fbar: np.ndarray, g: np.ndarray, text: np.ndarray,
             "adapted_fbar_cos": scale * normalize(fbar) @ emb.T}
 
 
+EPILOG = """Prints one JSON object: trained-class accuracy without and with the added names, each added
+name's recall and the false takes, for stpr-run's rule and the raw cosines. Takes about 1 min on
+this machine (2 CPU cores) on the demo's 16-class bundle (an estimate: one text-tower pass per
+added name, one tower pass per test clip)."""
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=EPILOG)
     ap.add_argument("--bundle", type=Path, required=True)
     ap.add_argument("--add", nargs="+", default=None, help="untrained class names to add [each untrained demo "
                     "class alone, then all of them together]")
