@@ -15,9 +15,9 @@ import shutil
 from pathlib import Path
 
 from stpr.runtime.atomic import atomic_write_json, make_temp_dir
-from stpr.runtime.bundle_dir import prepare_target, remove_stale_temp, swap_into_place
+from stpr.runtime.bundle.bundle_dir import prepare_target, remove_stale_temp, swap_into_place
+from stpr.runtime.bundle.manifest import BundleError, seal_manifest
 from stpr.runtime.contract import BUNDLE_ROUTING_MODES, MANIFEST_NAME, PARITY_FILE
-from stpr.runtime.manifest import BundleError, seal_manifest
 from stpr.train.errors import StprError
 from stpr.train.restore import restore
 
@@ -52,7 +52,7 @@ def export_run(
     if engine and not fp16:
         raise StprError("--engine builds TensorRT engines from the fp16 ONNX; pass --fp16 with it")
     if engine:
-        from stpr.runtime.trt_build import import_tensorrt
+        from stpr.runtime.engine.trt_build import import_tensorrt
 
         try:
             import_tensorrt()

@@ -12,7 +12,7 @@ import numpy as np
 
 from stpr.runtime.atomic import atomic_write_json
 from stpr.runtime.contract import HEAD_SUBSPACE_FILE, OPENSET_FILE
-from stpr.runtime.openset import head_subspace
+from stpr.runtime.model.openset import head_subspace
 from stpr.train.errors import StprError
 from stpr.train.restore import Restored
 
@@ -57,7 +57,7 @@ def write_openset(r: Restored, tmp: Path, manifest: dict[str, Any], res: ExportR
     nothing when the run's held-out clips cannot be read here."""
     extra: dict[str, Any] = {}
     with timed_step(res, "openset"):
-        if "head" in manifest:  # the head's own scores (runtime/openset.py), from G's subspace
+        if "head" in manifest:  # the head's own scores (runtime/model/openset.py), from G's subspace
             subspace, tail_inverse = head_subspace(r.learner.head.gram.numpy(), float(r.learner.head.lam))
             report = head_openset_report(r, tmp, manifest, subspace, tail_inverse)
             if report is not None:

@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from stpr.runtime.contract import OPENSET_FILE
-from stpr.runtime.openset import (
+from stpr.runtime.model.openset import (
     COMBINED,
     HEAD_COMBINED,
     HEAD_UNKNOWN_SCORE,
@@ -129,7 +129,7 @@ def calibrate_and_measure(clips: CalibrationClips, outputs: Callable[[np.ndarray
 
 def head_report(clips: CalibrationClips, outputs: Callable[[np.ndarray], dict], subspace: np.ndarray,
                 tail_inverse: float) -> dict[str, Any]:
-    """The head's open-set report: its scores (runtime/openset.py, the head's part) on
+    """The head's open-set report: its scores (runtime/model/openset.py, the head's part) on
     `outputs(clips) = {"scores": (B, C), "h": (B, M)}`, the bundle's own head."""
 
     def scores_of(out: dict[str, np.ndarray], stats: dict | None) -> dict[str, np.ndarray]:

@@ -9,9 +9,9 @@ from typing import Any, Callable
 import click
 
 from stpr.runtime.atomic import LockHeld, as_write_error, exclusive, write_error_line
+from stpr.runtime.bundle.manifest import BundleError
 from stpr.runtime.exits import EXIT_INTERRUPT, EXIT_SIGTERM, EXIT_WRITE, click_error, exit_codes_help
-from stpr.runtime.manifest import BundleError
-from stpr.runtime.signals import InterruptibleCommand, Terminated, sigterm_as_interrupt
+from stpr.runtime.io.signals import InterruptibleCommand, Terminated, sigterm_as_interrupt
 from stpr.train.errors import StprError, missing_extra
 
 EPILOG = exit_codes_help(
@@ -88,7 +88,7 @@ def main(run_dir: Path, out: Path, fp16: bool, task: int | None, opset: int, eng
     logger.setLevel(logging.INFO)
     logger.propagate = False
     # each onnxruntime session's "providers in use" line: a dozen per export, all CPU or all CUDA
-    logging.getLogger("stpr.runtime.backends").setLevel(logging.WARNING)
+    logging.getLogger("stpr.runtime.model.backends").setLevel(logging.WARNING)
     res = _write_bundle(out, lambda: export_run(
         run_dir, out, fp16=fp16, task=task, opset=opset, engine=engine, force=force, parity_clips=parity_clips,
         int8=int8, text=not no_text, head_sums=None if head_sums == "none" else head_sums, stpr_files=stpr_files))
@@ -178,7 +178,7 @@ def _publish(bundle: Path, publish: Path | None) -> None:
     """--publish: point the symlink at the written bundle (a failure says the bundle is kept)."""
     if publish is None:
         return
-    from stpr.runtime.publish import publish as publish_bundle
+    from stpr.runtime.bundle.publish import publish as publish_bundle
 
     try:
         publish_bundle(bundle, publish)

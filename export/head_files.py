@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from stpr.runtime.analytic import PROJECTION_GENERATOR, projection_sha256
 from stpr.runtime.contract import CLIP_IMAGE_FILE, HEAD_TOWER_FILE, HEAD_WEIGHTS_FILE, fp16_twin
-from stpr.runtime.head_sums import HeadSums, save_sums, sums_section
+from stpr.runtime.model.analytic import PROJECTION_GENERATOR, projection_sha256
+from stpr.runtime.model.head_sums import HeadSums, save_sums, sums_section
 from stpr.train.restore import Restored
 
 from .fp16 import PLAIN_TOWERS_FP16_KEEP_FP32, to_fp16

@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from stpr.runtime.analytic import PROJECTION_GENERATOR, mode_probabilities, projection_sha256
 from stpr.runtime.atomic import atomic_write_json, make_temp_dir
-from stpr.runtime.bundle import load_bundle
-from stpr.runtime.bundle_dir import prepare_target, remove_stale_temp, swap_into_place
+from stpr.runtime.bundle.bundle_dir import prepare_target, remove_stale_temp, swap_into_place
+from stpr.runtime.bundle.load import load_bundle
+from stpr.runtime.bundle.manifest import SCHEMA_VERSION, seal_manifest, sha256_file
 from stpr.runtime.contract import (
     HEAD_ONLY_TOWER_FILE,
     HEAD_SUBSPACE_FILE,
@@ -30,11 +30,11 @@ from stpr.runtime.contract import (
     OPENSET_FILE,
     PARITY_FILE,
 )
+from stpr.runtime.engine.recognizer import Recognizer
 from stpr.runtime.errors import BundleError, StprError
-from stpr.runtime.head_sums import HeadSums, save_sums, sums_section
-from stpr.runtime.manifest import SCHEMA_VERSION, seal_manifest, sha256_file
-from stpr.runtime.recognizer import Recognizer
-from stpr.runtime.tower import OnnxTower, TowerSpec
+from stpr.runtime.model.analytic import PROJECTION_GENERATOR, mode_probabilities, projection_sha256
+from stpr.runtime.model.head_sums import HeadSums, save_sums, sums_section
+from stpr.runtime.model.tower import OnnxTower, TowerSpec
 
 from .head_only_openset import write_head_openset
 from .metadata import tool_versions

@@ -1,6 +1,6 @@
 """The torch-free head bundle's open-set calibration: `unknown` as the PyTorch export sets it.
 
-The head's score (runtime/openset.py) reads how far a clip's feature `h` lies from
+The head's score (runtime/model/openset.py) reads how far a clip's feature `h` lies from
 the training rows in G's metric, together with the ridge scores. Its threshold is
 calibrated here on the run's held-out clips through the bundle being written, loaded
 as `stpr-run` loads it, so the device computes the very scores calibrated on.
@@ -12,13 +12,13 @@ from typing import Any
 
 import numpy as np
 
-from stpr.runtime.analytic import expand
 from stpr.runtime.atomic import atomic_write_json
-from stpr.runtime.bundle import load_bundle
+from stpr.runtime.bundle.load import load_bundle
 from stpr.runtime.contract import HEAD_SUBSPACE_FILE, OPENSET_FILE
-from stpr.runtime.openset import head_subspace
-from stpr.runtime.recognizer import Recognizer
-from stpr.runtime.tower import TowerSpec
+from stpr.runtime.engine.recognizer import Recognizer
+from stpr.runtime.model.analytic import expand
+from stpr.runtime.model.openset import head_subspace
+from stpr.runtime.model.tower import TowerSpec
 
 from .calibrate import calibration_clips, head_report, unknown_section
 

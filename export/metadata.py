@@ -8,8 +8,8 @@ from importlib import metadata as md
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+from stpr.runtime.bundle.manifest import SCHEMA_VERSION, sha256_file
 from stpr.runtime.contract import ROUTING_ANCHORS
-from stpr.runtime.manifest import SCHEMA_VERSION, sha256_file
 from stpr.train.config import routing_tau
 
 if TYPE_CHECKING:

@@ -11,11 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from stpr.runtime.analytic import expand
-from stpr.runtime.backends import OrtRunner
 from stpr.runtime.contract import TOWER_INPUT, TOWER_OUTPUT
-from stpr.runtime.experts import ExpertsRunner, expert_files
-from stpr.runtime.openset import (
+from stpr.runtime.model.analytic import expand
+from stpr.runtime.model.backends import OrtRunner
+from stpr.runtime.model.experts import ExpertsRunner, expert_files
+from stpr.runtime.model.openset import (
     COMBINED,
     FALLBACK_SCORE,
     SCORES,

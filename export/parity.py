@@ -9,13 +9,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from stpr.runtime.analytic import head_scores, projection_matrix
-from stpr.runtime.analytic import mode_probabilities as np_mode_probabilities
-from stpr.runtime.analytic import own_expert_logits as np_own_expert_logits
-from stpr.runtime.backends import OrtRunner
 from stpr.runtime.contract import FUSED_KEY, PER_EXPERT_KEY, TOWER_INPUT, TOWER_OUTPUT, unpack_td_calibration
-from stpr.runtime.experts import ExpertsRunner, expert_files
-from stpr.runtime.router import classify
+from stpr.runtime.model.analytic import head_scores, projection_matrix
+from stpr.runtime.model.analytic import mode_probabilities as np_mode_probabilities
+from stpr.runtime.model.analytic import own_expert_logits as np_own_expert_logits
+from stpr.runtime.model.backends import OrtRunner
+from stpr.runtime.model.experts import ExpertsRunner, expert_files
+from stpr.runtime.model.router import classify
 from stpr.train.config import routing_tau
 from stpr.train.data.registry import build_splits
 from stpr.train.model.analytic import mode_probabilities, own_expert_logits

@@ -30,7 +30,7 @@ from stpr.runtime.contract import (
     TOKENIZER_FILE,
     fp16_twin,
 )
-from stpr.runtime.tokenizer import MERGES_USED, SPECIAL_TOKENS, byte_vocab
+from stpr.runtime.text.tokenizer import MERGES_USED, SPECIAL_TOKENS, byte_vocab
 from stpr.train.restore import Restored
 
 from .fp16 import PLAIN_TOWERS_FP16_KEEP_FP32, to_fp16
@@ -118,7 +118,7 @@ TEXT_FP16_MIN_TOP1 = 1.0  # every class prompt's fp16 embedding is nearest its o
 def text_parity(r: Restored, tmp: Path, text: dict[str, Any]) -> dict[str, Any]:
     """The bundle's text tower(s), fed by the runtime tokenizer, against open_clip + PyTorch on
     the run's own class prompts (every template)."""
-    from stpr.runtime.text import TextEncoder
+    from stpr.runtime.text.encoder import TextEncoder
     from stpr.train.model.text import clean_class_name
 
     names = [clean_class_name(c) for c in r.checkpoint["classes"]]

@@ -42,7 +42,7 @@ def write_fused(tmp: Path, names: dict[str, Any], int8: bool, res: ExportResult)
 
 def write_engines(tmp: Path, manifest: dict[str, Any], res: ExportResult) -> dict[str, Any]:
     """TensorRT engines from the fp16 ONNX, named by GPU and TensorRT version."""
-    from stpr.runtime.trt_build import EngineSpec, build_engine
+    from stpr.runtime.engine.trt_build import EngineSpec, build_engine
 
     T, D = manifest["dims"]["T"], manifest["dims"]["D"]
     size = manifest["preprocess"]["size"]

@@ -25,7 +25,7 @@ HEAD_MODES = ("alone", "route-hard", "route-soft", "fuse")  # what a bundle's he
 HEAD_CHOICES = ("none",) + HEAD_MODES  # training: none is StPR alone, the paper
 HEAD_TOWERS = ("frozen", "adapted")  # frozen CLIP tower | the adapters as the base task left them
 HEAD_BALANCES = ("weight", "none")  # each clip n_ref / n_c | plain ridge
-HEAD_CROPS = ("none", "corners")  # head rows per clip: its frames | also their 4 corners (runtime/sampling.py)
+HEAD_CROPS = ("none", "corners")  # head rows per clip: its frames | also their 4 corners (runtime/model/sampling.py)
 PRECISIONS = ("fp32", "fp16", "int8")  # the experts' variants (int8: CPU only)
 SUMS_DTYPES = ("float64", "float32")  # how a bundle stores the head's sums
 
@@ -34,7 +34,7 @@ MAX_SEED = 2**32 - 1  # a run's seed: NumPy and SeedSequence take non-negative s
 # ---- bundle files ---------------------------------------------------------------------
 MANIFEST_NAME = "manifest.json"
 # A manifest value ending so names a bundle file: it must be listed, with its sha256, under `files`
-# (runtime/manifest_fields.py checks every one, so a new file needs no check of its own there).
+# (runtime/bundle/manifest_fields.py checks every one, so a new file needs no check of its own there).
 BUNDLE_FILE_SUFFIXES = (".onnx", ".npy", ".json")
 NOT_BUNDLE_FIELDS = ("files", "tools", "source", "lineage")  # fields whose strings are not bundle files
 PARITY_FILE = "parity.json"

@@ -10,6 +10,6 @@ def main() -> None:
     # on 2 cores the router's median step was 0.5 ms with one thread, 1 to 23 ms without.
     # OpenBLAS reads this only when numpy loads, hence a separate entry module.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    from .cli import main as cli_main
+    from .cli.run_cli import main as cli_main
 
     cli_main()

@@ -187,7 +187,7 @@ def damaged(src: Path, dst: Path, edit) -> None:  # noqa: ANN001
     the manifest: only the field checks can catch what is left."""
     import json
 
-    from stpr.runtime.manifest import seal_manifest, sha256_file
+    from stpr.runtime.bundle.manifest import seal_manifest, sha256_file
 
     shutil.copytree(src, dst)
     m = json.loads((dst / "manifest.json").read_text())
@@ -201,7 +201,7 @@ def resealed_copy(src: Path, dst: Path, edit) -> Path:
     (a valid manifest whatever the edit did to what it describes)."""
     import json
 
-    from stpr.runtime.manifest import seal_manifest
+    from stpr.runtime.bundle.manifest import seal_manifest
 
     shutil.copytree(src, dst)
     m = json.loads((dst / "manifest.json").read_text())

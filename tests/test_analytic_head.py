@@ -9,7 +9,7 @@ import pytest
 import torch
 from helpers import fast_config, train_one_and_two_processes
 
-from stpr.runtime import analytic as NA
+from stpr.runtime.model import analytic as NA
 from stpr.train import run as R
 from stpr.train.analytic_fit import LAMBDA_GRID, AnalyticHead, choose_lambda, holdout_mask
 from stpr.train.checkpoint import checkpoint_path, load_checkpoint
@@ -219,7 +219,7 @@ def test_ddp_two_processes_give_the_same_sums_and_solve(tmp_path):
 
 
 def test_leverage_from_the_full_subspace_is_the_exact_mahalanobis_distance():
-    from stpr.runtime.openset import head_leverage
+    from stpr.runtime.model.openset import head_leverage
 
     rng = np.random.default_rng(0)
     H = np.maximum(rng.normal(size=(50, 12)), 0)

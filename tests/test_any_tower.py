@@ -11,7 +11,7 @@ from helpers import FAST, write_video
 from test_head_without_torch import sets, without_torch
 from torch import nn
 
-from stpr.runtime.bundle import load_bundle
+from stpr.runtime.bundle.load import load_bundle
 from stpr.train.cli import main as train_main
 from stpr.train.data.synthetic import SyntheticActions
 
@@ -110,7 +110,7 @@ def test_a_tower_of_any_architecture_trains_exports_serves_and_learns_without_to
     clip = write_video(tmp_path / "clip.avi", [test.raw_clip(0)])
     res = without_torch("stpr.runtime.entry", "--bundle", str(bundle), "--video", str(clip), "--clip")
     assert "analytic head (alone" in res.stdout + res.stderr
-    without_torch("stpr.runtime.learn_cli", "--bundle", str(bundle), "--out", str(tmp_path / "b1"),
+    without_torch("stpr.runtime.cli.learn_cli", "--bundle", str(bundle), "--out", str(tmp_path / "b1"),
                   "--data", str(_learn_data(tmp_path / "data")))
     assert load_bundle(tmp_path / "b1").classes[-2:] == ["cross_moving_left", "cross_moving_right"]
 

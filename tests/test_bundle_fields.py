@@ -9,9 +9,9 @@ import pytest
 from click.testing import CliRunner
 from helpers import damaged
 
-from stpr.runtime import cli as run_cli
-from stpr.runtime.bundle import load_bundle
-from stpr.runtime.manifest import BundleError
+from stpr.runtime.bundle.load import load_bundle
+from stpr.runtime.bundle.manifest import BundleError
+from stpr.runtime.cli import run_cli
 
 
 def _save(folder, name, fn):
@@ -88,7 +88,7 @@ def test_a_bundle_refused_for_its_manifest_can_be_replaced_with_force(demo, tmp_
 def test_manifest_whose_frames_disagree_with_the_graphs_is_refused_in_one_line(demo, tmp_path):
     """A resealed manifest with another T passes the field checks; the graphs' own input
     shapes catch it before any frame is read."""
-    from stpr.runtime.recognizer import Recognizer
+    from stpr.runtime.engine.recognizer import Recognizer
 
     _, _, bundle, _ = demo
     bad = tmp_path / "t4"

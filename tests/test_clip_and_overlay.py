@@ -5,10 +5,10 @@ import cv2
 import numpy as np
 import pytest
 
-from stpr.runtime.clip import clip_frames
-from stpr.runtime.overlay import draw_overlay
-from stpr.runtime.sampling import centre_indices
-from stpr.runtime.stream import SourceFailed
+from stpr.runtime.io.clip import clip_frames
+from stpr.runtime.io.overlay import draw_overlay
+from stpr.runtime.io.stream import SourceFailed
+from stpr.runtime.model.sampling import centre_indices
 
 
 class LongVideo:
@@ -104,7 +104,7 @@ def test_head_alone_events_draw_no_routing_bars():
 
 
 def test_the_clip_summary_counts_the_frames_it_decoded_and_claims_no_frame_rate():
-    from stpr.runtime.app import Summary
+    from stpr.runtime.cli.app import Summary
 
     text = Summary(frames=795, predictions=1, decoded=8).text()
     assert text.startswith("clip: 1 prediction from 8 frames decoded of the video's 795, in ")

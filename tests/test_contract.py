@@ -20,8 +20,8 @@ def test_td_calibration_packs_and_unpacks():
 
 
 def test_every_choice_is_the_contracts():
-    from stpr.runtime.experts import EXPERT_VARIANTS
-    from stpr.runtime.router import BUNDLE_ROUTING_MODES
+    from stpr.runtime.model.experts import EXPERT_VARIANTS
+    from stpr.runtime.model.router import BUNDLE_ROUTING_MODES
     from stpr.train.cli import main as train_main
     from stpr.train.config_load import CHOICES
 

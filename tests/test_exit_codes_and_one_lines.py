@@ -14,7 +14,7 @@ from helpers import FAST, SmallDisk
 
 from stpr.export.cli import main as export_main
 from stpr.export.onnx_export import max_opset
-from stpr.runtime.cli import main as run_main
+from stpr.runtime.cli.run_cli import main as run_main
 from stpr.runtime.exits import EXIT_ERROR, EXIT_INTERRUPT, EXIT_USAGE, EXIT_WRITE
 from stpr.train.cli import main as train_main
 

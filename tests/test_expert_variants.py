@@ -11,9 +11,9 @@ from helpers import fast_config, predictions
 from test_runtime import write_video
 
 from stpr.export import export_run, parity
-from stpr.runtime import cli as run_cli
-from stpr.runtime.bundle import load_bundle
-from stpr.runtime.recognizer import Recognizer
+from stpr.runtime.bundle.load import load_bundle
+from stpr.runtime.cli import run_cli
+from stpr.runtime.engine.recognizer import Recognizer
 from stpr.train import run as R
 from stpr.train.data.synthetic import SyntheticActions
 from stpr.train.errors import StprError
@@ -130,7 +130,7 @@ def test_tensorrt_path_builds_and_serves_the_fused_fp16_graph(variants, tmp_path
     (checked without TensorRT: the runner is lazy until entered, the build is recorded)."""
     from stpr.export.result import ExportResult
     from stpr.export.variant_files import write_engines
-    from stpr.runtime import trt_build
+    from stpr.runtime.engine import trt_build
 
     root, res = variants
     b = load_bundle(res.bundle)

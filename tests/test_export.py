@@ -13,7 +13,7 @@ from helpers import fast_config, start_run_dir
 from stpr.export import export_run, head_files, parity, text_export, variant_files
 from stpr.export.cli import main as export_main
 from stpr.export.onnx_export import export_backbone
-from stpr.runtime.manifest import BundleError, verify_bundle
+from stpr.runtime.bundle.manifest import BundleError, verify_bundle
 from stpr.train import run as R
 from stpr.train.errors import StprError
 from stpr.train.model.backbone import AdaptedVisionTower
@@ -211,8 +211,8 @@ def test_cli_prints_files_and_parity(demo_run, tmp_path):
 def test_bundle_router_matches_pytorch_with_its_calibration(demo_run, demo_bundle):
     """The calibrated td router as the device runs it (bundle arrays, NumPy) against the
     trained model's PyTorch router, on the same features: weights and logits to 1e-5."""
-    from stpr.runtime.bundle import load_bundle
-    from stpr.runtime.router import classify
+    from stpr.runtime.bundle.load import load_bundle
+    from stpr.runtime.model.router import classify
     from stpr.train.restore import restore
 
     r = restore(demo_run, None)

@@ -68,7 +68,7 @@ def test_parity_clips_below_one_is_refused(demo, tmp_path, count):
 
 def test_sigterm_during_export_removes_its_work_folder(demo, tmp_path, monkeypatch):
     from stpr.export import bundle as bundle_mod
-    from stpr.runtime.signals import Terminated
+    from stpr.runtime.io.signals import Terminated
 
     def killed(*a, **k):  # the service manager's SIGTERM arrives while arrays are written
         raise Terminated()

@@ -5,8 +5,8 @@ import cv2
 import numpy as np
 import pytest
 
-from stpr.runtime.frame_folder import IMAGE_EXTS, frame_files
-from stpr.runtime.stream import frames_from_folder
+from stpr.runtime.io.frame_folder import IMAGE_EXTS, frame_files
+from stpr.runtime.io.stream import frames_from_folder
 from stpr.train.data.videos import scan
 
 

@@ -13,9 +13,9 @@ from helpers import damaged, fast_config, predictions, write_video
 
 from stpr.export import export_run
 from stpr.export.parity import torch_head_outputs
-from stpr.runtime.bundle import load_bundle
-from stpr.runtime.manifest import BundleError
-from stpr.runtime.recognizer import Recognizer
+from stpr.runtime.bundle.load import load_bundle
+from stpr.runtime.bundle.manifest import BundleError
+from stpr.runtime.engine.recognizer import Recognizer
 from stpr.train import run as R
 from stpr.train.data.synthetic import SyntheticActions
 from stpr.train.restore import restore
@@ -110,11 +110,11 @@ def test_head_unknown_score_is_calibrated_and_separates_never_trained_classes(he
 
 
 def test_classes_added_by_name_rank_against_the_heads_classes(head_bundle, tmp_path):
-    from stpr.runtime.zero_shot import load_zero_shot
+    from stpr.runtime.engine.zero_shot import load_zero_shot
 
     _, bundle_dir = head_bundle
     b = load_bundle(bundle_dir)
-    from stpr.runtime.class_overlay import write_overlay
+    from stpr.runtime.bundle.class_overlay import write_overlay
 
     overlay = write_overlay(tmp_path / "extra.classes.json", b.manifest, ["ring moving up"])
     zs = load_zero_shot(b, overlay)
@@ -191,7 +191,7 @@ def test_head_alone_on_the_adapted_tower_ships_its_tower_alone(tmp_path):
 def test_head_alone_events_carry_no_routing_and_int8_experts_are_said_ignored(head_bundle, tmp_path):
     from click.testing import CliRunner
 
-    from stpr.runtime.cli import main as run_main
+    from stpr.runtime.cli.run_cli import main as run_main
 
     _, bundle_dir = head_bundle
     alone = json.loads((bundle_dir / "manifest.json").read_text())["head"]["mode"] == "alone"

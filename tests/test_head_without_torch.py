@@ -12,10 +12,10 @@ from helpers import FAST, write_frame_folders, write_video
 from test_openset import AUROC_FLOOR
 
 from stpr.export.calibrate import calibration_clips
-from stpr.runtime.bundle import load_bundle
-from stpr.runtime.learn_clips import rows_of_clips
-from stpr.runtime.recognizer import Recognizer
-from stpr.runtime.watch import verify_recognizer
+from stpr.runtime.bundle.load import load_bundle
+from stpr.runtime.engine.recognizer import Recognizer
+from stpr.runtime.engine.watch import verify_recognizer
+from stpr.runtime.learn.learn_clips import rows_of_clips
 from stpr.train import run as R
 from stpr.train.analytic_fit_numpy import NumpyHead, choose_lambda
 from stpr.train.config_load import load_config
@@ -160,7 +160,7 @@ def test_the_bundle_of_a_torch_free_run_is_head_only_and_serves_and_learns(free_
     res = without_torch("stpr.runtime.entry", "--bundle", str(free_run / "b0"), "--video", str(clip), "--clip")
     assert "analytic head (alone" in res.stdout + res.stderr
     write_frame_folders(tmp_path / "data", ["cross_moving_right", "cross_moving_left"], 5)  # never trained
-    without_torch("stpr.runtime.learn_cli", "--bundle", str(free_run / "b0"), "--out", str(tmp_path / "b1"),
+    without_torch("stpr.runtime.cli.learn_cli", "--bundle", str(free_run / "b0"), "--out", str(tmp_path / "b1"),
                   "--data", str(tmp_path / "data"))
     b1 = load_bundle(tmp_path / "b1")
     assert b1.classes[-2:] == ["cross_moving_left", "cross_moving_right"] and b1.manifest["head_only"] is True
@@ -291,7 +291,7 @@ def test_crops_without_torch_equal_the_pytorch_run_and_reach_the_bundle(tmp_path
 def test_a_damaged_head_only_manifest_is_refused_naming_the_field(free_run, tmp_path, edit, words):
     import shutil
 
-    from stpr.runtime.manifest import BundleError, seal_manifest
+    from stpr.runtime.bundle.manifest import BundleError, seal_manifest
 
     shutil.copytree(free_run / "b0", tmp_path / "b")
     m = json.loads((tmp_path / "b" / "manifest.json").read_text())

@@ -12,9 +12,9 @@ from test_runtime import write_video
 
 from stpr.export import export_run
 from stpr.export.cli import main as export_main
-from stpr.runtime import cli as run_cli
-from stpr.runtime.manifest import seal_manifest, sha256_file
-from stpr.runtime.publish import publish
+from stpr.runtime.bundle.manifest import seal_manifest, sha256_file
+from stpr.runtime.bundle.publish import publish
+from stpr.runtime.cli import run_cli, run_source
 from stpr.train import run as R
 from stpr.train.data.synthetic import SyntheticActions
 
@@ -35,7 +35,7 @@ def bundles(tmp_path_factory):
 def _stream_publishing(monkeypatch, link, new_bundle, video, events, publish_with=publish):
     """stpr-run --watch on `video`, publishing `new_bundle` at `link` after frame SWITCH_AT and
     holding the next frame until the watcher has loaded it (so the test does not race)."""
-    original = run_cli.stream
+    original = run_source.stream
 
     def stream(rec, frames, **kw):
         watcher = kw["watcher"]
@@ -50,7 +50,7 @@ def _stream_publishing(monkeypatch, link, new_bundle, video, events, publish_wit
                         time.sleep(0.05)
         return original(rec, gen(), **kw)
 
-    monkeypatch.setattr(run_cli, "stream", stream)
+    monkeypatch.setattr(run_source, "stream", stream)
     return CliRunner().invoke(run_cli.main, ["--bundle", str(link), "--video", str(video), "--headless", "--watch",
                                              "--watch-interval", "0.1", "--jsonl", str(events)])
 
@@ -113,7 +113,7 @@ def test_bad_bundle_is_refused_and_the_stream_goes_on(bundles, tmp_path, monkeyp
             os.symlink(bundle, f"{link}.tmp")
             os.replace(f"{link}.tmp", link)
     events = tmp_path / "ev.jsonl"
-    watch_log = logging.getLogger("stpr.runtime.watch")  # directly: other tests may stop "stpr" propagating
+    watch_log = logging.getLogger("stpr.runtime.engine.watch")  # directly: other tests may stop "stpr" propagating
     watch_log.addHandler(caplog.handler)
     try:
         res = _stream_publishing(monkeypatch, link, bad, video, events, publish_with)

@@ -14,14 +14,14 @@ from helpers import fast_config, resealed_copy, write_frame_folders, write_video
 from test_hot_swap import _read, _stream_publishing
 
 from stpr.export import export_run
-from stpr.runtime.bundle import load_bundle
-from stpr.runtime.head_sums import LEARNED_EXPERT
-from stpr.runtime.learn import head_bundle, learn
-from stpr.runtime.learn_cli import main as learn_main
-from stpr.runtime.manifest import BundleError, sha256_file, verify_bundle
-from stpr.runtime.preprocess import preprocess
-from stpr.runtime.publish import publish
-from stpr.runtime.recognizer import Recognizer
+from stpr.runtime.bundle.load import load_bundle
+from stpr.runtime.bundle.manifest import BundleError, sha256_file, verify_bundle
+from stpr.runtime.bundle.publish import publish
+from stpr.runtime.cli.learn_cli import main as learn_main
+from stpr.runtime.engine.recognizer import Recognizer
+from stpr.runtime.learn.learn_bundle import head_bundle, learn
+from stpr.runtime.model.head_sums import LEARNED_EXPERT
+from stpr.runtime.model.preprocess import preprocess
 from stpr.train import run as R
 from stpr.train.analytic_fit import AnalyticHead
 from stpr.train.data.synthetic import SyntheticActions
@@ -174,15 +174,15 @@ def test_bad_input_gets_one_line_and_nothing_is_written(learned, tmp_path):
 KILLED = """
 import os, signal, sys
 sys.modules["torch"] = None
-import stpr.runtime.learn as L
+import stpr.runtime.learn.learn_bundle as L
 def die(*a, **k):
     os.kill(os.getpid(), signal.SIGKILL)  # the power goes off mid-write
 L.save_sums = die
-from stpr.runtime.learn_cli import main
+from stpr.runtime.cli.learn_cli import main
 main()
 """
 
-TORCHLESS = "import sys; sys.modules['torch'] = None\nfrom stpr.runtime.learn_cli import main\nmain()"
+TORCHLESS = "import sys; sys.modules['torch'] = None\nfrom stpr.runtime.cli.learn_cli import main\nmain()"
 
 
 def test_a_run_killed_mid_way_leaves_the_old_bundle_serving(learned, tmp_path):
@@ -239,13 +239,13 @@ def test_class_learned_on_the_device_is_refused_outside_the_head_alone(learned, 
 def test_live_session_records_learns_and_swaps_in_the_new_class(learned, tmp_path, monkeypatch, caplog):
     import logging
 
-    from stpr.runtime import cli as run_cli
-    from stpr.runtime.overlay import draw_overlay
+    from stpr.runtime.cli import run_cli, run_source
+    from stpr.runtime.io.overlay import draw_overlay
 
     train = SyntheticActions("train", clips_per_class=8, seed=0)
     c = train.classes.index(NEW[0])
     video = write_video(tmp_path / "v.avi", [train.raw_clip(i) for i, t in enumerate(train.targets) if t == c])
-    original = run_cli.stream
+    original = run_source.stream
 
     def stream(rec, frames, **kw):  # hold the stream after the 4th window until the new bundle is offered
         def gen():
@@ -256,7 +256,7 @@ def test_live_session_records_learns_and_swaps_in_the_new_class(learned, tmp_pat
                         pass
         return original(rec, gen(), **kw)
 
-    monkeypatch.setattr(run_cli, "stream", stream)
+    monkeypatch.setattr(run_source, "stream", stream)
     monkeypatch.setattr(logging.getLogger("stpr"), "propagate", True)  # a CLI test before may have cut it
     caplog.set_level(logging.INFO, logger="stpr")
     events, out = tmp_path / "ev.jsonl", tmp_path / "learned"
@@ -286,7 +286,7 @@ def test_live_session_records_learns_and_swaps_in_the_new_class(learned, tmp_pat
 
 
 def test_live_session_refusals(learned, tmp_path):
-    from stpr.runtime import cli as run_cli
+    from stpr.runtime.cli import run_cli
 
     video = write_video(tmp_path / "v.avi", [SyntheticActions("test", clips_per_class=1).raw_clip(0)])
     base = ["--bundle", str(learned / "b0"), "--video", str(video), "--learn", "wave"]
@@ -298,7 +298,7 @@ def test_live_session_refusals(learned, tmp_path):
 
 def test_float32_sums_are_refused_where_rounding_moves_the_solve():
     from stpr.export.head_only import check_stored_sums as _check_stored_sums
-    from stpr.runtime.head_sums import HeadSums
+    from stpr.runtime.model.head_sums import HeadSums
     from stpr.train.errors import StprError
 
     rng = np.random.default_rng(0)
@@ -316,7 +316,7 @@ def test_float32_sums_are_refused_where_rounding_moves_the_solve():
 
 @pytest.mark.parametrize("balance", ["weight", "none"])
 def test_device_sums_follow_the_training_balance_rule_on_uneven_classes(balance):
-    from stpr.runtime.head_sums import HeadSums
+    from stpr.runtime.model.head_sums import HeadSums
 
     rng = np.random.default_rng(1)
     M = 64
@@ -339,7 +339,7 @@ def test_live_session_runs_with_torch_absent(learned, tmp_path):
     train = SyntheticActions("train", clips_per_class=8, seed=0)
     c = train.classes.index(NEW[1])
     video = write_video(tmp_path / "v.avi", [train.raw_clip(i) for i, t in enumerate(train.targets) if t == c])
-    code = ("import sys; sys.modules['torch'] = None\nfrom stpr.runtime.cli import main\nmain()")
+    code = ("import sys; sys.modules['torch'] = None\nfrom stpr.runtime.cli.run_cli import main\nmain()")
     args = ["--bundle", str(learned / "b0"), "--video", str(video), "--headless", "--learn", "wave",
             "--learn-after", "0", "--learn-windows", "4", "--learn-out", str(tmp_path / "out")]
     proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
@@ -373,7 +373,7 @@ def test_any_field_naming_a_bundle_file_must_list_it(learned, tmp_path):
 
 def test_view_indices_give_distinct_samplings_only():
     from stpr.runtime.contract import HEAD_CROPS
-    from stpr.runtime.sampling import CROPS, centre_indices, view_indices
+    from stpr.runtime.model.sampling import CROPS, centre_indices, view_indices
 
     assert tuple(CROPS) == HEAD_CROPS  # what head.crops and --crops accept is what the function knows
 
@@ -384,7 +384,7 @@ def test_view_indices_give_distinct_samplings_only():
 
 
 def test_views_and_crops_give_one_row_per_sampling_of_each_clip(learned, tmp_path):
-    from stpr.runtime.learn_clips import CROPS, clip_rows, crop_view, rows_of_clips
+    from stpr.runtime.learn.learn_clips import CROPS, clip_rows, crop_view, rows_of_clips
 
     clip = SyntheticActions("train", clips_per_class=1, num_frames=16, seed=0).raw_clip(0)
     folder = tmp_path / "clip16"
@@ -410,13 +410,13 @@ def test_views_and_crops_give_one_row_per_sampling_of_each_clip(learned, tmp_pat
 
 
 def window_rows_of(rec, x):
-    from stpr.runtime.learn_clips import window_rows
+    from stpr.runtime.learn.learn_clips import window_rows
 
     return window_rows(rec, rec.frame_features(x)[None])[0]
 
 
 def test_training_crops_are_the_device_crops_and_stpr_learn_follows_the_bundle(tmp_path):
-    from stpr.runtime.learn_clips import rows_of_clips
+    from stpr.runtime.learn.learn_clips import rows_of_clips
 
     R.run(fast_config(**{"head.mode": "alone", "head.dim": 256, "head.crops": "corners"}), tmp_path / "run")
     export_run(tmp_path / "run", tmp_path / "b0")
@@ -447,7 +447,7 @@ def test_training_crops_are_the_device_crops_and_stpr_learn_follows_the_bundle(t
 
 @pytest.mark.parametrize("name", ["wave\nhello", "wave hello \U0001F44B", "wave " * 40])
 def test_learn_refuses_the_names_stpr_classes_refuses_with_the_same_words(learned, tmp_path, name):
-    from stpr.runtime.classes_cli import main as classes_main
+    from stpr.runtime.cli.classes_cli import main as classes_main
 
     clips = sorted(str(p) for p in (learned / "data" / NEW[0]).iterdir())
     by_name = CliRunner().invoke(classes_main, ["add", str(learned / "b0"), name, "--classes",
@@ -475,7 +475,7 @@ def test_a_clip_given_several_times_counts_once(learned, tmp_path):
 
 def test_a_full_disk_names_the_new_bundle_not_a_file_of_the_old_one(learned, small_disk):
     out = small_disk.path / "b1"
-    res = small_disk.run([sys.executable, "-m", "stpr.runtime.learn_cli", "--bundle", str(learned / "b0"),
+    res = small_disk.run([sys.executable, "-m", "stpr.runtime.cli.learn_cli", "--bundle", str(learned / "b0"),
                           "--out", str(out), "--data", str(learned / "data")])
     assert res.returncode == 4, res.stderr[-3000:]
     errors = [line for line in res.stderr.splitlines() if line.startswith("Error: ")]
@@ -514,7 +514,7 @@ def test_the_documented_device_commands_run_as_written(learned, tmp_path):
     # (the test bundle here trains 12, so running the command alone would not show it)
     import shlex
 
-    from stpr.runtime.text_clean import clean_class_name
+    from stpr.runtime.text.text_clean import clean_class_name
 
     trained = {clean_class_name(c) for c in SyntheticActions("test", clips_per_class=1).classes}
     added = [shlex.split(c, comments=True)[3] for c in readme + runtime if c.startswith("stpr-classes add")]

@@ -11,18 +11,18 @@ from click.testing import CliRunner
 from helpers import fast_config, resealed_copy
 
 from stpr.export import export_run
-from stpr.runtime.bundle import load_bundle
-from stpr.runtime.learn import learn
-from stpr.runtime.learn_cli import main as learn_main
-from stpr.runtime.learn_clips import clip_rows
-from stpr.runtime.learn_merge import merge, write_delta
-from stpr.runtime.manifest import sha256_file
-from stpr.runtime.recognizer import Recognizer
+from stpr.runtime.bundle.load import load_bundle
+from stpr.runtime.bundle.manifest import sha256_file
+from stpr.runtime.cli.learn_cli import main as learn_main
+from stpr.runtime.engine.recognizer import Recognizer
+from stpr.runtime.learn.learn_bundle import learn
+from stpr.runtime.learn.learn_clips import clip_rows
+from stpr.runtime.learn.learn_merge import merge, write_delta
 from stpr.train import run as R
 from stpr.train.data.synthetic import SyntheticActions
 
 NEW = ["cross_moving_right", "cross_moving_left"]  # classes the run never trained (4+4x2 trains 12 of 20)
-TORCHLESS = "import sys; sys.modules['torch'] = None\nfrom stpr.runtime.learn_cli import main\nmain()"
+TORCHLESS = "import sys; sys.modules['torch'] = None\nfrom stpr.runtime.cli.learn_cli import main\nmain()"
 
 
 @pytest.fixture(scope="module")

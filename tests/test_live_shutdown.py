@@ -13,7 +13,7 @@ from helpers import FakeLiveCapture, decode
 from live_server import MjpegServer
 
 from stpr.runtime.exits import EXIT_INTERRUPT, EXIT_SIGTERM, EXIT_STREAM
-from stpr.runtime.stream import LatestFrame, live_readers_alive
+from stpr.runtime.io.stream import LatestFrame, live_readers_alive
 
 
 def test_the_capture_is_released_by_its_reading_thread_after_the_read():
@@ -41,7 +41,7 @@ def _stream_frames(n: int = 50) -> list[np.ndarray]:
     return [rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(n)]
 
 
-RUN = [sys.executable, "-m", "stpr.runtime.cli"]
+RUN = [sys.executable, "-m", "stpr.runtime.cli.run_cli"]
 
 
 def run_once(bundle, url: str, tmp, how: str, server: MjpegServer, command: list[str] = RUN) -> tuple[int, bool]:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from stpr.runtime import router as npr
 from stpr.runtime.contract import unpack_td_calibration
+from stpr.runtime.model import router as npr
 from stpr.train.model.router import combine, routing_weights
 from stpr.train.model.text import cosine_logits
 
@@ -59,7 +59,7 @@ def test_bad_calibration_array_is_refused():
 
 
 def test_runtime_router_imports_without_torch():
-    code = "import sys; sys.modules['torch'] = None; import stpr.runtime.router; print('ok')"
+    code = "import sys; sys.modules['torch'] = None; import stpr.runtime.model.router; print('ok')"
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0 and "ok" in res.stdout, res.stderr
 

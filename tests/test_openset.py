@@ -10,10 +10,10 @@ from click.testing import CliRunner
 from helpers import fast_config, predictions, write_video
 from test_bundle_fields import damaged
 
-from stpr.runtime import cli as run_cli
-from stpr.runtime.bundle import load_bundle
-from stpr.runtime.openset import auroc, check_threshold, fpr_at, threshold_at_tpr
-from stpr.runtime.overlay import draw_overlay
+from stpr.runtime.bundle.load import load_bundle
+from stpr.runtime.cli import run_cli
+from stpr.runtime.io.overlay import draw_overlay
+from stpr.runtime.model.openset import auroc, check_threshold, fpr_at, threshold_at_tpr
 
 # Measured on this fixture (4+4x3, 32 clips a class, 15 + 10 epochs; docs/results.md "Open
 # set"): AUROC 0.70-0.71 on fresh clips. A random score sits at 0.5 +- 0.03 here.
@@ -25,9 +25,9 @@ SCORE_CLIPS = """
 import sys, json
 sys.modules['torch'] = None  # any `import torch` now fails
 import numpy as np
-from stpr.runtime.bundle import load_bundle
-from stpr.runtime.preprocess import preprocess
-from stpr.runtime.recognizer import Recognizer
+from stpr.runtime.bundle.load import load_bundle
+from stpr.runtime.model.preprocess import preprocess
+from stpr.runtime.engine.recognizer import Recognizer
 b = load_bundle(sys.argv[1])
 out = {}
 with Recognizer(b) as rec:

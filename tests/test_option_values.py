@@ -6,10 +6,10 @@ import pytest
 from click.testing import CliRunner
 
 from stpr.export.cli import main as export_main
-from stpr.runtime.classes_cli import main as classes_main
-from stpr.runtime.cli import main as run_main
+from stpr.runtime.cli.classes_cli import main as classes_main
+from stpr.runtime.cli.learn_cli import main as learn_main
+from stpr.runtime.cli.run_cli import main as run_main
 from stpr.runtime.exits import EXIT_USAGE
-from stpr.runtime.learn_cli import main as learn_main
 from stpr.train.cli import main as train_main
 
 

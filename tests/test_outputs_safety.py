@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 from helpers import write_video
 
-from stpr.runtime import cli as run_cli
+from stpr.runtime.cli import run_cli
 from stpr.runtime.exits import EXIT_USAGE, EXIT_WRITE
 
 
@@ -83,7 +83,7 @@ def test_a_missing_video_is_refused_before_the_bundle_loads(source, tmp_path):
 
 
 def _run_on(disk, demo, video, *args):
-    return disk.run([sys.executable, "-m", "stpr.runtime.cli", "--bundle", str(demo[2]), "--video", str(video),
+    return disk.run([sys.executable, "-m", "stpr.runtime.cli.run_cli", "--bundle", str(demo[2]), "--video", str(video),
                      "--headless", *map(str, args)])
 
 

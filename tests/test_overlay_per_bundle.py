@@ -12,8 +12,8 @@ import pytest
 from click.testing import CliRunner
 from helpers import damaged, write_video
 
-from stpr.runtime import classes_cli
-from stpr.runtime.publish import publish
+from stpr.runtime.bundle.publish import publish
+from stpr.runtime.cli import classes_cli
 
 NAME = "star spinning"
 
@@ -38,7 +38,7 @@ def classes(*args: str):
 
 
 def run(*args: object, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "stpr.runtime.cli", *map(str, args)], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "stpr.runtime.cli.run_cli", *map(str, args)], capture_output=True,
                           text=True, timeout=300, cwd=cwd)
 
 
@@ -90,7 +90,7 @@ def test_a_bundle_re_exported_in_place_starts_and_says_its_overlay_is_stale(publ
     assert json.loads((published / "task3.classes.json").read_text())["classes"] == [NAME]
 
 
-_ADD = "import sys\nfrom stpr.runtime.classes_cli import main\nmain(sys.argv[1:])\n"
+_ADD = "import sys\nfrom stpr.runtime.cli.classes_cli import main\nmain(sys.argv[1:])\n"
 
 
 def test_parallel_adds_keep_every_name(published):

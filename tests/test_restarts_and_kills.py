@@ -16,11 +16,12 @@ from click.testing import CliRunner
 from helpers import decode, predictions, write_video
 from live_server import MjpegServer
 
-from stpr.runtime import cli as run_cli
+from stpr.runtime.cli import run_cli
 from stpr.runtime.exits import EXIT_ERROR, EXIT_SIGTERM
-from stpr.runtime.outputs import EventLog, VideoOut
+from stpr.runtime.io.events import EventLog
+from stpr.runtime.io.video_out import VideoOut
 
-RUN = [sys.executable, "-m", "stpr.runtime.cli"]
+RUN = [sys.executable, "-m", "stpr.runtime.cli.run_cli"]
 GONE = "http://127.0.0.1:9/gone"  # nothing listens there: the source fails to open at once
 
 
@@ -105,7 +106,7 @@ def test_a_second_process_on_the_same_output_is_refused(demo, tmp_path):
 _WRITER = """
 import sys, numpy as np
 from pathlib import Path
-from stpr.runtime.outputs import VideoOut
+from stpr.runtime.io.video_out import VideoOut
 out = VideoOut(Path(sys.argv[1]), fps=25.0)
 rng = np.random.default_rng(0)
 base = rng.integers(0, 255, (240, 320, 3), dtype=np.uint8)

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from helpers import FakeLiveCapture, decode, predictions, write_video
 
-from stpr.runtime import cli as run_cli
+from stpr.runtime.cli import run_cli, run_source
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -29,7 +29,7 @@ def bgr_frames(test, n: int) -> list[np.ndarray]:
 def test_live_stream_that_ends_is_a_source_failure(demo, tmp_path, monkeypatch):
     # An HTTP/MPEG-TS server killed mid-stream: read() starts failing at once.
     live = FakeLiveCapture(bgr_frames(demo[3], 12), "end")
-    monkeypatch.setattr(run_cli, "open_capture", lambda s, **kw: live)
+    monkeypatch.setattr(run_source, "open_capture", lambda s, **kw: live)
     events = tmp_path / "ev.jsonl"
     res = run("--bundle", demo[2], "http://127.0.0.1:8099/live.ts", "--headless", "--jsonl", events)
     assert res.exit_code == run_cli.EXIT_STREAM, res.output
@@ -83,9 +83,9 @@ def test_sigterm_finalises_the_output_and_prints_the_summary(demo, tmp_path):
         "import sys, itertools, numpy as np\n"
         f"sys.path.insert(0, {str(REPO / 'tests')!r})\n"
         "from helpers import FakeLiveCapture\n"
-        "from stpr.runtime import cli\n"
+        "from stpr.runtime.cli import run_cli as cli, run_source\n"
         f"frames = list(np.load({str(frames)!r}, allow_pickle=False))\n"
-        "cli.open_capture = lambda s, **kw: FakeLiveCapture(frames * 1000, 'stall', fps=25.0)\n"
+        "run_source.open_capture = lambda s, **kw: FakeLiveCapture(frames * 1000, 'stall', fps=25.0)\n"
         f"cli.main(['--bundle', {str(demo[2])!r}, 'rtsp://cam/1', '--headless', '--output', {str(out)!r},"
         f" '--jsonl', {str(events)!r}])\n"
     )
@@ -159,8 +159,8 @@ def test_help_documents_options_url_and_exit_codes():
 
 def test_nothing_is_drawn_when_nothing_shows_or_records_it(demo, tmp_path, monkeypatch):
     calls = []
-    real = run_cli.draw_overlay
-    monkeypatch.setattr(run_cli, "draw_overlay", lambda *a: calls.append(1) or real(*a))
+    real = run_source.draw_overlay
+    monkeypatch.setattr(run_source, "draw_overlay", lambda *a: calls.append(1) or real(*a))
     video = write_video(tmp_path / "v.avi", [demo[3].raw_clip(0), demo[3].raw_clip(1)])
     assert run("--bundle", demo[2], "--video", video, "--headless", "--jsonl", tmp_path / "e.jsonl").exit_code == 0
     assert calls == []
@@ -185,7 +185,7 @@ def test_real_http_stream_killed_mid_way_exits_3(demo, tmp_path):
     try:
         time.sleep(1.0)  # the server listens
         client = subprocess.Popen(
-            [sys.executable, "-c", "import sys; from stpr.runtime.cli import main; main(sys.argv[1:])",
+            [sys.executable, "-c", "import sys; from stpr.runtime.cli.run_cli import main; main(sys.argv[1:])",
              "--bundle", str(demo[2]), url, "--headless", "--jsonl", str(events), "--timeout", "20"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 60
@@ -222,14 +222,14 @@ class OpensButDecodesNothing:
 def test_video_that_opens_but_decodes_nothing_is_a_source_failure(demo, tmp_path, monkeypatch, clip):
     empty = tmp_path / "empty.avi"
     empty.write_bytes(b"RIFF")  # only needs to exist: the capture below stands in for OpenCV's
-    monkeypatch.setattr(run_cli, "open_capture", lambda s: OpensButDecodesNothing())
+    monkeypatch.setattr(run_source, "open_capture", lambda s: OpensButDecodesNothing())
     res = run("--bundle", demo[2], "--video", empty, "--headless", *(["--clip"] if clip else []))
     assert res.exit_code == run_cli.EXIT_STREAM, res.output
     assert "truncated or corrupt" in res.output
 
 
 def test_after_ctrl_c_the_summary_counts_the_frames_the_output_holds(demo, tmp_path, monkeypatch):
-    real, calls = run_cli.draw_overlay, []
+    real, calls = run_source.draw_overlay, []
 
     def interrupted_at_the_tenth(*a):  # Ctrl-C while frame 10 is being drawn
         calls.append(1)
@@ -237,7 +237,7 @@ def test_after_ctrl_c_the_summary_counts_the_frames_the_output_holds(demo, tmp_p
             raise KeyboardInterrupt
         return real(*a)
 
-    monkeypatch.setattr(run_cli, "draw_overlay", interrupted_at_the_tenth)
+    monkeypatch.setattr(run_source, "draw_overlay", interrupted_at_the_tenth)
     video = write_video(tmp_path / "v.avi", [demo[3].raw_clip(0), demo[3].raw_clip(4)])
     out = tmp_path / "out.avi"
     res = run("--bundle", demo[2], "--video", video, "--headless", "--output", out)

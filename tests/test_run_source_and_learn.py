@@ -6,7 +6,7 @@ from click.testing import CliRunner
 from helpers import fast_config, predictions, write_video
 
 from stpr.export import export_run
-from stpr.runtime import cli as run_cli
+from stpr.runtime.cli import run_cli, run_options
 from stpr.runtime.exits import EXIT_ERROR, EXIT_NOT_LEARNED
 from stpr.train import run as R
 
@@ -21,10 +21,10 @@ def test_a_local_video_given_as_the_source_is_read_as_video(demo, tmp_path):
     res = run("--bundle", demo[2], video, "--headless", "--jsonl", events)
     assert res.exit_code == 0 and "dropped 0" in res.output, res.output
     assert [e["frame"] for e in predictions(events)] == list(range(7, 16))  # every frame, none dropped
-    assert run_cli._source(None, None, None, str(tmp_path)) == ("frames", tmp_path)
-    assert run_cli._source(None, None, None, "rtsp://cam/1") == ("url", "rtsp://cam/1")
+    assert run_options.source_of(None, None, None, str(tmp_path)) == ("frames", tmp_path)
+    assert run_options.source_of(None, None, None, "rtsp://cam/1") == ("url", "rtsp://cam/1")
     (tmp_path / "cam.sdp").write_text("v=0\n")  # describes a live RTP stream: still opened as one
-    assert run_cli._source(None, None, None, str(tmp_path / "cam.sdp"))[0] == "url"
+    assert run_options.source_of(None, None, None, str(tmp_path / "cam.sdp"))[0] == "url"
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def test_a_name_stpr_learn_refuses_is_refused_before_recording(head_bundle, demo
 
 
 def test_a_name_that_is_a_class_spelled_otherwise_is_refused_before_recording(head_bundle, demo, tmp_path):
-    from stpr.runtime.bundle import load_bundle
+    from stpr.runtime.bundle.load import load_bundle
 
     trained = load_bundle(head_bundle).classes[0]  # e.g. circle_moving_left
     video = write_video(tmp_path / "v.avi", [demo[3].raw_clip(i) for i in range(0, 40, 4)])

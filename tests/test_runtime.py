@@ -12,12 +12,12 @@ import torch
 from click.testing import CliRunner
 from helpers import FakeLiveCapture, decode, predictions, write_video
 
-from stpr.runtime import cli as run_cli
-from stpr.runtime.bundle import load_bundle
-from stpr.runtime.manifest import BundleError, seal_manifest
-from stpr.runtime.preprocess import preprocess
-from stpr.runtime.sampling import centre_indices
-from stpr.runtime.stream import FeatureRing, LatestFrame, StreamStalled
+from stpr.runtime.bundle.load import load_bundle
+from stpr.runtime.bundle.manifest import BundleError, seal_manifest
+from stpr.runtime.cli import run_cli, run_source
+from stpr.runtime.io.stream import FeatureRing, LatestFrame, StreamStalled
+from stpr.runtime.model.preprocess import preprocess
+from stpr.runtime.model.sampling import centre_indices
 from stpr.train.restore import restore
 
 
@@ -84,7 +84,7 @@ def test_runtime_runs_with_torch_absent(demo, tmp_path):
     video = write_video(tmp_path / "v.avi", [test.raw_clip(0)])
     code = (
         "import sys; sys.modules['torch'] = None\n"  # any `import torch` now fails
-        "from stpr.runtime.cli import main\n"
+        "from stpr.runtime.cli.run_cli import main\n"
         f"main(['--bundle', {str(bundle)!r}, '--video', {str(video)!r}, '--headless', '--clip'])\n"
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -122,7 +122,7 @@ def _frames_bgr(test, n: int) -> list[np.ndarray]:
 
 def test_stalled_stream_times_out_flushes_and_exits_nonzero(demo, tmp_path, monkeypatch):
     root, run, bundle, test = demo
-    monkeypatch.setattr(run_cli, "open_capture", lambda s, **kw: FakeLiveCapture(_frames_bgr(test, 12), "stall"))
+    monkeypatch.setattr(run_source, "open_capture", lambda s, **kw: FakeLiveCapture(_frames_bgr(test, 12), "stall"))
     events = tmp_path / "ev.jsonl"
     res = CliRunner().invoke(run_cli.main, ["--bundle", str(bundle), "rtsp://camera.local/stream", "--headless",
                                             "--jsonl", str(events), "--timeout", "1"])
@@ -134,7 +134,7 @@ def test_stalled_stream_times_out_flushes_and_exits_nonzero(demo, tmp_path, monk
 def test_ctrl_c_exits_cleanly_with_summary(demo, tmp_path, monkeypatch):
     root, run, bundle, test = demo
     frames = _frames_bgr(test, 12)
-    original = run_cli.stream
+    original = run_source.stream
 
     def interrupted(rec, frames_it, **kw):
         def gen():
@@ -144,7 +144,7 @@ def test_ctrl_c_exits_cleanly_with_summary(demo, tmp_path, monkeypatch):
                 yield item
         return original(rec, gen(), **kw)
 
-    monkeypatch.setattr(run_cli, "stream", interrupted)
+    monkeypatch.setattr(run_source, "stream", interrupted)
     video = write_video(tmp_path / "v.avi", [np.stack([cv2.cvtColor(f, cv2.COLOR_BGR2RGB) for f in frames])])
     events = tmp_path / "ev.jsonl"
     res = CliRunner().invoke(run_cli.main, ["--bundle", str(bundle), "--video", str(video), "--headless",

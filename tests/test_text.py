@@ -35,8 +35,8 @@ def test_text_twins_agree_with_two_templates(tiny_clip, tmp_path):
     import numpy as np
 
     from stpr.export.text_export import export_text_tower, text_manifest, write_tokenizer
-    from stpr.runtime import text as runtime_text
     from stpr.runtime.contract import TEXT_TOWER_FILE, TOKENIZER_FILE
+    from stpr.runtime.text import encoder as runtime_text
 
     clip, _ = tiny_clip
     templates = ["a video of a person {}.", "{}"]

@@ -44,7 +44,7 @@ BLOCKED_RUN = """
 import json, sys
 for mod in ("torch", "open_clip", "ftfy", "regex"):
     sys.modules[mod] = None  # any import of them now fails
-from stpr.runtime.tokenizer import ClipTokenizer
+from stpr.runtime.text.tokenizer import ClipTokenizer
 tok = ClipTokenizer.from_file(sys.argv[1], int(sys.argv[2]))
 texts = json.load(open(sys.argv[3], encoding="utf-8"))
 json.dump(tok(texts).tolist(), open(sys.argv[4], "w"))
@@ -78,7 +78,7 @@ def test_tokenizer_gives_open_clip_ids_without_torch(reference, tmp_path):
 
 
 def test_tokenizer_refuses_a_vocab_that_does_not_follow_its_merges(tmp_path):
-    from stpr.runtime.tokenizer import ClipTokenizer
+    from stpr.runtime.text.tokenizer import ClipTokenizer
 
     path = write_tokenizer(tmp_path / "tokenizer.json")
     data = json.loads(path.read_text(encoding="utf-8"))

@@ -1,4 +1,4 @@
-"""stpr.runtime.trt_build: naming, staleness, the TRT 10/11 precision branch (on a fake
+"""stpr.runtime.engine.trt_build: naming, staleness, the TRT 10/11 precision branch (on a fake
 tensorrt module), and one real engine build where TensorRT is installed."""
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from stpr.runtime import trt_build
-from stpr.runtime.trt_build import (
+from stpr.runtime.engine import trt_build
+from stpr.runtime.engine.trt_build import (
     EngineSpec,
     TensorRTUnavailable,
     build_engine,
@@ -95,7 +95,7 @@ def test_import_tensorrt_raises_install_hint(monkeypatch: pytest.MonkeyPatch) ->
 def test_module_imports_without_torch_or_tensorrt() -> None:
     code = (
         "import sys; sys.modules['torch'] = None\n"
-        "import stpr.runtime.trt_build as m\n"
+        "import stpr.runtime.engine.trt_build as m\n"
         "assert 'tensorrt' not in sys.modules, 'tensorrt imported eagerly'\n"
         "print(m.engine_name(m.Path('a.onnx'), 'X', '10.0'))\n"
     )

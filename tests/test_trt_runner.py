@@ -1,4 +1,4 @@
-"""stpr.runtime.trt_runner: the TensorRT backend's logic on fake `tensorrt` and cuda-python
+"""stpr.runtime.engine.trt_runner: the TensorRT backend's logic on fake `tensorrt` and cuda-python
 modules (a dict-backed fake GPU that really copies bytes and computes y = 2 * x), the
 torch-free import, the missing-cuda-python hint, and one real engine where TensorRT runs."""
 from __future__ import annotations
@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stpr.runtime import trt_build, trt_runner
-from stpr.runtime.trt_build import EngineSpec, TensorRTUnavailable
-from stpr.runtime.trt_runner import TrtRunner
+from stpr.runtime.engine import trt_build, trt_runner
+from stpr.runtime.engine.trt_build import EngineSpec, TensorRTUnavailable
+from stpr.runtime.engine.trt_runner import TrtRunner
 
 # --- fakes ----------------------------------------------------------------------------
 
@@ -299,7 +299,7 @@ def test_missing_cuda_python_hint(monkeypatch: pytest.MonkeyPatch, spec: EngineS
 
 
 def test_imports_without_torch() -> None:
-    code = ("import sys; sys.modules['torch'] = None; import stpr.runtime.trt_runner; "
+    code = ("import sys; sys.modules['torch'] = None; import stpr.runtime.engine.trt_runner; "
             "assert 'tensorrt' not in sys.modules and 'cuda' not in sys.modules")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr

@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from helpers import FAST
 
 from stpr.export.cli import main as export_main
-from stpr.runtime.classes_cli import main as classes_main
-from stpr.runtime.cli import main as run_main
+from stpr.runtime.cli.classes_cli import main as classes_main
+from stpr.runtime.cli.run_cli import main as run_main
 from stpr.runtime.exits import EXIT_ERROR, EXIT_USAGE, EXIT_WRITE
 from stpr.train.cli import main as train_main
 

@@ -15,9 +15,9 @@ import torch
 from click.testing import CliRunner
 from helpers import predictions, write_video
 
-from stpr.runtime import classes_cli
-from stpr.runtime.manifest import MANIFEST_NAME, seal_manifest
-from stpr.runtime.text import TextEncoder
+from stpr.runtime.bundle.manifest import MANIFEST_NAME, seal_manifest
+from stpr.runtime.cli import classes_cli
+from stpr.runtime.text.encoder import TextEncoder
 from stpr.train.data.synthetic import SHAPES, SyntheticActions
 from stpr.train.model.text import encode_class_names
 from stpr.train.restore import restore
@@ -27,7 +27,8 @@ BLOCKED = """
 import json, sys
 sys.modules["torch"] = None  # any `import torch` now fails
 from click.testing import CliRunner
-from stpr.runtime import classes_cli, cli
+from stpr.runtime.cli import classes_cli
+from stpr.runtime.cli import run_cli as cli
 out = []
 for prog, args in json.loads(sys.argv[1]):
     res = CliRunner().invoke({"classes": classes_cli.main, "run": cli.main}[prog], args)
@@ -227,8 +228,8 @@ def test_a_class_added_by_name_that_wins_is_not_unknown():
     top-1 is a class added by name matched a known name, so it is not `unknown`."""
     from types import SimpleNamespace
 
-    from stpr.runtime.app import make_event
-    from stpr.runtime.recognizer import Recognizer
+    from stpr.runtime.cli.app import make_event
+    from stpr.runtime.engine.recognizer import Recognizer
 
     rec = SimpleNamespace(zero_shot=SimpleNamespace(names=["ring moving right"]), unknown_threshold=0.0,
                           names=["circle_moving_up", "ring moving right"])

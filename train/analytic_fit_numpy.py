@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from stpr.runtime.analytic import expand, projection_matrix
-from stpr.runtime.head_sums import ridge_solve
+from stpr.runtime.model.analytic import expand, projection_matrix
+from stpr.runtime.model.head_sums import ridge_solve
 
 log = logging.getLogger(__name__)
 

@@ -82,7 +82,7 @@ class HeadConfig:
     dim: int = 2048  # M, width of the random projection
     ridge: float = 0.0  # ridge lambda; 0 chooses it on the base task (holdout MSE)
     balance: str = "weight"  # weight: each clip n_ref / n_class (uneven classes) | none
-    crops: str = "none"  # none | corners: each clip also gives the rows of its 4 corners (runtime/sampling.py)
+    crops: str = "none"  # none | corners: each clip also gives the rows of its 4 corners (runtime/model/sampling.py)
     views: int = 1  # temporal views per clip, each a row (runtime/sampling.view_indices; a T-frame clip has one)
     tau: float = 0.1  # softmax temperature on the ridge scores (route-soft, fuse, probabilities)
     fuse_weight: float = 0.5  # fuse: share of the head's probabilities

@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 
 from stpr.runtime.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from stpr.runtime.bundle.manifest import sha256_file
 from stpr.runtime.errors import BundleError
-from stpr.runtime.manifest import sha256_file
-from stpr.runtime.tower import OnnxTower, TowerSpec
+from stpr.runtime.model.tower import OnnxTower, TowerSpec
 
 from . import metrics as M
 from .analytic_fit_numpy import NumpyHead

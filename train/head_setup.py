@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from stpr.runtime.errors import BundleError
-from stpr.runtime.tower import OnnxTower, TowerSpec, tower_spec
+from stpr.runtime.model.tower import OnnxTower, TowerSpec, tower_spec
 
 from .config import Config
 from .data.protocol import run_tasks

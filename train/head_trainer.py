@@ -3,7 +3,7 @@
 Threads read and prepare the next clips while the tower runs (`windows`); each test task's
 features are read once and kept on disk (`FeatureCache`), so memory stays flat in the
 number of clips. Crops and temporal views of each training clip are the device's
-(`runtime/sampling.py`).
+(`runtime/model/sampling.py`).
 """
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from stpr.runtime.sampling import CROPS, crop_view
-from stpr.runtime.tower import OnnxTower
+from stpr.runtime.model.sampling import CROPS, crop_view
+from stpr.runtime.model.tower import OnnxTower
 
 from .analytic_fit_numpy import NumpyHead, clip_key
 from .head_setup import Setup, task_clips
@@ -56,7 +56,7 @@ def windows(tower: OnnxTower, load: Callable[[int], np.ndarray], indices: Sequen
     """The `Batch`es of `indices`, in order; `load(i)` gives clip i's views `(V, T, 3, S, S)`,
     its own first. The next two batches' clips are read by `pool` while the tower runs this
     one, so reading overlaps it and at most three batches of frames are ever held. Crops
-    (`head.crops`) and views (`head.views`) are the device's (`runtime/sampling.py`), so
+    (`head.crops`) and views (`head.views`) are the device's (`runtime/model/sampling.py`), so
     `stpr-learn --crops/--views` reads what training read."""
     starts = list(range(0, len(indices), batch))
     pending: deque = deque()
@@ -154,7 +154,7 @@ class Trainer:
 
     def evaluate(self, k: int) -> tuple[list[int], list[int], list[int]]:
         """Correct top-1 over every seen class, clips and head task identification, per task 0..k."""
-        from stpr.runtime.analytic import mode_probabilities
+        from stpr.runtime.model.analytic import mode_probabilities
 
         s, head = self.s, self.head
         c2e = np.repeat(np.arange(len(s.tasks)), [len(t) for t in s.tasks])[:head.num_classes]

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from stpr.runtime.sampling import CROPS, crop_view
+from stpr.runtime.model.sampling import CROPS, crop_view
 
 from .analytic_fit import AnalyticHead
 from .analytic_fit_numpy import clip_key
@@ -97,7 +97,7 @@ class HeadRows:
 
     def _crop_rows(self, frames: torch.Tensor, labels: torch.Tensor, keys: torch.Tensor) -> None:
         """`head.crops`: the head rows of each crop of the clips' frames, with the device's
-        crop function (`runtime/sampling.py`), so `stpr-learn --crops` reads what training read.
+        crop function (`runtime/model/sampling.py`), so `stpr-learn --crops` reads what training read.
         A crop row carries its clip's key and is not primary: the lambda rule leaves it out."""
         learner = self.learner
         for box in CROPS[learner.cfg.head.crops][1:]:

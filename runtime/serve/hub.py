@@ -16,7 +16,7 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 
-from ..overlay import draw_overlay
+from ..io.overlay import draw_overlay
 
 EVENTS_KEPT = 2000  # the ring the API serves from; older events are in --jsonl
 FPS_WINDOW_S = 5.0  # the frame rate shown is over the last few seconds, not since start

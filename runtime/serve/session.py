@@ -10,10 +10,10 @@ from typing import Any, Callable
 
 import click
 
+from ..bundle.publish import publish
+from ..engine.recognizer import Recognizer
+from ..engine.watch import BundleWatcher
 from ..errors import ServeError
-from ..publish import publish
-from ..recognizer import Recognizer
-from ..watch import BundleWatcher
 from .hub import Hub
 from .security import Logins, default_token_file, is_loopback, load_or_make_token, parse_bind
 from .server import WebServer, bind, import_web
@@ -82,7 +82,8 @@ class ServeSession:
 
     def start(self, rec: Recognizer, source: dict[str, Any], say: Callable[[str], None] = click.echo) -> None:
         """Serve the page; say where, and how to log in when a token is needed."""
-        from .web import ServeConfig, make_app
+        from .guard import ServeConfig
+        from .web import make_app
 
         self.teacher.serving = rec
         config = ServeConfig(self.open, self.token, int(self.opts.max_upload_mb * 2 ** 20),

@@ -13,7 +13,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from ..errors import SourceError, StreamEnded, StreamStalled
-from ..stream import LatestFrame
+from ..io.stream import LatestFrame
 from .hub import Hub
 
 RETRY_S = 2.0  # between two tries to reopen a lost live source

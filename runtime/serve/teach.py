@@ -16,62 +16,23 @@ import re
 import shutil
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from ..bundle import Bundle, _array, load_bundle
-from ..class_overlay import check_new_names, default_overlay_path, write_overlay
+from ..bundle.class_overlay import check_new_names, default_overlay_path, write_overlay
+from ..bundle.load import Bundle, _array, load_bundle
+from ..engine.recognizer import Recognizer
 from ..errors import LearnError, OverlayError
-from ..head_sums import LEARNED_EXPERT, load_sums
-from ..learn import MIN_CLIPS, check_learnable, check_request, learn
-from ..learn_clips import read_clip, rows_of_clips, window_rows
-from ..recognizer import Recognizer
+from ..learn.learn_bundle import MIN_CLIPS, check_learnable, check_request, learn
+from ..learn.learn_clips import read_clip, rows_of_clips, window_rows
+from ..model.head_sums import load_sums
+from .jobs import DONE, FAILED, LEARNING, MAX_NAME_CHARS, MAX_WINDOWS, RECORDING, SWAP_WAIT_S, Job, Refused
 
 log = logging.getLogger(__name__)
 
-RECORDING, LEARNING, DONE, FAILED = "recording", "learning", "done", "failed"
-MAX_WINDOWS = 64  # more windows of one live session add little and hold the stream's attention for long
-MAX_NAME_CHARS = 64  # a class name is a few words: the overlay and the page must show it whole
-SWAP_WAIT_S = 120.0  # a delivered bundle not served by then (a watcher that never polls) fails the job
 _LEARNED_SUFFIX = re.compile(r"-learned-\d{8}-\d{6}(-j\d+)?$")
-
-
-class Refused(Exception):
-    """A request the device will not take: `status` is the HTTP code, the message one line."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-@dataclass
-class Job:
-    id: str
-    kind: str  # learn (live windows), clips (uploaded), remove, undo
-    name: str | None
-    of: int = 0
-    state: str = RECORDING
-    recorded: int = 0
-    error: str = ""
-    note: str = ""
-    out: Path | None = None  # the bundle this job delivers
-    previous: str = ""  # the bundle served when the job was delivered (what undo goes back to)
-    created: float = field(default_factory=time.time)
-    delivered_at: float | None = None
-    rows: list[np.ndarray] = field(default_factory=list)
-    last_index: int | None = None
-
-    def public(self) -> dict[str, Any]:
-        d = {"id": self.id, "kind": self.kind, "name": self.name, "state": self.state, "recorded": self.recorded,
-             "of": self.of, "error": self.error or None, "created": round(self.created, 3)}
-        if self.note:
-            d["note"] = self.note
-        if self.out is not None and self.state == DONE:
-            d["bundle"] = str(self.out)
-        return d
 
 
 def _learn(b: Bundle, out: Path | None, adds: dict[str, np.ndarray], removes: list[str]) -> None:
@@ -79,24 +40,6 @@ def _learn(b: Bundle, out: Path | None, adds: dict[str, np.ndarray], removes: li
     bundles are never edited, so its hashes are not read again (the new bundle's are)."""
     assert out is not None
     learn(b.path, out, adds, removes, loaded=(b, load_sums(b.path, b.manifest, _array)))
-
-
-def class_list(rec: Recognizer) -> list[dict[str, Any]]:
-    """Every class the stream can name: where it came from and how many clips taught it."""
-    b = rec.bundle
-    head = b.manifest.get("head") or {}
-    counts = (head.get("sums") or {}).get("counts")
-    learned = head.get("learned") or {}
-    device_clips = dict(zip(learned.get("classes", []), learned.get("clips", [])))
-    c2e = b.manifest.get("class_to_expert") or [0] * len(b.classes)
-    out = []
-    for c, name in enumerate(b.classes):
-        examples = None if counts is None else int(counts[c]) + int(device_clips.get(name, 0))
-        out.append({"name": name, "origin": "device" if c2e[c] == LEARNED_EXPERT else "trained",
-                    "examples": examples})
-    for name in rec.zero_shot.names if rec.zero_shot else []:
-        out.append({"name": name, "origin": "name", "examples": 0})
-    return out
 
 
 class Teacher:

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from stpr.runtime.bundle import _array, load_bundle
-from stpr.runtime.head_sums import HEAD_CROSS_FILE, HEAD_GRAM_FILE, HeadSums, load_sums, ridge_solve, save_sums
+from stpr.runtime.bundle.load import _array, load_bundle
+from stpr.runtime.model.head_sums import HEAD_CROSS_FILE, HEAD_GRAM_FILE, HeadSums, load_sums, ridge_solve, save_sums
 
 CASES = {"ViT-B/16, UCF101": 101, "ViT-B/16, HMDB51": 51, "demo": 20}
 

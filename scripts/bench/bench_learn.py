@@ -25,7 +25,7 @@ from pathlib import Path
 
 import cv2
 
-CHILD = "import sys; sys.modules['torch'] = None; from stpr.runtime.learn_cli import main; main()"
+CHILD = "import sys; sys.modules['torch'] = None; from stpr.runtime.cli.learn_cli import main; main()"
 NEW = range(8, 12)  # classes 4+4x1 leaves out (the third shape)
 
 

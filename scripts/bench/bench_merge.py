@@ -82,7 +82,7 @@ def rel_gap(a: Path, b: Path) -> float:
 
 
 def one_seed(cfg: Any, out: Path) -> dict[str, Any]:
-    from stpr.runtime.learn_merge import merge
+    from stpr.runtime.learn.learn_merge import merge
 
     base_run, full_run = out / "base", out / "full"
     ensure_run(variant(cfg, {"data.protocol": "4+4x3"}), base_run)

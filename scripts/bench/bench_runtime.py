@@ -54,8 +54,8 @@ def make_bundle(root: Path, model_name: str, num_experts: int, towers_from: Path
     from stpr.export.fuse import fuse_experts
     from stpr.export.int8 import to_int8
     from stpr.export.onnx_export import export_backbone, export_expert
+    from stpr.runtime.bundle.manifest import SCHEMA_VERSION, seal_manifest, sha256_file
     from stpr.runtime.contract import CLIP_IMAGE_FILE, FUSED_FILE, FUSED_KEY, HEAD_WEIGHTS_FILE, TD_CALIBRATION_FILE
-    from stpr.runtime.manifest import SCHEMA_VERSION, seal_manifest, sha256_file
     from stpr.train.model.backbone import AdaptedVisionTower
     from stpr.train.model.clip_tower import load_clip
     from stpr.train.model.expert import TemporalExpert
@@ -106,9 +106,9 @@ def with_head(b: "Bundle", mode: str) -> "Bundle":  # noqa: F821
     """The same bundle served through an analytic head in `mode`, on the frozen image tower."""
     import dataclasses
 
-    from stpr.runtime.analytic import projection_matrix
+    from stpr.runtime.bundle.head_bundle import Head
     from stpr.runtime.contract import CLIP_IMAGE_FILE, HEAD_WEIGHTS_FILE
-    from stpr.runtime.head_bundle import Head
+    from stpr.runtime.model.analytic import projection_matrix
 
     head = Head(mode=mode, tower="frozen", tower_file=CLIP_IMAGE_FILE, tower_fp16=None,
                 projection=projection_matrix(0, b.frames * b.dim, HEAD_DIM),
@@ -120,7 +120,7 @@ def sizes_mib(bundle: Path) -> dict:
     """On-disk size per variant: the files a device serving it loads, and the whole bundle."""
     import onnx
 
-    from stpr.runtime.experts import expert_files
+    from stpr.runtime.model.experts import expert_files
 
     m = json.loads((bundle / "manifest.json").read_text())
 
@@ -144,11 +144,11 @@ def sizes_mib(bundle: Path) -> dict:
 
 def measure(bundles: dict[int, Path], repeats: int, threads: int) -> dict:
     """Every variant at every K against one shared backbone session (the denominator)."""
-    from stpr.runtime.backends import OrtRunner
-    from stpr.runtime.bundle import load_bundle
-    from stpr.runtime.preprocess import preprocess
-    from stpr.runtime.recognizer import Recognizer
-    from stpr.runtime.stream import FeatureRing
+    from stpr.runtime.bundle.load import load_bundle
+    from stpr.runtime.engine.recognizer import Recognizer
+    from stpr.runtime.io.stream import FeatureRing
+    from stpr.runtime.model.backends import OrtRunner
+    from stpr.runtime.model.preprocess import preprocess
 
     recs: dict[str, Recognizer] = {}
     for K, path in bundles.items():
@@ -230,8 +230,8 @@ def measure(bundles: dict[int, Path], repeats: int, threads: int) -> dict:
 
 def serve_rss(bundle: Path, variant: str, fused: bool, steps: int = 5) -> float:
     """Peak RSS (GiB) of this process after loading only `variant` and running `steps` steps."""
-    from stpr.runtime.bundle import load_bundle
-    from stpr.runtime.recognizer import Recognizer
+    from stpr.runtime.bundle.load import load_bundle
+    from stpr.runtime.engine.recognizer import Recognizer
 
     b = load_bundle(bundle)
     with Recognizer(b, "ort", "cpu", experts=variant, fused=fused) as rec:

@@ -48,7 +48,7 @@ SERVING = re.compile(r"serving http://[^:/]+:(\d+)/")
 
 def _source_frames(size: int, n: int = 64) -> list[np.ndarray]:
     """Moving shapes (the demo's kind of input) at `size` px, BGR."""
-    from stpr.runtime.sampling import centre_indices  # noqa: F401 (stpr is importable: fail early)
+    from stpr.runtime.model.sampling import centre_indices  # noqa: F401 (stpr is importable: fail early)
 
     frames = []
     for i in range(n):

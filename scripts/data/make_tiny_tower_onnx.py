@@ -31,7 +31,7 @@ def main() -> None:
 
     from stpr.export.onnx_export import export_backbone, finish_onnx
     from stpr.runtime.atomic import atomic_write_bytes, atomic_write_json
-    from stpr.runtime.manifest import sha256_file
+    from stpr.runtime.bundle.manifest import sha256_file
     from stpr.train.model.backbone import AdaptedVisionTower
     from stpr.train.model.clip_tower import load_clip
     from stpr.train.pretrained import PACKAGE_DIR, REGISTRY

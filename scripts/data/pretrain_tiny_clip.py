@@ -63,7 +63,7 @@ import torch
 import torch.nn.functional as F
 
 from stpr.runtime.atomic import atomic_write_json
-from stpr.runtime.manifest import sha256_file
+from stpr.runtime.bundle.manifest import sha256_file
 from stpr.train.data.stills import COLOURS, Caption, motion_words, place_words, positives, sample_stills
 from stpr.train.data.synthetic import CLIP_MEAN, CLIP_STD, MOTIONS, SHAPES, SyntheticActions
 from stpr.train.losses import contrastive_loss_masked

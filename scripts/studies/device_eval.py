@@ -34,13 +34,13 @@ import json, sys
 sys.modules["torch"] = None  # as on a device without torch: any import of it fails here
 from pathlib import Path
 import numpy as np
-from stpr.runtime.app import classify_clip
-from stpr.runtime.bundle import load_bundle
-from stpr.runtime.clip import clip_frames
-from stpr.runtime.preprocess import preprocess
-from stpr.runtime.recognizer import Recognizer
-from stpr.runtime.sampling import centre_indices
-from stpr.runtime.stream import open_capture
+from stpr.runtime.cli.app import classify_clip
+from stpr.runtime.bundle.load import load_bundle
+from stpr.runtime.io.clip import clip_frames
+from stpr.runtime.model.preprocess import preprocess
+from stpr.runtime.engine.recognizer import Recognizer
+from stpr.runtime.model.sampling import centre_indices
+from stpr.runtime.io.stream import open_capture
 
 root, lengths = Path(sys.argv[2]), json.loads(sys.argv[3])
 labels = json.loads((root / "labels.json").read_text())
@@ -104,9 +104,9 @@ def torch_top1(bundle: Path, root: Path, L: int) -> list[str]:
     import torch
 
     from stpr.export.parity import torch_head_outputs, torch_outputs
-    from stpr.runtime.clip import clip_frames
-    from stpr.runtime.preprocess import preprocess
-    from stpr.runtime.stream import open_capture
+    from stpr.runtime.io.clip import clip_frames
+    from stpr.runtime.io.stream import open_capture
+    from stpr.runtime.model.preprocess import preprocess
     from stpr.train.restore import restore
 
     manifest = json.loads((bundle / "manifest.json").read_text())

@@ -54,7 +54,7 @@ from stpr.runtime.atomic import atomic_write_json  # noqa: E402
 from stpr.train.config_load import load_config, parse_set  # noqa: E402
 
 HELD_OUT_TASK = 4  # the fifth task (the demo's ring: its default order is shape-major)
-CHILD = "import sys; sys.modules['torch'] = None; from stpr.runtime.learn_cli import main; main()"
+CHILD = "import sys; sys.modules['torch'] = None; from stpr.runtime.cli.learn_cli import main; main()"
 
 
 def export(run_dir: Path, out: Path) -> Path:
@@ -90,9 +90,9 @@ def subset(root: Path, k: int, dest: Path) -> Path:
 
 def predict(bundle: Path, test: list[tuple[Callable[[], list[np.ndarray]], str]]) -> tuple[list[str], list[str]]:
     """(predicted class, true class) for every test clip (its BGR frames, its class), through the device's code."""
-    from stpr.runtime.bundle import load_bundle
-    from stpr.runtime.preprocess import preprocess
-    from stpr.runtime.recognizer import Recognizer
+    from stpr.runtime.bundle.load import load_bundle
+    from stpr.runtime.engine.recognizer import Recognizer
+    from stpr.runtime.model.preprocess import preprocess
 
     b = load_bundle(bundle)
     pred, truth = [], []
@@ -125,7 +125,7 @@ def synthetic_clips(cfg: Any, out: Path, held: list[str]) -> tuple[Path, list]:
 def folder_clips(cfg: Any, out: Path, held: list[str]) -> tuple[Path, list]:
     """A folder dataset (e.g. scripts/data/make_photo_motion.py's photos): the same, with the held-out
     classes' training clips linked from the dataset, and its test split read as the device reads."""
-    from stpr.runtime.learn_clips import read_clip
+    from stpr.runtime.learn.learn_clips import read_clip
     from stpr.train.data.folder import folder_dataset
 
     kw = dict(holdout=cfg.data.holdout, seed=cfg.seed, num_frames=cfg.data.num_frames, size=32,

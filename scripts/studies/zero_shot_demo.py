@@ -9,7 +9,7 @@ Runs the bundle as stpr-run does (onnxruntime, NumPy router, the device tokenize
 text tower) on the synthetic test clips of the trained and the added classes, and
 prints JSON: trained-class accuracy without and with the added names, each added
 name's recall, and how often a trained clip is taken for an added class, for stpr-run's
-scoring rule (`runtime/zero_shot.py`) and the raw cosines it was chosen over.
+scoring rule (`runtime/engine/zero_shot.py`) and the raw cosines it was chosen over.
 """
 from __future__ import annotations
 
@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from stpr.runtime.bundle import load_bundle
-from stpr.runtime.preprocess import preprocess
-from stpr.runtime.recognizer import Recognizer
-from stpr.runtime.router import normalize
-from stpr.runtime.text import TextEncoder, text_section
-from stpr.runtime.zero_shot import ZeroShot, zero_shot_logits
+from stpr.runtime.bundle.load import load_bundle
+from stpr.runtime.engine.recognizer import Recognizer
+from stpr.runtime.engine.zero_shot import ZeroShot, zero_shot_logits
+from stpr.runtime.model.preprocess import preprocess
+from stpr.runtime.model.router import normalize
+from stpr.runtime.text.encoder import TextEncoder, text_section
 from stpr.train.data.synthetic import SHAPES, SyntheticActions
 
 

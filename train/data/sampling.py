@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stpr.runtime.sampling import centre_indices
+from stpr.runtime.model.sampling import centre_indices
 
 __all__ = ["tsn_indices"]
 

@@ -17,10 +17,10 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
-from stpr.runtime.clip import fill_from_earlier, grab_frames
-from stpr.runtime.frame_folder import IMAGE_EXTS, frame_files  # one rule for training and the device
-from stpr.runtime.preprocess import preprocess
-from stpr.runtime.sampling import view_indices
+from stpr.runtime.io.clip import fill_from_earlier, grab_frames
+from stpr.runtime.io.frame_folder import IMAGE_EXTS, frame_files  # one rule for training and the device
+from stpr.runtime.model.preprocess import preprocess
+from stpr.runtime.model.sampling import view_indices
 
 from ..errors import StprError
 from .sampling import tsn_indices

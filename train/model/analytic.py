@@ -1,4 +1,4 @@
-"""The analytic head in PyTorch: features, scores and modes (twin of `stpr.runtime.analytic`).
+"""The analytic head in PyTorch: features, scores and modes (twin of `stpr.runtime.model.analytic`).
 
 Same definition order and maths as the NumPy twin; the fitting itself (sums, lambda,
 solve) lives in `train/analytic_fit.py`. See docs/method.md, "The analytic head".
@@ -8,8 +8,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from stpr.runtime.analytic import projection_matrix
 from stpr.runtime.contract import HEAD_MODES
+from stpr.runtime.model.analytic import projection_matrix
 
 __all__ = ["HEAD_MODES", "projection", "clip_vector", "expand", "head_scores", "own_expert_logits",
            "task_probabilities", "mode_probabilities"]

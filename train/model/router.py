@@ -1,6 +1,6 @@
 """TD-MoE routing (docs/method.md, "Routing between experts"; Eqs. 8-12) and the Table 4 variants.
 
-Pure tensor functions. The NumPy twin, `stpr.runtime.router`, defines the shared
+Pure tensor functions. The NumPy twin, `stpr.runtime.model.router`, defines the shared
 functions in the same order with the same keyword-only signatures: `td_distance_scores`,
 `expert_scores`, `routing_scores`, `routing_weights`, `weights_from_scores`, `combine`.
 `tests/test_numpy_router.py` holds the two together (scores before the softmax, weights

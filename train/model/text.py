@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stpr.runtime.text_clean import clean_class_name  # one cleaning for training and the device
+from stpr.runtime.text.text_clean import clean_class_name  # one cleaning for training and the device
 
 DEFAULT_TEMPLATES = ("a video of a person {}.",)
 

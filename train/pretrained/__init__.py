@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from stpr.runtime.manifest import sha256_file
+from stpr.runtime.bundle.manifest import sha256_file
 
 from ..errors import StprError
 
@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # torch only where weights are built: the ONNX tower below is
     import torch
     from torch import nn
 
-    from stpr.runtime.tower import TowerSpec
+    from stpr.runtime.model.tower import TowerSpec
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 REGISTRY = PACKAGE_DIR / "registry.json"
@@ -105,7 +105,7 @@ def load_sparse(model: nn.Module, path: str | Path) -> None:
 def packaged_onnx_tower(model_name: str, tag: str) -> "TowerSpec":
     """The packaged tower of `(model_name, tag)` as ONNX (scripts/data/make_tiny_tower_onnx.py), hash-checked,
     with its preprocessing: what the torch-free head runs on. `StprError` if none ships."""
-    from stpr.runtime.tower import TowerSpec
+    from stpr.runtime.model.tower import TowerSpec
 
     entry = packaged_tags(model_name).get(tag, {}).get("onnx")
     if entry is None:
