@@ -87,7 +87,7 @@ def check_head_fields(m: dict[str, Any], problems: list[str]) -> None:
 
 def load_head(path: Path, m: dict[str, Any], load_array: Any) -> Head | None:
     """The bundle's head (None without one), with its projection regenerated and checked.
-    `load_array(path, name, field)` reads a plain finite float `.npy` (bundle._array)."""
+    `load_array(path, name, field)` reads a plain finite float `.npy` (bundle.load._array)."""
     h = m.get("head")
     if h is None:
         return None

@@ -4,7 +4,7 @@ The stream already runs the head's tower on every frame, so a recorded window co
 extra tower pass: its head row `h` comes straight from the ring. Recording starts on a
 key in the window (`l`) or after a timer. Windows are taken `every` frames apart (by
 default T: consecutive windows share no frame, so they are N examples, not N copies of
-one). Once N are in, a thread writes the new bundle with `learn.learn` (the streaming
+one). Once N are in, a thread writes the new bundle with `learn_bundle.learn` (the streaming
 goes on meanwhile) and hands it to the watcher, which swaps it in between two steps.
 """
 from __future__ import annotations

@@ -36,7 +36,7 @@ _LEARNED_SUFFIX = re.compile(r"-learned-\d{8}-\d{6}(-j\d+)?$")
 
 
 def _learn(b: Bundle, out: Path | None, adds: dict[str, np.ndarray], removes: list[str]) -> None:
-    """`learn.learn` on the bundle the stream serves: it was verified when it was loaded and
+    """`learn_bundle.learn` on the bundle the stream serves: it was verified when it was loaded and
     bundles are never edited, so its hashes are not read again (the new bundle's are)."""
     assert out is not None
     learn(b.path, out, adds, removes, loaded=(b, load_sums(b.path, b.manifest, _array)))
