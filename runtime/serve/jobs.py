@@ -25,6 +25,9 @@ class Refused(Exception):
 
 @dataclass
 class Job:
+    """One teaching request: its state as `/api/jobs` shows it, the rows it recorded and the
+    bundle it delivers."""
+
     id: str
     kind: str  # learn (live windows), clips (uploaded), remove, undo
     name: str | None
