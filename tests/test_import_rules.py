@@ -28,7 +28,8 @@ def _module_name(path: Path) -> str:
 
 def _imports(path: Path) -> set[str]:
     """The runtime modules `path` imports, anywhere in the file, as dotted names under runtime."""
-    package = _module_name(path).split(".") if path.name == "__init__.py" else _module_name(path).split(".")[:-1]
+    name = _module_name(path).split(".")
+    package = name if path.name == "__init__.py" else name[:-1]  # what `from .` means in this file
     out = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.level:
